@@ -1,0 +1,226 @@
+"""Run configuration: typed, validated, with messages that name the key and what is allowed.
+
+One YAML or JSON file; ``--set a.b=value`` and ``--seed`` override it. Unknown keys are errors, so a
+typo never silently falls back to a default. The resolved configuration is written into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evowatt.errors import EvowattError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DatasetConfig(_Strict):
+    """Which data; the training set is split into evo_train / evo_validation / evo_test."""
+
+    name: Literal["digits", "fashion-mnist", "mnist", "cifar10", "npz"] = "digits"
+    path: str | None = None
+    train_subset: int | None = Field(None, gt=0, description="stratified subset of the training set")
+    test_subset: int | None = Field(None, gt=0, description="stratified subset of the test set")
+    splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
+
+    @field_validator("splits")
+    @classmethod
+    def _splits_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError("evo_train, evo_validation, evo_test fractions must be positive and sum to 1")
+        return value
+
+
+class ModuleConfig(_Strict):
+    """One module: its type is a grammar start symbol."""
+
+    name: str
+    network_structure_init: list[int] = Field(min_length=1)
+    network_structure: tuple[int, int]
+    levels_back: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _init_within_bounds(self) -> ModuleConfig:
+        low, high = self.network_structure
+        if not 0 <= low <= high:
+            raise ValueError(f"network_structure [{low}, {high}] must satisfy 0 <= min <= max")
+        bad = [n for n in self.network_structure_init if not low <= n <= high]
+        if bad:
+            raise ValueError(f"network_structure_init values {bad} lie outside network_structure [{low}, {high}]")
+        return self
+
+
+class NetworkConfig(_Strict):
+    modules: list[ModuleConfig] = Field(min_length=1)
+    output: str = "softmax"
+    macro_structure: list[str] = ["learning"]
+    reuse_layer: float = Field(0.15, ge=0, le=1, description="at initialisation: p that a layer copies an earlier one")
+
+
+class MutationConfig(_Strict):
+    """ENERGIZE's default rates."""
+
+    add_layer: float = Field(0.25, ge=0, le=1)
+    reuse_layer: float = Field(0.15, ge=0, le=1)
+    remove_layer: float = Field(0.25, ge=0, le=1)
+    reuse_module: float = Field(0.15, ge=0, le=1)
+    remove_module: float = Field(0.25, ge=0, le=1)
+    dsge_layer: float = Field(0.15, ge=0, le=1)
+    macro_layer: float = Field(0.3, ge=0, le=1)
+    add_connection: float = Field(0.0, ge=0, le=1)
+    remove_connection: float = Field(0.0, ge=0, le=1)
+    train_longer: float = Field(0.2, ge=0, le=1)
+
+
+class BudgetConfig(_Strict):
+    """Training budget of one individual: seconds (clock checked every batch) or optimiser steps."""
+
+    seconds: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetConfig:
+        if (self.seconds is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'seconds' or 'steps'")
+        return self
+
+
+class CapsConfig(_Strict):
+    """Networks above these are rejected before any weight is allocated."""
+
+    max_params: int = Field(5_000_000, gt=0)
+    max_flops: int = Field(2_000_000_000, gt=0, description="per inference; a multiply-add counts 2")
+
+
+class SearchConfig(_Strict):
+    generations: int = Field(10, ge=0, description="generations after generation 0")
+    lambda_: int = Field(4, ge=1, alias="lambda")
+    time_limit: float | None = Field(None, gt=0, description="total wall-time budget in seconds")
+    mutation: MutationConfig = MutationConfig()
+    caps: CapsConfig = CapsConfig()
+
+
+class FinalTrainingConfig(_Strict):
+    """Train the best genome again from scratch for a longer budget, reported separately."""
+
+    budget: BudgetConfig | None = None
+
+
+class TrainingConfig(_Strict):
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    budget: BudgetConfig = BudgetConfig(seconds=5)
+    max_epochs: int = Field(10_000, gt=0)
+    eval_batch_size: int = Field(1024, gt=0)
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice")
+    final_training: FinalTrainingConfig = FinalTrainingConfig()
+
+
+class FitnessConfig(_Strict):
+    metric: Literal["accuracy"] = "accuracy"
+
+
+class OutputConfig(_Strict):
+    dir: str = "runs"
+    name: str | None = Field(None, description="run directory name; default: timestamp and seed")
+
+
+class RunConfig(_Strict):
+    seed: int = 0
+    grammar: str = "cnn"
+    dataset: DatasetConfig = DatasetConfig()
+    network: NetworkConfig
+    search: SearchConfig = SearchConfig()
+    training: TrainingConfig = TrainingConfig()
+    fitness: FitnessConfig = FitnessConfig()
+    output: OutputConfig = OutputConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and section)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in item and item["type"] not in ("model_type",):
+            message += f" (got {item['input']!r})"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise EvowattError(f"--set {text!r}: expected key=value, e.g. --set search.generations=3")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise EvowattError(f"--set {text!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise EvowattError(f"--set {text!r}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvowattError(f"config file {path} not found; see examples/digits.yaml for a reference config")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise EvowattError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvowattError(f"config file {path} must hold a mapping of sections (dataset, network, search, ...)")
+    return data
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise EvowattError(_format_errors(exc, source)) from None
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, seed: int | None = None
+) -> RunConfig:
+    """Read, override and validate; a grammar path is resolved relative to the config file."""
+    data = read_config_file(path)
+    apply_overrides(data, overrides or [])
+    if seed is not None:
+        data["seed"] = seed
+    grammar = data.get("grammar")
+    if isinstance(grammar, str) and not Path(grammar).is_absolute():
+        candidate = Path(path).parent / grammar
+        if candidate.exists():
+            data["grammar"] = str(candidate.resolve())
+    return validate_config(data, source=str(path))

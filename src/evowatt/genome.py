@@ -1,0 +1,137 @@
+"""An individual: modules of grammar-derived layers, an output layer and macro genes; JSON round-trip.
+
+Layer index (used by the partition point): the hidden layers of all modules in order, output layer
+excluded, every layer counted (dropout and batch norm too): 0 .. L-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evowatt.config import ModuleConfig, NetworkConfig
+from evowatt.grammar import Bounds, Grammar, Node
+
+PARTITION_RULE = "model_partition"
+PARTITION_PARAM = "partition_point"
+
+
+@dataclass
+class Module:
+    """Layers derived from one start symbol; ``connections[i]`` lists layer i's inputs (-1: module input)."""
+
+    type: str
+    layers: list[Node]
+    connections: list[list[int]]
+
+    def copy(self) -> Module:
+        return Module(self.type, [n.copy() for n in self.layers], [list(c) for c in self.connections])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "layers": [n.to_json() for n in self.layers],
+            "connections": [list(c) for c in self.connections],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Module:
+        return cls(
+            str(data["type"]),
+            [Node.from_json(n) for n in data["layers"]],
+            [[int(i) for i in c] for c in data["connections"]],
+        )
+
+
+@dataclass
+class Genome:
+    modules: list[Module]
+    output: Node
+    macro: dict[str, Node] = field(default_factory=dict)
+
+    @property
+    def layer_count(self) -> int:
+        return sum(len(m.layers) for m in self.modules)
+
+    def copy(self) -> Genome:
+        return Genome([m.copy() for m in self.modules], self.output.copy(), {k: v.copy() for k, v in self.macro.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "modules": [m.to_json() for m in self.modules],
+            "output": self.output.to_json(),
+            "macro": {k: v.to_json() for k, v in self.macro.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Genome:
+        return cls(
+            [Module.from_json(m) for m in data["modules"]],
+            Node.from_json(data["output"]),
+            {k: Node.from_json(v) for k, v in data.get("macro", {}).items()},
+        )
+
+    def partition_bounds(self) -> Bounds:
+        """Dynamic bounds of the partition point: 0 .. L-1 (0 .. 0 when there is no hidden layer)."""
+        return {PARTITION_PARAM: (0, max(self.layer_count - 1, 0))}
+
+    def describe(self, grammar: Grammar) -> list[str]:
+        """One line per hidden layer, then the output layer: for tables and logs."""
+        lines = []
+        for module in self.modules:
+            for i, layer in enumerate(module.layers):
+                spec = grammar.decode(layer)
+                kind = spec.pop("layer", "?")
+                extra = f" <- {module.connections[i]}" if module.connections[i] != [i - 1] else ""
+                args = ", ".join(f"{k}={_short(v)}" for k, v in spec.items())
+                lines.append(f"{module.type}: {kind}({args}){extra}")
+        return lines
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def chain_connections(count: int, levels_back: int, rng: np.random.Generator) -> list[list[int]]:
+    """Each layer reads the previous one, plus a random subset of earlier ones within ``levels_back``."""
+    connections = []
+    for i in range(count):
+        extra = list(range(max(-1, i - levels_back), i - 1))
+        k = int(rng.integers(len(extra) + 1)) if extra else 0
+        chosen = sorted(int(c) for c in rng.choice(extra, size=k, replace=False)) if k else []
+        connections.append([i - 1, *chosen])
+    return connections
+
+
+def random_module(
+    grammar: Grammar, spec: ModuleConfig, reuse_layer: float, rng: np.random.Generator
+) -> Module:
+    count = int(rng.choice(spec.network_structure_init))
+    layers: list[Node] = []
+    for _ in range(count):
+        if layers and rng.random() < reuse_layer:
+            layers.append(layers[int(rng.integers(len(layers)))].copy())
+        else:
+            layers.append(grammar.sample(spec.name, rng))
+    return Module(spec.name, layers, chain_connections(count, spec.levels_back, rng))
+
+
+def random_genome(grammar: Grammar, network: NetworkConfig, rng: np.random.Generator) -> Genome:
+    modules = [random_module(grammar, spec, network.reuse_layer, rng) for spec in network.modules]
+    genome = Genome(modules, grammar.sample(network.output, rng), {})
+    for rule in network.macro_structure:
+        genome.macro[rule] = grammar.sample(rule, rng, genome.partition_bounds())
+    return genome
+
+
+def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> list[str]:
+    """Problems that make a network config unusable with a grammar: rule names that do not exist."""
+    problems = []
+    needed = [(m.name, "network.modules name") for m in network.modules]
+    needed += [(network.output, "network.output"), *[(r, "network.macro_structure") for r in network.macro_structure]]
+    for name, key in needed:
+        if name not in grammar:
+            problems.append(f"{key} '{name}' is not a rule of {grammar.source} (rules: {', '.join(grammar.rules)})")
+    return problems

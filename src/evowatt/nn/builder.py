@@ -1,0 +1,280 @@
+"""Genome -> torch.nn.Module.
+
+Shapes, parameter and FLOP counts are worked out first, in plain Python (``plan_network``): a genome
+that cannot become a network (a spatial size below 1) or exceeds the caps is rejected with its reason
+before a single weight is allocated. ``build_network`` then allocates the planned layers.
+
+Choices that differ from the reference code, on purpose:
+- the output rule's ``act:softmax`` is dropped: the network returns logits and trains with
+  cross-entropy on them (the reference applies softmax twice); the output width is the class count;
+- ``padding:same`` follows TensorFlow (output = ceil(size / stride), extra padding on the bottom/right),
+  since the grammars come from a Keras lineage; max pooling pads with -inf, average pooling with zeros;
+- several inputs are merged by sum, each reconciled to the first input's shape: spatial size by
+  adaptive average pooling, channels (or features) by zero-padding or truncation — no new weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from evowatt.genome import Genome
+from evowatt.grammar import Grammar
+
+Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for vectors; batch excluded
+
+
+class InvalidNetwork(Exception):
+    """A genome that cannot become a network, or exceeds a cap; the message is the recorded reason."""
+
+
+@dataclass
+class LayerPlan:
+    kind: str
+    spec: dict[str, Any]
+    inputs: list[int]  # global layer indices; -1 is the network input
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    flops: int
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, right, top, bottom
+
+
+@dataclass
+class NetworkPlan:
+    input_shape: Shape
+    num_classes: int
+    layers: list[LayerPlan]  # hidden layers in layer-index order
+    output: LayerPlan
+    input_shapes: list[list[Shape]] = field(default_factory=list)  # per layer, the shapes before merging
+
+    @property
+    def params(self) -> int:
+        return sum(p.params for p in self.layers) + self.output.params
+
+    @property
+    def flops(self) -> int:
+        return sum(p.flops for p in self.layers) + self.output.flops
+
+
+def _numel(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _spatial(shape: Shape, kernel: int, stride: int, padding: str) -> tuple[int, int, tuple[int, int, int, int]]:
+    _, h, w = shape
+    if padding == "same":
+        oh, top, bottom = _same_pad(h, kernel, stride)
+        ow, left, right = _same_pad(w, kernel, stride)
+        return oh, ow, (left, right, top, bottom)
+    return (h - kernel) // stride + 1, (w - kernel) // stride + 1, (0, 0, 0, 0)
+
+
+def _activation_flops(act: str, numel: int) -> int:
+    return {"relu": numel, "sigmoid": 4 * numel}.get(act, 0)
+
+
+def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> LayerPlan:
+    where = f"layer {index} ({kind})"
+    if kind == "conv" or kind.startswith("pool"):
+        if len(shape) != 3:
+            raise InvalidNetwork(f"{where} needs an image input but receives a vector of {shape[0]} features")
+        kernel, stride = int(spec["kernel_size"]), int(spec["stride"])
+        oh, ow, pad = _spatial(shape, kernel, stride, str(spec.get("padding", "valid")))
+        if oh < 1 or ow < 1:
+            raise InvalidNetwork(
+                f"{where}: kernel {kernel} stride {stride} {spec.get('padding')} padding on a "
+                f"{shape[1]}x{shape[2]} input gives spatial size {oh}x{ow} (below 1)"
+            )
+        if kind == "conv":
+            c_in, c_out, bias = shape[0], int(spec["out_channels"]), bool(spec.get("bias", True))
+            out = (c_out, oh, ow)
+            params = kernel * kernel * c_in * c_out + (c_out if bias else 0)
+            flops = 2 * kernel * kernel * c_in * _numel(out) + (_numel(out) if bias else 0)
+            flops += _activation_flops(str(spec.get("act", "linear")), _numel(out))
+            return LayerPlan(kind, spec, [], shape, out, params, flops, pad)
+        if kind not in ("pool_max", "pool_avg"):
+            raise InvalidNetwork(f"{where}: unknown pooling '{kind}'; expected pool_max or pool_avg")
+        out = (shape[0], oh, ow)
+        return LayerPlan(kind, spec, [], shape, out, 0, kernel * kernel * _numel(out), pad)
+    if kind == "batch_norm":
+        channels = shape[0]
+        return LayerPlan(kind, spec, [], shape, shape, 2 * channels, 2 * _numel(shape))
+    if kind == "dropout":
+        rate = float(spec.get("rate", 0.5))
+        if not 0 <= rate < 1:
+            raise InvalidNetwork(f"{where}: dropout rate {rate} outside [0, 1)")
+        return LayerPlan(kind, spec, [], shape, shape, 0, 0)
+    if kind in ("fc", "output"):
+        f_in, f_out, bias = _numel(shape), int(spec["out_features"]), bool(spec.get("bias", True))
+        params = f_in * f_out + (f_out if bias else 0)
+        flops = 2 * f_in * f_out + (f_out if bias else 0)
+        if kind == "fc":
+            flops += _activation_flops(str(spec.get("act", "linear")), f_out)
+        return LayerPlan(kind, spec, [], shape, (f_out,), params, flops)
+    raise InvalidNetwork(f"{where}: unknown layer type '{kind}'")
+
+
+def _merged_shape(shapes: list[Shape]) -> Shape:
+    """Inputs are reconciled to the first one; a vector among them makes the merge a vector merge."""
+    first = shapes[0]
+    if len(shapes) > 1 and any(len(s) == 1 for s in shapes):
+        return (_numel(first),)
+    return first
+
+
+def plan_network(
+    genome: Genome,
+    grammar: Grammar,
+    input_shape: Shape,
+    num_classes: int,
+    max_params: int | None = None,
+    max_flops: int | None = None,
+) -> NetworkPlan:
+    """Shapes, parameters and FLOPs of every layer, or InvalidNetwork with the reason."""
+    layers: list[LayerPlan] = []
+    input_shapes: list[list[Shape]] = []
+    shapes: dict[int, Shape] = {-1: tuple(input_shape)}
+    module_input = -1
+    for module in genome.modules:
+        base = len(layers)
+        for i, node in enumerate(module.layers):
+            spec = grammar.decode(node)
+            inputs = [base + c if c >= 0 else module_input for c in module.connections[i]]
+            in_shapes = [shapes[j] for j in inputs]
+            plan = plan_layer(str(spec.get("layer")), spec, _merged_shape(in_shapes), base + i)
+            plan.inputs = inputs
+            shapes[base + i] = plan.out_shape
+            layers.append(plan)
+            input_shapes.append(in_shapes)
+        if module.layers:
+            module_input = len(layers) - 1
+    out_spec = dict(grammar.decode(genome.output))
+    out_spec["out_features"] = num_classes
+    output = plan_layer("output", out_spec, shapes[module_input], len(layers))
+    output.inputs = [module_input]
+    plan = NetworkPlan(tuple(input_shape), num_classes, layers, output, input_shapes)
+    if max_params is not None and plan.params > max_params:
+        raise InvalidNetwork(f"{plan.params:,} parameters exceed the cap of {max_params:,} (search.caps.max_params)")
+    if max_flops is not None and plan.flops > max_flops:
+        raise InvalidNetwork(f"{plan.flops:,} FLOPs per inference exceed the cap of {max_flops:,} (search.caps.max_flops)")
+    return plan
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
+
+
+def _activation(spec: dict[str, Any]) -> nn.Module:
+    act = str(spec.get("act", "linear"))
+    if act not in _ACTIVATIONS:
+        raise InvalidNetwork(f"unknown activation '{act}'; expected one of {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[act]()
+
+
+def _padding(pad: tuple[int, int, int, int], value: float) -> list[nn.Module]:
+    return [nn.ConstantPad2d(pad, value)] if any(pad) else []
+
+
+def make_layer(plan: LayerPlan) -> nn.Module:
+    spec = plan.spec
+    if plan.kind == "conv":
+        left, right, top, bottom = plan.pad
+        symmetric = left == right and top == bottom
+        conv = nn.Conv2d(
+            plan.in_shape[0],
+            plan.out_shape[0],
+            int(spec["kernel_size"]),
+            int(spec["stride"]),
+            padding=(top, left) if symmetric else 0,
+            bias=bool(spec.get("bias", True)),
+        )
+        parts = ([] if symmetric else _padding(plan.pad, 0.0)) + [conv, _activation(spec)]
+        return nn.Sequential(*parts)
+    if plan.kind == "pool_max":
+        return nn.Sequential(*_padding(plan.pad, -math.inf), nn.MaxPool2d(int(spec["kernel_size"]), int(spec["stride"])))
+    if plan.kind == "pool_avg":
+        return nn.Sequential(*_padding(plan.pad, 0.0), nn.AvgPool2d(int(spec["kernel_size"]), int(spec["stride"])))
+    if plan.kind == "batch_norm":
+        return nn.BatchNorm2d(plan.in_shape[0]) if len(plan.in_shape) == 3 else nn.BatchNorm1d(plan.in_shape[0])
+    if plan.kind == "dropout":
+        return nn.Dropout(float(spec.get("rate", 0.5)))
+    flatten = [nn.Flatten()] if len(plan.in_shape) > 1 else []
+    linear = nn.Linear(_numel(plan.in_shape), plan.out_shape[0], bias=bool(spec.get("bias", True)))
+    if plan.kind == "output":
+        return nn.Sequential(*flatten, linear)
+    return nn.Sequential(*flatten, linear, _activation(spec))
+
+
+def reconcile(x: torch.Tensor, target: Shape) -> torch.Tensor:
+    """Bring one merge input to the target shape without weights (pool / pad / truncate)."""
+    if len(target) == 1:
+        x = x.flatten(1)
+        size = x.shape[1]
+        return F.pad(x, (0, target[0] - size)) if size < target[0] else x[:, : target[0]]
+    if x.dim() != 4:
+        raise RuntimeError("a vector cannot be merged into an image")
+    if tuple(x.shape[2:]) != tuple(target[1:]):
+        x = F.adaptive_avg_pool2d(x, target[1:])
+    channels = x.shape[1]
+    if channels < target[0]:
+        x = F.pad(x, (0, 0, 0, 0, 0, target[0] - channels))
+    elif channels > target[0]:
+        x = x[:, : target[0]]
+    return x
+
+
+class Network(nn.Module):
+    """Hidden layers run in layer-index order; a plain chain takes the fast path of one call per layer."""
+
+    def __init__(self, plan: NetworkPlan):
+        super().__init__()
+        self.layers = nn.ModuleList(make_layer(p) for p in plan.layers)
+        self.output = make_layer(plan.output)
+        self.inputs: list[list[int]] = [list(p.inputs) for p in plan.layers]
+        self.merge_shapes: list[Shape] = [
+            _merged_shape(shapes) for shapes in plan.input_shapes
+        ]
+        self.output_input = plan.output.inputs[0]
+        self.is_chain = all(inputs == [i - 1] for i, inputs in enumerate(self.inputs)) and (
+            self.output_input == len(self.inputs) - 1
+        )
+
+    def hidden(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Outputs of hidden layers 0..upto (all when None)."""
+        last = len(self.layers) - 1 if upto is None else upto
+        outs: list[torch.Tensor] = []
+        for i in range(last + 1):
+            inputs = self.inputs[i]
+            if len(inputs) == 1:
+                h = x if inputs[0] < 0 else outs[inputs[0]]
+            else:
+                target = self.merge_shapes[i]
+                h = sum(reconcile(x if j < 0 else outs[j], target) for j in inputs)
+            outs.append(self.layers[i](h))
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_chain:
+            for layer in self.layers:
+                x = layer(x)
+            return self.output(x)
+        outs = self.hidden(x)
+        return self.output(x if self.output_input < 0 else outs[self.output_input])
+
+
+def build_network(plan: NetworkPlan, seed: int) -> Network:
+    """Allocate the planned layers; weights are initialised from ``seed`` without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Network(plan)

@@ -1,0 +1,178 @@
+"""Budgeted training on in-memory tensors, with early stopping on validation loss.
+
+The budget is seconds (the clock is read every batch, so an individual ends within about one batch of
+its budget) or optimiser steps (deterministic: same seed, same weights). Data is already normalised and
+on the device; a batch is an index into those tensors, so no per-sample Python work runs in the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+OPTIMISERS = ("gradient_descent", "adam", "rmsprop", "lars")
+
+
+@dataclass(frozen=True)
+class Budget:
+    seconds: float | None = None
+    steps: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.seconds:g} s" if self.seconds is not None else f"{self.steps} steps"
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    seconds: float
+    epochs: int
+    stop_reason: str  # budget | early_stop | max_epochs | diverged
+    best_validation_loss: float | None
+    budget_seconds: float | None
+    budget_steps: int | None
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == "diverged"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Optimizer:
+    """The evolved optimiser.
+
+    LARS (layer-wise adaptive rate scaling) has no implementation in torch.optim; it maps to SGD with
+    momentum and two parameter groups: weights at ``lr_weights`` with ``weight_decay``, biases and
+    normalisation parameters at ``lr_biases`` without decay, as LARS treats them. The trust-ratio
+    scaling itself is not applied.
+    """
+    kind = str(learning.get("learning", "adam"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    wd = float(learning.get("weight_decay", 0.0))
+    if kind == "gradient_descent":
+        return torch.optim.SGD(
+            params,
+            lr=float(learning["lr"]),
+            momentum=float(learning.get("momentum", 0.0)),
+            weight_decay=wd,
+            nesterov=bool(learning.get("nesterov", False)) and float(learning.get("momentum", 0.0)) > 0,
+        )
+    if kind == "adam":
+        betas = (float(learning.get("beta1", 0.9)), float(learning.get("beta2", 0.999)))
+        return torch.optim.Adam(params, lr=float(learning["lr"]), betas=betas, weight_decay=wd)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=float(learning["lr"]), alpha=float(learning.get("alpha", 0.99)),
+                                   weight_decay=wd)
+    if kind == "lars":
+        weights = [p for p in params if p.dim() > 1]
+        others = [p for p in params if p.dim() <= 1]
+        groups = [{"params": weights, "lr": float(learning["lr_weights"]), "weight_decay": wd}]
+        if others:
+            groups.append({"params": others, "lr": float(learning["lr_biases"]), "weight_decay": 0.0})
+        return torch.optim.SGD(groups, lr=float(learning["lr_weights"]), momentum=float(learning.get("momentum", 0.9)))
+    raise ValueError(f"unknown optimiser '{kind}'; expected one of {', '.join(OPTIMISERS)}")
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a split, in one pass."""
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        total_loss += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(1) == target).sum()
+    model.train(was_training)
+    n = max(x.shape[0], 1)
+    return float(total_loss) / n, int(correct) / n
+
+
+def train(
+    model: nn.Module,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    validation_xy: tuple[torch.Tensor, torch.Tensor],
+    learning: dict[str, Any],
+    budget: Budget,
+    seed: int,
+    max_epochs: int = 10_000,
+    eval_batch_size: int = 1024,
+) -> TrainOutcome:
+    """Train in place until the budget, early stopping, or divergence; the best validation weights are kept."""
+    x, y = train_xy
+    n = x.shape[0]
+    batch_size = max(1, min(int(learning.get("batch_size", 64)), n))
+    patience = int(learning.get("early_stop", 5))
+    epoch_limit = min(max_epochs, int(learning.get("epochs", max_epochs)))
+    optimiser = make_optimiser(model, learning)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    best_loss, best_state, stale = math.inf, None, 0
+    steps, epochs, reason = 0, 0, "max_epochs"
+    start = time.perf_counter()
+    deadline = start + budget.seconds if budget.seconds is not None else math.inf
+    step_limit = budget.steps if budget.steps is not None else math.inf
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout draws from the global generator: seed it, then restore it
+        while epochs < epoch_limit:
+            order = torch.randperm(n, generator=generator).to(x.device)
+            for begin in range(0, n, batch_size):
+                if steps >= step_limit or time.perf_counter() >= deadline:
+                    reason = "budget"
+                    break
+                index = order[begin : begin + batch_size]
+                loss = F.cross_entropy(model(x[index]), y[index])
+                if not torch.isfinite(loss):
+                    reason = "diverged"
+                    break
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                steps += 1
+            else:
+                epochs += 1
+                val_loss, _ = evaluate_split(model, *validation_xy, batch_size=eval_batch_size)
+                if not math.isfinite(val_loss):
+                    reason = "diverged"
+                    break
+                if val_loss < best_loss:
+                    best_loss, stale = val_loss, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        reason = "early_stop"
+                        break
+                continue
+            break
+    if reason == "budget" and steps > 0:
+        # the last epoch was cut short: judge its weights on validation too
+        val_loss, _ = evaluate_split(model, *validation_xy, batch_size=eval_batch_size)
+        if not math.isfinite(val_loss):
+            reason = "diverged"
+        elif val_loss < best_loss:
+            best_loss, best_state = val_loss, None
+    if reason != "diverged" and best_state is not None:
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    return TrainOutcome(
+        steps=steps,
+        seconds=seconds,
+        epochs=epochs,
+        stop_reason=reason,
+        best_validation_loss=None if math.isinf(best_loss) else best_loss,
+        budget_seconds=budget.seconds,
+        budget_steps=budget.steps,
+    )

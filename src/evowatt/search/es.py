@@ -1,0 +1,147 @@
+"""The (1+λ) evolution strategy of Fast-DENSER / ENERGIZE, as ask/tell.
+
+Generation 0: λ random individuals. Every later generation: the parent retrained from scratch with a
+derived seed (an evaluation like any other) plus λ mutants; the fittest of them becomes the parent, the
+retrained parent winning ties. ``train_longer`` mutants continue from the parent's weights.
+
+All state is plain data (``state()`` / ``from_state``) so a checkpoint is JSON, and resuming replays
+``tell`` with the results the store already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evowatt.config import RunConfig
+from evowatt.genome import Genome, random_genome
+from evowatt.grammar import Grammar
+from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.search.fitness import fitness_of, rank_key
+
+
+def derived_seed(run_seed: int, evaluation_id: int) -> int:
+    """A per-evaluation seed that depends only on the run seed and the evaluation's id."""
+    return int(np.random.SeedSequence([run_seed, evaluation_id]).generate_state(1, np.uint32)[0])
+
+
+@dataclass
+class Candidate:
+    """One evaluation the search asks for; JSON-serialisable."""
+
+    id: int
+    generation: int
+    kind: str  # random | parent | mutant | train_longer
+    genome: dict[str, Any]
+    seed: int
+    parent_id: int | None = None
+    continue_from: int | None = None  # evaluation whose trained weights this one starts from
+    mutations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Parent:
+    id: int
+    genome: dict[str, Any]
+    fitness: float | None
+
+
+class EvolutionStrategy:
+    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
+        self.config = config
+        self.grammar = grammar
+        self.mutator = Mutator(grammar, config.network, config.search.mutation)
+        self.reuse_sampler = reuse_sampler
+        self.rng = np.random.default_rng(config.seed)
+        self.generation = 0
+        self.next_id = 0
+        self.parent: Parent | None = None
+        self.pending: list[Candidate] = []
+        self.history: list[dict[str, Any]] = []
+
+    # --- ask/tell ----------------------------------------------------------------------------------
+    def done(self) -> bool:
+        return self.generation > self.config.search.generations
+
+    def ask(self) -> list[Candidate]:
+        """The evaluations of the current generation (asking twice returns the same ones)."""
+        if self.pending:
+            return list(self.pending)
+        lam = self.config.search.lambda_
+        if self.generation == 0 or self.parent is None:
+            self.pending = [
+                self._candidate("random", random_genome(self.grammar, self.config.network, self.rng).to_json())
+                for _ in range(lam)
+            ]
+            return list(self.pending)
+        parent = self.parent
+        batch = [self._candidate("parent", parent.genome, parent_id=parent.id)]
+        parent_genome = Genome.from_json(parent.genome)
+        for _ in range(lam):
+            outcome = self.mutator.mutate(parent_genome, self.rng, self.reuse_sampler)
+            if outcome.train_longer:
+                batch.append(self._candidate("train_longer", parent.genome, parent_id=parent.id,
+                                             continue_from=parent.id, mutations=outcome.applied))
+            else:
+                batch.append(self._candidate("mutant", outcome.genome.to_json(), parent_id=parent.id,
+                                             mutations=outcome.applied))
+        self.pending = batch
+        return list(batch)
+
+    def tell(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Select the next parent from this generation's results (dicts from ``evaluate``, by id)."""
+        by_id = {r["id"]: r for r in results}
+        missing = [c.id for c in self.pending if c.id not in by_id]
+        if missing:
+            raise ValueError(f"results missing for evaluations {missing}")
+        scored = [(c, fitness_of(by_id[c.id], self.config.fitness)) for c in self.pending]
+        best, best_fitness = scored[0]
+        for candidate, fitness in scored[1:]:
+            if rank_key(fitness) > rank_key(best_fitness):
+                best, best_fitness = candidate, fitness
+        self.parent = Parent(best.id, best.genome, best_fitness)
+        record = {
+            "generation": self.generation,
+            "parent_id": best.id,
+            "best_fitness": best_fitness,
+            "evaluations": [c.id for c in self.pending],
+            "fitness": [[c.id, f] for c, f in scored],
+        }
+        self.history.append(record)
+        self.pending = []
+        self.generation += 1
+        return record
+
+    def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
+        candidate = Candidate(self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id),
+                              **extra)
+        self.next_id += 1
+        return candidate
+
+    # --- state -------------------------------------------------------------------------------------
+    def weights_to_keep(self) -> set[int]:
+        """Evaluations whose weights may still be needed: the parent's (for train_longer)."""
+        return {self.parent.id} if self.parent is not None else set()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "next_id": self.next_id,
+            "parent": asdict(self.parent) if self.parent else None,
+            "pending": [c.to_json() for c in self.pending],
+            "history": self.history,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.generation = int(state["generation"])
+        self.next_id = int(state["next_id"])
+        self.parent = Parent(**state["parent"]) if state["parent"] else None
+        self.pending = [Candidate(**c) for c in state["pending"]]
+        self.history = list(state["history"])
+        self.rng.bit_generator.state = state["rng"]
