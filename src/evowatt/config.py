@@ -130,6 +130,13 @@ class OutputConfig(_Strict):
     name: str | None = Field(None, description="run directory name; default: timestamp and seed")
 
 
+class RunnerConfig(_Strict):
+    """Where evaluations run: in this process (default, deterministic) or a pool of worker processes."""
+
+    kind: Literal["sequential", "process"] = "sequential"
+    workers: int = Field(2, ge=1)
+
+
 class RunConfig(_Strict):
     seed: int = 0
     grammar: str = "cnn"
@@ -139,6 +146,7 @@ class RunConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     fitness: FitnessConfig = FitnessConfig()
     output: OutputConfig = OutputConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,315 @@
+"""Command line: run, resume, show, check-grammar. A user error is one message and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from evowatt.errors import EvowattError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers, e.g. 1,28,28; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _metric(row: dict[str, Any] | None, name: str) -> Any:
+    if not row:
+        return None
+    metric = (row.get("metrics") or {}).get(name)
+    return metric.get("value") if isinstance(metric, dict) else metric
+
+
+class LiveProgress:
+    """Turns the loop's progress events into a rich progress bar: generation, individual, phase, best."""
+
+    def __init__(self, total: int):
+        self.best: float | None = None
+        self.generation = 0
+        self.bar = Progress(
+            TextColumn("[bold]gen {task.fields[generation]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.bar.add_task("starting", total=total, generation=0, best="-")
+
+    def __enter__(self) -> LiveProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if event == "start":
+            console.print(f"run directory: [bold]{info['run_dir']}[/]")
+        elif event == "generation":
+            self.generation = info["generation"]
+            self.bar.update(self.task, generation=self.generation)
+        elif event == "evaluate":
+            c = info["candidate"]
+            self.bar.update(self.task, description=f"individual {c.id} ({c.kind}): queued for training")
+        elif event == "result":
+            c, result, fitness = info["candidate"], info["result"], info["fitness"]
+            if fitness is not None and (self.best is None or fitness > self.best):
+                self.best = fitness
+            status = _fmt(fitness) if fitness is not None else f"{result['status']}"
+            self.bar.update(self.task, advance=1, best=_fmt(self.best),
+                            description=f"individual {c.id} ({c.kind}): {status}")
+        elif event == "final":
+            self.bar.update(self.task, description=f"final training of the best genome ({info['budget']})")
+
+
+def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    if grammar_text:
+        from evowatt.genome import Genome
+        from evowatt.grammar import parse_grammar
+
+        layers = Genome.from_json(row["genome"]).describe(parse_grammar(grammar_text))
+        table.add_row("layers", "\n".join(layers) or "(no hidden layer)")
+    train = row.get("train") or {}
+    budget = f"{train.get('budget_seconds')} s" if train.get("budget_seconds") else f"{train.get('budget_steps')} steps"
+    table.add_row("evaluation", f"#{row['id']} ({row['kind']}, generation {row['generation']})")
+    table.add_row("status", row["status"] + (f": {row['reason']}" if row.get("reason") else ""))
+    table.add_row("parameters", _fmt(_metric(row, "params")))
+    table.add_row("FLOPs / inference", _fmt(_metric(row, "flops")))
+    table.add_row("evo_test accuracy", _fmt(_metric(row, "accuracy")))
+    table.add_row("test accuracy", _fmt(_metric(row, "test_accuracy")) + "  (reported only, never selected on)")
+    table.add_row("training", f"{_fmt(train.get('seconds'), 2)} s, {train.get('steps')} steps, "
+                              f"{train.get('epochs')} epochs (budget {budget}, stop: {train.get('stop_reason')})")
+    for name, metric in sorted((row.get("metrics") or {}).items()):
+        if isinstance(metric, dict) and str(metric.get("method", "")).startswith(("measured", "estimated")):
+            table.add_row(name, f"{_fmt(metric.get('value'), 6)}  [{metric['method']}]")
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evowatt.config import load_config
+    from evowatt.experiment import run
+
+    config = load_config(args.config, args.set, args.seed)
+    total = config.search.lambda_ * (config.search.generations + 1) + config.search.generations
+    with LiveProgress(total) as progress:
+        result = run(config, out=args.out, progress=progress)
+    _print_result(result)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from evowatt.experiment import resume
+    from evowatt.store import RunStore
+
+    store = RunStore(args.run_dir)
+    done = len(store.evaluations())
+    store.close()
+    with LiveProgress(None) as progress:
+        progress.bar.update(progress.task, completed=done)
+        result = resume(args.run_dir, progress=progress)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: Any) -> None:
+    grammar_text = (Path(result.run_dir) / "grammar.grammar").read_text(encoding="utf-8")
+    stop = "time limit reached" if result.stopped == "time_limit" else "all generations done"
+    console.print(f"{result.evaluations} evaluations in {result.wall_seconds:.1f} s ({stop})")
+    if result.best:
+        console.print(_best_table("best individual", result.best, grammar_text))
+    if result.final:
+        console.print(_best_table("final training of the best genome (from scratch)", result.final, None))
+    console.print(f"results: {result.run_dir}  (evowatt show {result.run_dir})")
+
+
+def show_data(run_dir: str) -> dict[str, Any]:
+    from evowatt.store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        generations = store.generations()
+        evaluations = store.evaluations()
+        best_id = generations[-1]["parent_id"] if generations else None
+        by_id = {e["id"]: e for e in evaluations}
+        finals = [e for e in evaluations if e["kind"] == "final"]
+        statuses = Counter(e["status"] for e in evaluations if e["kind"] != "final")
+        return {
+            "run_dir": str(run_dir),
+            "evaluations": len(evaluations) - len(finals),
+            "statuses": dict(statuses),
+            "generations": generations,
+            "best": by_id.get(best_id),
+            "final": finals[-1] if finals else None,
+            "elapsed_seconds": store.meta("elapsed_seconds"),
+        }
+    finally:
+        store.close()
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    data = show_data(args.run_dir)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    table = Table(title=f"generations of {args.run_dir}")
+    for column in ("generation", "parent", "best fitness", "evaluations"):
+        table.add_column(column)
+    for g in data["generations"]:
+        table.add_row(str(g["generation"]), f"#{g['parent_id']}", _fmt(g["best_fitness"]),
+                      ", ".join(f"#{i}" for i in g["evaluations"]))
+    console.print(table)
+    console.print(f"{data['evaluations']} evaluations: " + ", ".join(f"{v} {k}" for k, v in data["statuses"].items()))
+    grammar_file = Path(args.run_dir) / "grammar.grammar"
+    grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
+    if data["best"]:
+        console.print(_best_table("best individual", data["best"], grammar_text))
+    if data["final"]:
+        console.print(_best_table("final training of the best genome (from scratch)", data["final"], None))
+    return 0
+
+
+def cmd_check_grammar(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from evowatt.config import NetworkConfig, load_config
+    from evowatt.genome import check_network_against_grammar, random_genome
+    from evowatt.grammar import load_grammar
+    from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
+
+    grammar = load_grammar(args.grammar)
+    if args.config:
+        config = load_config(args.config)
+        network, caps = config.network, config.search.caps
+    else:
+        from evowatt.config import CapsConfig
+
+        modules = [{"name": n, "network_structure_init": [1, 2, 3, 4, 5], "network_structure": [0, 30]}
+                   for n in ("features", "classification") if n in grammar]
+        if not modules:
+            raise EvowattError(f"{args.grammar} has no <features> or <classification> rule; pass --config with a "
+                               "network section naming its start symbols")
+        macro = [r for r in ("learning", "model_partition") if r in grammar]
+        output = "softmax" if "softmax" in grammar else "output"
+        network, caps = NetworkConfig(modules=modules, macro_structure=macro, output=output), CapsConfig()
+    problems = check_network_against_grammar(grammar, network)
+    if problems:
+        raise EvowattError("the network does not match the grammar:\n  " + "\n  ".join(problems))
+    rng = np.random.default_rng(args.seed)
+    built, reasons = 0, Counter()
+    for i in range(args.samples):
+        genome = random_genome(grammar, network, rng)
+        try:
+            plan = plan_network(genome, grammar, args.input_shape, args.classes, caps.max_params, caps.max_flops)
+            if i < args.build:
+                build_network(plan, seed=i)
+            built += 1
+        except InvalidNetwork as exc:
+            reasons[_reason_kind(str(exc))] += 1
+    console.print(f"{grammar.source}: {len(grammar.rules)} rules parsed")
+    console.print(f"{built} of {args.samples} sampled genomes build on input {args.input_shape} "
+                  f"({100 * built / max(args.samples, 1):.1f} %)")
+    for reason, count in reasons.most_common():
+        console.print(f"  {count:5d} rejected: {reason}")
+    return 0
+
+
+def _reason_kind(reason: str) -> str:
+    """Group rejection reasons: drop the layer index and exact numbers that make each message unique."""
+    if "cap" in reason:
+        return "exceeds " + reason.split("(")[-1].rstrip(")")
+    if "below 1" in reason:
+        return "spatial size falls below 1"
+    return reason.split(": ", 1)[-1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evowatt", description="Power-aware neuroevolution for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a search from a config file")
+    p.add_argument("config", help="YAML or JSON config (see examples/digits.yaml)")
+    p.add_argument("--out", help="run directory (default: output.dir/<timestamp>-seed<N>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set search.generations=3 (repeatable)")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a killed run from its last checkpoint")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("show", help="a run's generations and best individual")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("check-grammar", help="parse a grammar and try building sampled genomes")
+    p.add_argument("grammar", help="grammar file, or the name of a shipped grammar (cnn)")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build", type=int, default=20, help="allocate the first N that plan, to check they build")
+    p.add_argument("--config", help="take the network section (modules, caps) from this config")
+    p.set_defaults(func=cmd_check_grammar)
+
+    _add_energy_commands(sub)
+    return parser
+
+
+def _add_energy_commands(sub: Any) -> None:
+    """`meters` and `measure` come from the energy package once it is present."""
+    try:
+        from evowatt.energy import cli as energy_cli
+    except ImportError:
+        return
+    energy_cli.add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EvowattError as exc:
+        err_console.print(f"[bold red]evowatt: error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("evowatt: interrupted; a run can be continued with 'evowatt resume RUN_DIR'")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

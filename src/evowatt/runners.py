@@ -1,0 +1,44 @@
+"""Runners map ``evaluate`` over tasks and yield results as each finishes.
+
+Sequential (the default) runs in this process. The process pool runs tasks in spawned workers; that
+works because ``evaluate`` is a pure function of a picklable task.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from evowatt.config import RunnerConfig
+
+
+class SequentialRunner:
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        for task in tasks:
+            yield fn(task)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessRunner:
+    """A pool of spawned workers; each worker loads the data once and keeps it for later tasks."""
+
+    def __init__(self, workers: int):
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        futures = [self.pool.submit(fn, task) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def make_runner(config: RunnerConfig) -> SequentialRunner | ProcessRunner:
+    if config.kind == "process":
+        return ProcessRunner(config.workers)
+    return SequentialRunner()
