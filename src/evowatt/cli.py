@@ -16,7 +16,6 @@ from rich.table import Table
 from evowatt.errors import EvowattError
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -304,10 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EvowattError as exc:
-        err_console.print(f"[bold red]evowatt: error:[/] {exc}", highlight=False)
+        print(f"evowatt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        err_console.print("evowatt: interrupted; a run can be continued with 'evowatt resume RUN_DIR'")
+        print("evowatt: interrupted; a run can be continued with 'evowatt resume RUN_DIR'", file=sys.stderr)
         return 130
 
 
