@@ -1,0 +1,141 @@
+"""`evowatt meters` and `evowatt measure`: the CLI wires argparse to these; EvowattError means exit 2."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from evowatt.energy.protocol import Measurement, MeasureSettings, measure_idle, measure_model, synthetic_batch
+from evowatt.energy.select import list_meters, select_meter
+from evowatt.errors import EvowattError
+
+_UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
+_UNITS.update({"latency": "s", "flops": "FLOP", "params": ""})
+_PREFIXES = (
+    (1e9, "G"),
+    (1e6, "M"),
+    (1e3, "k"),
+    (1.0, ""),
+    (1e-3, "m"),
+    (1e-6, "µ"),
+    (1e-9, "n"),
+    (1e-12, "p"),
+)
+
+
+def format_si(value: float, unit: str) -> str:
+    """3 significant digits with an SI prefix: energies span pJ to J between networks."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}".strip()
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}".strip()
+    return f"{value:.3g} {unit}".strip()
+
+
+def meters_command(as_json: bool = False, console: Console | None = None, **options: Any) -> int:
+    """List every meter with whether it can be read here and why; always exit 0 (it is a diagnosis)."""
+    statuses = list_meters(**options)
+    out = console or Console()
+    if as_json:
+        rows = [{"name": s.name, "available": s.available, "reason": s.reason} for s in statuses]
+        out.file.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    table = Table(title="evowatt meters")
+    table.add_column("meter")
+    table.add_column("available")
+    table.add_column("reason")
+    for s in statuses:
+        table.add_row(s.name, "[green]yes[/]" if s.available else "[red]no[/]", s.reason)
+    out.print(table)
+    return 0
+
+
+def _load(model_path: str, device: torch.device) -> torch.jit.ScriptModule:
+    path = Path(model_path)
+    if not path.is_file():
+        raise EvowattError(
+            f"model file {path} not found — pass a TorchScript file saved with "
+            "torch.jit.save(torch.jit.script(model), path)"
+        )
+    try:
+        model = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError or zip errors here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvowattError(
+            f"{path} is not a readable TorchScript model ({first}) — save it with "
+            "torch.jit.save(torch.jit.script(model), path)"
+        ) from exc
+    return model
+
+
+def _device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise EvowattError(f"unknown device {device!r} — use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvowattError(f"device {device} requested but torch sees no CUDA GPU — use --device cpu")
+    return dev
+
+
+def _print_measurement(out: Console, m: Measurement, title: str, reason: str) -> None:
+    out.print(reason)
+    table = Table(title=title)
+    for col in ("metric", "value", "± 95% CI", "n", "method"):
+        table.add_column(col)
+    for name, stat in m.to_metrics().items():
+        unit = _UNITS.get(name, "")
+        ci = "" if stat["ci"] in (0, None) else format_si(stat["ci"], unit)
+        table.add_row(name, format_si(stat["value"], unit), ci, str(stat["n"]), stat["method"])
+    out.print(table)
+    out.print(
+        f"batch {m.batch_size}, {m.passes_per_window} passes per window, stopped by {m.stop_reason}, "
+        f"{m.seconds:.2f} s"
+    )
+    if not m.valid:
+        out.print(f"[red]invalid measurement:[/] {m.invalid_reason}")
+
+
+def measure_command(
+    model_path: str,
+    input_shape: tuple[int, int, int],
+    meter: str = "auto",
+    device: str = "cpu",
+    settings: MeasureSettings | None = None,
+    as_json: bool = False,
+    console: Console | None = None,
+    **options: Any,
+) -> int:
+    """Measure a saved TorchScript model with the search's protocol. Exit 0, or 1 if the result is invalid."""
+    settings = settings or MeasureSettings()
+    if len(input_shape) == 0 or any(int(d) < 1 for d in input_shape):
+        raise EvowattError(f"input shape {input_shape} must be positive sizes, e.g. --input-shape 1,28,28")
+    dev = _device(device)
+    model = _load(model_path, dev)
+    chosen, reason = select_meter(meter, dev, **options)
+    out = console or Console()
+    with chosen:
+        idle = measure_idle(chosen, settings)
+        inputs = synthetic_batch(tuple(int(d) for d in input_shape), settings.batch_size, dev)
+        try:
+            result = measure_model(model, inputs, chosen, settings, idle=idle)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EvowattError(
+                f"the model rejected a batch of shape {tuple(inputs.shape)} ({first}) — "
+                "check --input-shape C,H,W"
+            ) from exc
+    if as_json:
+        payload = {"model": str(model_path), "input_shape": list(input_shape), "device": str(dev)}
+        payload.update({"meter_reason": reason, **result.to_dict()})
+        out.file.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        _print_measurement(out, result, f"evowatt measure {model_path}", reason)
+    return 0 if result.valid else 1
