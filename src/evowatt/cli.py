@@ -24,7 +24,9 @@ def _shape(text: str) -> tuple[int, int, int]:
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W as three positive integers, e.g. 1,28,28; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W as three positive integers, e.g. 1,28,28; got {text!r}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -84,8 +86,12 @@ class LiveProgress:
             if fitness is not None and (self.best is None or fitness > self.best):
                 self.best = fitness
             status = _fmt(fitness) if fitness is not None else f"{result['status']}"
-            self.bar.update(self.task, advance=1, best=_fmt(self.best),
-                            description=f"individual {c.id} ({c.kind}): {status}")
+            self.bar.update(
+                self.task,
+                advance=1,
+                best=_fmt(self.best),
+                description=f"individual {c.id} ({c.kind}): {status}",
+            )
         elif event == "final":
             self.bar.update(self.task, description=f"final training of the best genome ({info['budget']})")
 
@@ -101,15 +107,24 @@ def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Ta
         layers = Genome.from_json(row["genome"]).describe(parse_grammar(grammar_text))
         table.add_row("layers", "\n".join(layers) or "(no hidden layer)")
     train = row.get("train") or {}
-    budget = f"{train.get('budget_seconds')} s" if train.get("budget_seconds") else f"{train.get('budget_steps')} steps"
+    budget = (
+        f"{train.get('budget_seconds')} s"
+        if train.get("budget_seconds")
+        else f"{train.get('budget_steps')} steps"
+    )
     table.add_row("evaluation", f"#{row['id']} ({row['kind']}, generation {row['generation']})")
     table.add_row("status", row["status"] + (f": {row['reason']}" if row.get("reason") else ""))
     table.add_row("parameters", _fmt(_metric(row, "params")))
     table.add_row("FLOPs / inference", _fmt(_metric(row, "flops")))
     table.add_row("evo_test accuracy", _fmt(_metric(row, "accuracy")))
-    table.add_row("test accuracy", _fmt(_metric(row, "test_accuracy")) + "  (reported only, never selected on)")
-    table.add_row("training", f"{_fmt(train.get('seconds'), 2)} s, {train.get('steps')} steps, "
-                              f"{train.get('epochs')} epochs (budget {budget}, stop: {train.get('stop_reason')})")
+    table.add_row(
+        "test accuracy", _fmt(_metric(row, "test_accuracy")) + "  (reported only, never selected on)"
+    )
+    table.add_row(
+        "training",
+        f"{_fmt(train.get('seconds'), 2)} s, {train.get('steps')} steps, "
+        f"{train.get('epochs')} epochs (budget {budget}, stop: {train.get('stop_reason')})",
+    )
     for name, metric in sorted((row.get("metrics") or {}).items()):
         if isinstance(metric, dict) and str(metric.get("method", "")).startswith(("measured", "estimated")):
             table.add_row(name, f"{_fmt(metric.get('value'), 6)}  [{metric['method']}]")
@@ -186,10 +201,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     for column in ("generation", "parent", "best fitness", "evaluations"):
         table.add_column(column)
     for g in data["generations"]:
-        table.add_row(str(g["generation"]), f"#{g['parent_id']}", _fmt(g["best_fitness"]),
-                      ", ".join(f"#{i}" for i in g["evaluations"]))
+        table.add_row(
+            str(g["generation"]),
+            f"#{g['parent_id']}",
+            _fmt(g["best_fitness"]),
+            ", ".join(f"#{i}" for i in g["evaluations"]),
+        )
     console.print(table)
-    console.print(f"{data['evaluations']} evaluations: " + ", ".join(f"{v} {k}" for k, v in data["statuses"].items()))
+    console.print(
+        f"{data['evaluations']} evaluations: " + ", ".join(f"{v} {k}" for k, v in data["statuses"].items())
+    )
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
     if data["best"]:
@@ -214,11 +235,16 @@ def cmd_check_grammar(args: argparse.Namespace) -> int:
     else:
         from evowatt.config import CapsConfig
 
-        modules = [{"name": n, "network_structure_init": [1, 2, 3, 4, 5], "network_structure": [0, 30]}
-                   for n in ("features", "classification") if n in grammar]
+        modules = [
+            {"name": n, "network_structure_init": [1, 2, 3, 4, 5], "network_structure": [0, 30]}
+            for n in ("features", "classification")
+            if n in grammar
+        ]
         if not modules:
-            raise EvowattError(f"{args.grammar} has no <features> or <classification> rule; pass --config with a "
-                               "network section naming its start symbols")
+            raise EvowattError(
+                f"{args.grammar} has no <features> or <classification> rule; pass --config with a "
+                "network section naming its start symbols"
+            )
         macro = [r for r in ("learning", "model_partition") if r in grammar]
         output = "softmax" if "softmax" in grammar else "output"
         network, caps = NetworkConfig(modules=modules, macro_structure=macro, output=output), CapsConfig()
@@ -230,15 +256,19 @@ def cmd_check_grammar(args: argparse.Namespace) -> int:
     for i in range(args.samples):
         genome = random_genome(grammar, network, rng)
         try:
-            plan = plan_network(genome, grammar, args.input_shape, args.classes, caps.max_params, caps.max_flops)
+            plan = plan_network(
+                genome, grammar, args.input_shape, args.classes, caps.max_params, caps.max_flops
+            )
             if i < args.build:
                 build_network(plan, seed=i)
             built += 1
         except InvalidNetwork as exc:
             reasons[_reason_kind(str(exc))] += 1
     console.print(f"{grammar.source}: {len(grammar.rules)} rules parsed")
-    console.print(f"{built} of {args.samples} sampled genomes build on input {args.input_shape} "
-                  f"({100 * built / max(args.samples, 1):.1f} %)")
+    console.print(
+        f"{built} of {args.samples} sampled genomes build on input {args.input_shape} "
+        f"({100 * built / max(args.samples, 1):.1f} %)"
+    )
     for reason, count in reasons.most_common():
         console.print(f"  {count:5d} rejected: {reason}")
     return 0
@@ -260,8 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a search from a config file")
     p.add_argument("config", help="YAML or JSON config (see examples/digits.yaml)")
     p.add_argument("--out", help="run directory (default: output.dir/<timestamp>-seed<N>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set search.generations=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set search.generations=3 (repeatable)",
+    )
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.set_defaults(func=cmd_run)
 
@@ -280,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--build", type=int, default=20, help="allocate the first N that plan, to check they build")
+    p.add_argument(
+        "--build", type=int, default=20, help="allocate the first N that plan, to check they build"
+    )
     p.add_argument("--config", help="take the network section (modules, caps) from this config")
     p.set_defaults(func=cmd_check_grammar)
 

@@ -52,7 +52,9 @@ class ModuleConfig(_Strict):
             raise ValueError(f"network_structure [{low}, {high}] must satisfy 0 <= min <= max")
         bad = [n for n in self.network_structure_init if not low <= n <= high]
         if bad:
-            raise ValueError(f"network_structure_init values {bad} lie outside network_structure [{low}, {high}]")
+            raise ValueError(
+                f"network_structure_init values {bad} lie outside network_structure [{low}, {high}]"
+            )
         return self
 
 
@@ -60,7 +62,9 @@ class NetworkConfig(_Strict):
     modules: list[ModuleConfig] = Field(min_length=1)
     output: str = "softmax"
     macro_structure: list[str] = ["learning"]
-    reuse_layer: float = Field(0.15, ge=0, le=1, description="at initialisation: p that a layer copies an earlier one")
+    reuse_layer: float = Field(
+        0.15, ge=0, le=1, description="at initialisation: p that a layer copies an earlier one"
+    )
 
 
 class MutationConfig(_Strict):
@@ -207,7 +211,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         raise EvowattError(f"cannot read config file {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise EvowattError(f"config file {path} must hold a mapping of sections (dataset, network, search, ...)")
+        raise EvowattError(
+            f"config file {path} must hold a mapping of sections (dataset, network, search, ...)"
+        )
     return data
 
 
@@ -218,9 +224,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise EvowattError(_format_errors(exc, source)) from None
 
 
-def load_config(
-    path: str | Path, overrides: list[str] | None = None, seed: int | None = None
-) -> RunConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
     """Read, override and validate; a grammar path is resolved relative to the config file."""
     data = read_config_file(path)
     apply_overrides(data, overrides or [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,9 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
     grammar, grammar_text = prepare(config)
     run_dir = Path(out) if out is not None else default_run_dir(config)
     if (run_dir / "evowatt.sqlite").exists():
-        raise EvowattError(f"{run_dir} already holds a run; use 'evowatt resume {run_dir}' or choose another --out")
+        raise EvowattError(
+            f"{run_dir} already holds a run; use 'evowatt resume {run_dir}' or choose another --out"
+        )
     store = RunStore(run_dir, create=True)
     store.write_config(config.to_dict(), grammar_text)
     store.set_meta("evowatt_version", __version__)
@@ -121,14 +123,17 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         data=data_ref(config),
         settings=eval_settings(config),
         seed=candidate.seed,
-        init_weights=store.weights_path(candidate.continue_from) if candidate.continue_from is not None else None,
+        init_weights=store.weights_path(candidate.continue_from)
+        if candidate.continue_from is not None
+        else None,
         weights_out=store.weights_path(candidate.id),
         kind=candidate.kind,
     )
 
 
-def _loop(config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore,
-          progress: Progress) -> RunResult:
+def _loop(
+    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
+) -> RunResult:
     start = time.perf_counter()
     elapsed_before = float(store.meta("elapsed_seconds", 0.0))
     time_limit = config.search.time_limit
@@ -184,8 +189,9 @@ def _loop(config: RunConfig, grammar_text: str, search: EvolutionStrategy, store
     return result
 
 
-def _final_training(config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore,
-                    progress: Progress) -> dict[str, Any] | None:
+def _final_training(
+    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
+) -> dict[str, Any] | None:
     budget = config.training.final_training.budget
     if budget is None or search.parent is None:
         return None
@@ -193,10 +199,24 @@ def _final_training(config: RunConfig, grammar_text: str, search: EvolutionStrat
     if existing:
         return existing[-1]
     final_id = search.next_id
-    candidate = Candidate(final_id, search.generation, "final", search.parent.genome,
-                          derived_seed(config.seed, final_id), parent_id=search.parent.id)
-    task = EvalTask(final_id, candidate.genome, grammar_text, data_ref(config), eval_settings(config, budget),
-                    candidate.seed, weights_out=store.weights_path(final_id), kind="final")
+    candidate = Candidate(
+        final_id,
+        search.generation,
+        "final",
+        search.parent.genome,
+        derived_seed(config.seed, final_id),
+        parent_id=search.parent.id,
+    )
+    task = EvalTask(
+        final_id,
+        candidate.genome,
+        grammar_text,
+        data_ref(config),
+        eval_settings(config, budget),
+        candidate.seed,
+        weights_out=store.weights_path(final_id),
+        kind="final",
+    )
     progress("final", candidate=candidate, budget=budget)
     data = evaluate(task).to_json()
     store.record(candidate.to_json(), data, fitness_of(data, config.fitness))

@@ -56,7 +56,9 @@ class Genome:
         return sum(len(m.layers) for m in self.modules)
 
     def copy(self) -> Genome:
-        return Genome([m.copy() for m in self.modules], self.output.copy(), {k: v.copy() for k, v in self.macro.items()})
+        return Genome(
+            [m.copy() for m in self.modules], self.output.copy(), {k: v.copy() for k, v in self.macro.items()}
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,8 +132,13 @@ def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> l
     """Problems that make a network config unusable with a grammar: rule names that do not exist."""
     problems = []
     needed = [(m.name, "network.modules name") for m in network.modules]
-    needed += [(network.output, "network.output"), *[(r, "network.macro_structure") for r in network.macro_structure]]
+    needed += [
+        (network.output, "network.output"),
+        *[(r, "network.macro_structure") for r in network.macro_structure],
+    ]
     for name, key in needed:
         if name not in grammar:
-            problems.append(f"{key} '{name}' is not a rule of {grammar.source} (rules: {', '.join(grammar.rules)})")
+            problems.append(
+                f"{key} '{name}' is not a rule of {grammar.source} (rules: {', '.join(grammar.rules)})"
+            )
     return problems

@@ -56,7 +56,7 @@ class Parameter:
         if low is None or high is None:
             if dynamic is None or self.name not in dynamic:
                 raise EvowattError(
-                    f"grammar parameter '{self.name}' has a dynamic bound '_' but no value was supplied for it"
+                    f"grammar parameter '{self.name}' has a dynamic bound '_' but no value was given for it"
                 )
             d_low, d_high = dynamic[self.name]
             low = d_low if low is None else low
@@ -215,8 +215,12 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
     def copy(self) -> Node:
-        return Node(self.symbol, self.choice, {k: list(v) for k, v in self.params.items()},
-                    [c.copy() for c in self.children])
+        return Node(
+            self.symbol,
+            self.choice,
+            {k: list(v) for k, v in self.params.items()},
+            [c.copy() for c in self.children],
+        )
 
     def at(self, path: tuple[int, ...]) -> Node:
         node = self
@@ -320,7 +324,9 @@ def _parse_symbol(token: str, where: str) -> Symbol:
             n = int(count)
             lo, hi = _number(low, kind), _number(high, kind)
         except ValueError:
-            raise EvowattError(f"{where}: parameter {token}: count must be an integer, bounds {kind} or _") from None
+            raise EvowattError(
+                f"{where}: parameter {token}: count must be an integer, bounds {kind} or _"
+            ) from None
         if n < 1:
             raise EvowattError(f"{where}: parameter {token}: count must be at least 1")
         if lo is not None and hi is not None and lo > hi:
@@ -328,7 +334,9 @@ def _parse_symbol(token: str, where: str) -> Symbol:
         return Parameter(name, kind, n, lo, hi)
     if match := _TERMINAL.match(token):
         return Terminal(match.group(1), match.group(2))
-    raise EvowattError(f"{where}: cannot read {token!r}: expected <name>, key:value or [name,type,count,min,max]")
+    raise EvowattError(
+        f"{where}: cannot read {token!r}: expected <name>, key:value or [name,type,count,min,max]"
+    )
 
 
 def _check_no_left_recursion(rules: dict, lines: dict, source: str) -> None:
@@ -340,12 +348,16 @@ def _check_no_left_recursion(rules: dict, lines: dict, source: str) -> None:
         for name, alternatives in rules.items():
             if name in finite:
                 continue
-            if any(all(not isinstance(s, NonTerminal) or s.name in finite for s in alt) for alt in alternatives):
+            if any(
+                all(not isinstance(s, NonTerminal) or s.name in finite for s in alt) for alt in alternatives
+            ):
                 finite.add(name)
                 changed = True
     for name in rules:
         if name not in finite:
-            raise EvowattError(f"{source}, line {lines[name]}: <{name}> never finishes expanding (it recurses)")
+            raise EvowattError(
+                f"{source}, line {lines[name]}: <{name}> never finishes expanding (it recurses)"
+            )
 
 
 def load_grammar(spec: str | Path) -> Grammar:
@@ -355,7 +367,9 @@ def load_grammar(spec: str | Path) -> Grammar:
         path = GRAMMAR_DIR / f"{spec}.grammar"
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.grammar")))
-        raise EvowattError(f"grammar file {spec} not found; give a path to a grammar file or one of: {shipped}")
+        raise EvowattError(
+            f"grammar file {spec} not found; give a path to a grammar file or one of: {shipped}"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -81,7 +81,9 @@ class Mutator:
             bounds = genome.partition_bounds()
             node = genome.macro[PARTITION_RULE]
             if genome.layer_count != layers_before:
-                genome.macro[PARTITION_RULE] = self.grammar.resample_parameter(node, PARTITION_PARAM, rng, bounds)
+                genome.macro[PARTITION_RULE] = self.grammar.resample_parameter(
+                    node, PARTITION_PARAM, rng, bounds
+                )
                 applied.append("partition_point(resampled)")
             elif rng.random() < self.rates.macro_layer:
                 genome.macro[PARTITION_RULE] = self.grammar.mutate(node, rng, bounds)
@@ -112,7 +114,9 @@ class Mutator:
                 module.layers[i] = self.grammar.mutate(module.layers[i], rng)
                 applied.append(f"dsge_layer(module {index}, layer {i})")
             if rng.random() < self.rates.add_connection:
-                choices = [c for c in range(max(-1, i - spec.levels_back), i - 1) if c not in module.connections[i]]
+                choices = [
+                    c for c in range(max(-1, i - spec.levels_back), i - 1) if c not in module.connections[i]
+                ]
                 if choices:
                     module.connections[i] = sorted([*module.connections[i], int(rng.choice(choices))])
                     module.connections[i] = normalise_connections(module.connections, spec.levels_back)[i]
@@ -124,7 +128,7 @@ class Mutator:
         return applied
 
     def valid_positions(self, genome: Genome, module_type: str) -> list[int]:
-        """Insert positions that keep module types in configured order (features never after classification)."""
+        """Insert positions keeping module types in configured order (features never after classification)."""
         rank = self.order[module_type]
         ranks = [self.order[m.type] for m in genome.modules]
         return [

@@ -83,15 +83,19 @@ class RunStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "weights").mkdir(exist_ok=True)
         elif not self.db_path.is_file():
-            raise EvowattError(f"{self.dir} is not an evowatt run directory (no {DB_NAME}); give the directory "
-                               "that 'evowatt run' created")
+            raise EvowattError(
+                f"{self.dir} is not an evowatt run directory (no {DB_NAME}); give the directory "
+                "that 'evowatt run' created"
+            )
         try:
             self.db = sqlite3.connect(self.db_path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise EvowattError(f"{self.db_path} is not a readable evowatt database ({exc}); it may be corrupt or "
-                               "truncated — restore it from a backup or start a new run") from None
+            raise EvowattError(
+                f"{self.db_path} is not a readable evowatt database ({exc}); it may be corrupt or "
+                "truncated — restore it from a backup or start a new run"
+            ) from None
 
     def close(self) -> None:
         self.db.close()
@@ -156,13 +160,19 @@ class RunStore:
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
-                (record["generation"], record["parent_id"], record["best_fitness"],
-                 json.dumps(record["evaluations"]), time.time()),
+                (
+                    record["generation"],
+                    record["parent_id"],
+                    record["best_fitness"],
+                    json.dumps(record["evaluations"]),
+                    time.time(),
+                ),
             )
 
     def generations(self) -> list[dict[str, Any]]:
-        cursor = self.db.execute("SELECT generation, parent_id, best_fitness, evaluations FROM generations "
-                                 "ORDER BY generation")
+        cursor = self.db.execute(
+            "SELECT generation, parent_id, best_fitness, evaluations FROM generations ORDER BY generation"
+        )
         return [
             {"generation": g, "parent_id": p, "best_fitness": f, "evaluations": json.loads(e)}
             for g, p, f, e in cursor.fetchall()
@@ -190,5 +200,7 @@ class RunStore:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EvowattError(f"checkpoint {path} is corrupt or truncated ({exc}); nothing was changed. Delete it "
-                               "to restart the run from its recorded evaluations, or restore it from a backup") from None
+            raise EvowattError(
+                f"checkpoint {path} is corrupt or truncated ({exc}); nothing was changed. Delete it "
+                "to restart the run from its recorded evaluations, or restore it from a backup"
+            ) from None

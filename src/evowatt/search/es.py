@@ -75,7 +75,9 @@ class EvolutionStrategy:
         lam = self.config.search.lambda_
         if self.generation == 0 or self.parent is None:
             self.pending = [
-                self._candidate("random", random_genome(self.grammar, self.config.network, self.rng).to_json())
+                self._candidate(
+                    "random", random_genome(self.grammar, self.config.network, self.rng).to_json()
+                )
                 for _ in range(lam)
             ]
             return list(self.pending)
@@ -85,11 +87,21 @@ class EvolutionStrategy:
         for _ in range(lam):
             outcome = self.mutator.mutate(parent_genome, self.rng, self.reuse_sampler)
             if outcome.train_longer:
-                batch.append(self._candidate("train_longer", parent.genome, parent_id=parent.id,
-                                             continue_from=parent.id, mutations=outcome.applied))
+                batch.append(
+                    self._candidate(
+                        "train_longer",
+                        parent.genome,
+                        parent_id=parent.id,
+                        continue_from=parent.id,
+                        mutations=outcome.applied,
+                    )
+                )
             else:
-                batch.append(self._candidate("mutant", outcome.genome.to_json(), parent_id=parent.id,
-                                             mutations=outcome.applied))
+                batch.append(
+                    self._candidate(
+                        "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied
+                    )
+                )
         self.pending = batch
         return list(batch)
 
@@ -118,8 +130,9 @@ class EvolutionStrategy:
         return record
 
     def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
-        candidate = Candidate(self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id),
-                              **extra)
+        candidate = Candidate(
+            self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
+        )
         self.next_id += 1
         return candidate
 

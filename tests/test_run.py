@@ -1,0 +1,240 @@
+"""End-to-end runs on digits under a step budget: store contents, determinism, improvement, resume, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evowatt.cli import main
+from evowatt.config import load_config, validate_config
+from evowatt.experiment import resume, run
+from evowatt.store import RunStore
+from tests.conftest import EXAMPLES
+
+BASE = {
+    "seed": 0,
+    "grammar": "cnn",
+    "dataset": {"name": "digits"},
+    "network": {
+        "modules": [
+            {"name": "features", "network_structure_init": [1, 2], "network_structure": [0, 4]},
+            {"name": "classification", "network_structure_init": [1], "network_structure": [0, 2]},
+        ]
+    },
+    "search": {"generations": 2, "lambda": 2},
+    "training": {"budget": {"steps": 15}, "threads": 1},
+}
+
+
+def make_config(**overrides):
+    data = json.loads(json.dumps(BASE))
+    for key, value in overrides.items():
+        node = data
+        *parts, last = key.split(".")
+        for part in parts:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return validate_config(data)
+
+
+def history(run_dir: Path) -> list[tuple]:
+    store = RunStore(run_dir)
+    rows = [
+        (e["id"], e["kind"], json.dumps(e["genome"]), e["status"], e["fitness"], e["train"]["steps"])
+        for e in store.evaluations()
+    ]
+    store.close()
+    return rows
+
+
+def test_run_records_every_evaluation(tmp_path):
+    result = run(make_config(**{"training.final_training": {"budget": {"steps": 30}}}), out=tmp_path / "r")
+    # generation 0: lambda; then per generation: the retrained parent + lambda
+    assert result.evaluations == 2 + 2 * 3
+    assert [g["generation"] for g in result.generations] == [0, 1, 2]
+    store = RunStore(tmp_path / "r")
+    rows = store.evaluations()
+    assert [r["kind"] for r in rows if r["generation"] == 1][0] == "parent"
+    for row in rows:
+        assert row["status"] in ("ok", "invalid", "failed")
+        if row["status"] == "ok":
+            assert row["train"]["steps"] == (30 if row["kind"] == "final" else 15)
+            assert row["metrics"]["accuracy"]["method"] == "computed:evo_test"
+            assert 0 <= row["metrics"]["test_accuracy"]["value"] <= 1
+    # only the parent's weights (and the final model's) are kept
+    weights = sorted(p.name for p in (tmp_path / "r" / "weights").iterdir())
+    assert weights == sorted([f"{result.best['id']}.safetensors", f"{result.final['id']}.safetensors"])
+    assert result.final["kind"] == "final" and result.final["genome"] == result.best["genome"]
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert resolved["search"]["lambda"] == 2 and resolved["training"]["budget"] == {
+        "seconds": None,
+        "steps": 15,
+    }
+    assert (tmp_path / "r" / "grammar.grammar").read_text().startswith("#")
+    assert json.loads((tmp_path / "r" / "checkpoint.json").read_text())["generation"] == 3
+    store.close()
+
+
+def test_same_seed_same_history(tmp_path):
+    config = make_config()
+    run(config, out=tmp_path / "a")
+    run(config, out=tmp_path / "b")
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    run(make_config(seed=1), out=tmp_path / "c")
+    assert history(tmp_path / "c") != history(tmp_path / "a")
+
+
+def test_search_improves_on_generation_zero(tmp_path):
+    """On most seeds the final parent beats generation 0's best (tiny budgets leave room to improve)."""
+    better = 0
+    seeds = [0, 1, 2]
+    for seed in seeds:
+        config = make_config(
+            seed=seed, **{"search.generations": 4, "search.lambda": 3, "training.budget": {"steps": 8}}
+        )
+        result = run(config, out=tmp_path / f"s{seed}")
+        fitness = [g["best_fitness"] or 0.0 for g in result.generations]
+        better += fitness[-1] > fitness[0]
+    assert better >= 2
+
+
+def test_time_limit_stops_the_run(tmp_path):
+    config = make_config(**{"search.generations": 1000, "search.time_limit": 1.0})
+    result = run(config, out=tmp_path / "t")
+    assert result.stopped == "time_limit" and len(result.generations) < 1000
+
+
+def test_resume_continues_and_reuses_recorded_evaluations(tmp_path):
+    config = make_config(**{"search.generations": 3})
+    reference = tmp_path / "ref"
+    run(config, out=reference)
+    # a run killed after generation 1 was checkpointed and two more evaluations were recorded
+    partial = tmp_path / "partial"
+    short = make_config(**{"search.generations": 1})
+    run(short, out=partial)
+    store = RunStore(partial)
+    (partial / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    store.close()
+    resumed = resume(partial)
+    assert len(resumed.generations) == 4
+    assert history(partial) == history(reference)
+
+
+def test_run_refuses_existing_run_dir(tmp_path):
+    config = make_config(**{"search.generations": 0})
+    run(config, out=tmp_path / "r")
+    from evowatt.errors import EvowattError
+
+    with pytest.raises(EvowattError, match="already holds a run; use 'evowatt resume"):
+        run(config, out=tmp_path / "r")
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "evowatt.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def test_cli_run_and_show(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "search": {"generations": 1, "lambda": 2}}))
+    done = _cli(
+        "run", str(cfg), "--out", str(tmp_path / "r"), "--set", "training.budget.steps=5", "--seed", "4"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "best individual" in done.stdout and "test accuracy" in done.stdout
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert resolved["seed"] == 4 and resolved["training"]["budget"]["steps"] == 5
+    shown = _cli("show", str(tmp_path / "r"), "--json")
+    data = json.loads(shown.stdout)
+    assert data["evaluations"] == 2 + 3 and len(data["generations"]) == 2
+    assert data["best"]["id"] == data["generations"][-1]["parent_id"]
+    table = _cli("show", str(tmp_path / "r"))
+    assert table.returncode == 0 and "generations of" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.yaml"], "config file missing.yaml not found"),
+        (["run", "{cfg}", "--set", "search.lamda=3"], "search.lamda: unknown key"),
+        (
+            ["run", "{cfg}", "--set", "search.lambda=0"],
+            "search.lambda: Input should be greater than or equal to 1",
+        ),
+        (["run", "{cfg}", "--set", "dataset.name=imagenet"], "dataset.name: Input should be 'digits'"),
+        (["run", "{cfg}", "--set", "training.budget.seconds=3"], "give exactly one of 'seconds' or 'steps'"),
+        (["run", "{cfg}", "--set", "grammar=nope.grammar"], "grammar file nope.grammar not found"),
+        (
+            ["run", "{cfg}", "--set", "dataset.name=fashion-mnist", "--set", "dataset.path={tmp}"],
+            "dataset-fashion-mnist",
+        ),
+        (["run", "{cfg}", "--set", "network.output=out"], "network.output 'out' is not a rule"),
+        (["show", "{tmp}"], "is not an evowatt run directory"),
+        (["check-grammar", "{bad}"], "line 1"),
+        (["resume", "{tmp}"], "is not an evowatt run directory"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_traceback(tmp_path, args, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    bad = tmp_path / "bad.grammar"
+    bad.write_text("<a> = b")
+    args = [a.format(cfg=cfg, tmp=tmp_path, bad=bad) for a in args]
+    done = _cli(*args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr.replace("\n", " ")
+    assert done.stderr.startswith("evowatt: error:")
+
+
+def test_corrupt_checkpoint_is_one_message_nothing_overwritten(tmp_path):
+    run(make_config(**{"search.generations": 0}), out=tmp_path / "r")
+    checkpoint = tmp_path / "r" / "checkpoint.json"
+    checkpoint.write_text('{"generation": 1, "next')
+    done = _cli("resume", str(tmp_path / "r"))
+    assert done.returncode == 2 and "checkpoint" in done.stderr and "corrupt or truncated" in done.stderr
+    assert checkpoint.read_text() == '{"generation": 1, "next'
+
+
+def test_check_grammar_reports_build_rate():
+    done = _cli(
+        "check-grammar",
+        str(Path(__file__).parent / "fixtures/compat/energize.grammar"),
+        "--samples",
+        "50",
+        "--input-shape",
+        "1,28,28",
+        "--classes",
+        "10",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "of 50 sampled genomes build on input (1, 28, 28)" in done.stdout
+
+
+def test_config_overrides_and_paths(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "my.grammar").write_text(
+        (Path(__file__).parent / "fixtures/compat/denser.grammar").read_text()
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "grammar": "g/my.grammar"}))
+    config = load_config(cfg, ["search.generations=7", "training.budget={steps: 3}"], seed=9)
+    assert config.search.generations == 7 and config.training.budget.steps == 3 and config.seed == 9
+    assert Path(config.grammar) == (tmp_path / "g" / "my.grammar").resolve()
+
+
+def test_example_configs_validate():
+    for name in ("digits.yaml", "fashion-mnist.yaml"):
+        config = load_config(EXAMPLES / name)
+        assert config.network.modules[0].name == "features"
+
+
+def test_main_returns_2_on_user_error(capsys):
+    assert main(["run", "nope.yaml"]) == 2
+    assert "not found" in capsys.readouterr().err
