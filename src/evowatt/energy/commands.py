@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def meters_command(as_json: bool = False, console: Console | None = None, **opti
     out = console or Console()
     if as_json:
         rows = [{"name": s.name, "available": s.available, "reason": s.reason} for s in statuses]
-        out.file.write(json.dumps(rows, indent=2) + "\n")
+        out.file.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
         return 0
     table = Table(title="evowatt meters")
     table.add_column("meter")
@@ -67,12 +68,24 @@ def _load(model_path: str, device: torch.device) -> torch.jit.ScriptModule:
     try:
         model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError or zip errors here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvowattError(
-            f"{path} is not a readable TorchScript model ({first}) — save it with "
+            f"{path} is not a readable TorchScript model ({_gist(exc)}) — save it with "
             "torch.jit.save(torch.jit.script(model), path)"
         ) from exc
     return model
+
+
+def _gist(exc: BaseException) -> str:
+    """The informative line of an error: TorchScript puts the real cause after its last `XxxError:`."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    marks = [i for i, line in enumerate(lines) if re.match(r"^\w*Error:", line)]
+    if not marks:
+        return lines[0]
+    i = marks[-1]
+    head, _, rest = lines[i].partition(":")
+    return f"{head}: {rest.strip() or (lines[i + 1] if i + 1 < len(lines) else '')}".strip()
 
 
 def _device(device: str) -> torch.device:
@@ -127,15 +140,14 @@ def measure_command(
         try:
             result = measure_model(model, inputs, chosen, settings, idle=idle)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EvowattError(
-                f"the model rejected a batch of shape {tuple(inputs.shape)} ({first}) — "
+                f"the model rejected a batch of shape {tuple(inputs.shape)} ({_gist(exc)}) — "
                 "check --input-shape C,H,W"
             ) from exc
     if as_json:
         payload = {"model": str(model_path), "input_shape": list(input_shape), "device": str(dev)}
         payload.update({"meter_reason": reason, **result.to_dict()})
-        out.file.write(json.dumps(payload, indent=2) + "\n")
+        out.file.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     else:
         _print_measurement(out, result, f"evowatt measure {model_path}", reason)
     return 0 if result.valid else 1

@@ -254,8 +254,6 @@ def measure_model(
     batch = make_batch(inputs, settings.batch_size)
     sync = device_sync(batch.device)
     n_batch = batch.shape[0]
-    estimator = meter if isinstance(meter, EstimateMeter) else EstimateMeter(settings.estimate)
-    estimate = estimator.estimate(model, batch)
     was_training = model.training
     model.eval()
     try:
@@ -268,6 +266,9 @@ def measure_model(
                 pass_times.append(clock() - t0)
             pass_s = max(min(pass_times[1:] or pass_times), 1e-9)  # the first pass pays one-off costs
             passes = max(1, math.ceil(settings.min_window_s / pass_s))
+            # counted after a plain pass, so a model that rejects the batch fails with torch's own message
+            estimator = meter if isinstance(meter, EstimateMeter) else EstimateMeter(settings.estimate)
+            estimate = estimator.estimate(model, batch)
             latencies: list[float] = []
             gross_e: list[float] = []
             net_e: list[float] = []

@@ -1,0 +1,64 @@
+"""The `meters` and `measure` sub-commands; `evowatt.cli` calls `add_commands` when this module exists."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pydantic import ValidationError
+
+from evowatt.energy.commands import measure_command, meters_command
+from evowatt.energy.protocol import MeasureSettings
+from evowatt.energy.select import CHOICES
+from evowatt.errors import EvowattError
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W as three positive integers, e.g. 1,28,28; got {text!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _cmd_meters(args: argparse.Namespace) -> int:
+    return meters_command(as_json=args.json)
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"batch_size": args.batch_size, "time_cap_s": args.time_cap}
+    try:
+        settings = MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise EvowattError(f"measure settings: {problems}") from exc
+    return measure_command(
+        args.model,
+        args.input_shape,
+        meter=args.meter,
+        device=args.device,
+        settings=settings,
+        as_json=args.json,
+        nvml_index=args.nvml_index,
+    )
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("meters", help="which energy meters can be read here, and why not")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_meters)
+
+    p = sub.add_parser("measure", help="measure a saved TorchScript model's inference energy")
+    p.add_argument("model", help="TorchScript file (torch.jit.save)")
+    p.add_argument("--input-shape", type=_shape, required=True, metavar="C,H,W")
+    p.add_argument("--meter", choices=CHOICES, default="auto")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help="measurement batch (default 64)")
+    p.add_argument("--time-cap", type=float, default=None, help="seconds of repeats at most (default 2)")
+    p.add_argument("--nvml-index", type=int, default=0, help="NVML GPU index (PCI order)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_measure)
