@@ -48,7 +48,7 @@ class EvalSettings:
     threads: int | None = None
     max_params: int | None = None
     max_flops: int | None = None
-    report_test: bool = True
+    report_test: bool = False  # the test set is scored for the final report only, never during search
 
 
 @dataclass
@@ -178,6 +178,16 @@ def evaluate(task: EvalTask) -> EvalResult:
     finally:
         result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def score_on_test(task: EvalTask, weights_path: str) -> dict[str, Any]:
+    """Test-set accuracy of an evaluated individual from its saved weights: for the report, never for selection."""
+    device = resolve_device(task.settings.device)
+    _, _, plan = plan_task(task)
+    model = build_network(plan, task.seed).to(device)
+    model.load_state_dict(load_file(weights_path, device=str(device)))
+    _, accuracy = evaluate_split(model, *_tensors(task.data, str(device))["test"], task.settings.eval_batch_size)
+    return _metric(accuracy, "computed:test")
 
 
 def save_weights(model: Network, path: str) -> None:

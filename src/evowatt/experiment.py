@@ -16,7 +16,7 @@ from typing import Any
 from evowatt import __version__
 from evowatt.config import RunConfig, validate_config
 from evowatt.errors import EvowattError
-from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate
+from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate, score_on_test
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
 from evowatt.runners import make_runner
@@ -47,7 +47,7 @@ def data_ref(config: RunConfig) -> DataRef:
     return DataRef(d.name, d.path, config.seed, tuple(d.splits), d.train_subset, d.test_subset)
 
 
-def eval_settings(config: RunConfig, budget=None, report_test: bool = True) -> EvalSettings:
+def eval_settings(config: RunConfig, budget=None, report_test: bool = False) -> EvalSettings:
     budget = budget or config.training.budget
     t = config.training
     return EvalSettings(
@@ -172,7 +172,7 @@ def _loop(
     finally:
         runner.close()
         store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
-    best = store.evaluation(search.parent.id) if search.parent else None
+    best = _report_test(config, grammar_text, search, store)
     final = _final_training(config, grammar_text, search, store, progress) if best else None
     store.set_meta("finished_at", time.time())
     result = RunResult(
@@ -187,6 +187,21 @@ def _loop(
     progress("done", result=result)
     store.close()
     return result
+
+
+def _report_test(
+    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore
+) -> dict[str, Any] | None:
+    """The best individual's row, with its test-set accuracy added (computed once, from its saved weights)."""
+    if search.parent is None:
+        return None
+    best = store.evaluation(search.parent.id)
+    if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
+        candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
+        task = _task(config, grammar_text, store, candidate)
+        store.add_metric(best["id"], "test_accuracy", score_on_test(task, best["weights"]))
+        best = store.evaluation(best["id"])
+    return best
 
 
 def _final_training(
@@ -212,7 +227,7 @@ def _final_training(
         candidate.genome,
         grammar_text,
         data_ref(config),
-        eval_settings(config, budget),
+        eval_settings(config, budget, report_test=True),
         candidate.seed,
         weights_out=store.weights_path(final_id),
         kind="final",

@@ -156,6 +156,14 @@ class RunStore:
         rows = self.evaluations("WHERE id = ?", (evaluation_id,))
         return rows[0] if rows else None
 
+    def add_metric(self, evaluation_id: int, name: str, metric: dict[str, Any]) -> None:
+        row = self.evaluation(evaluation_id)
+        if row is None:
+            raise KeyError(evaluation_id)
+        metrics = {**row["metrics"], name: metric}
+        with self.db:
+            self.db.execute("UPDATE evaluations SET metrics = ? WHERE id = ?", (json.dumps(metrics), evaluation_id))
+
     def record_generation(self, record: dict[str, Any]) -> None:
         with self.db:
             self.db.execute(

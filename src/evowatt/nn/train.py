@@ -83,19 +83,23 @@ def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Op
 
 @torch.inference_mode()
 def evaluate_split(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, deadline: float = math.inf
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split, in one pass."""
+    """Mean cross-entropy and accuracy over a split, in one pass; NaN for both if ``deadline`` passes first."""
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        total_loss += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(1) == target).sum()
-    model.train(was_training)
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            if time.perf_counter() >= deadline:
+                return math.nan, math.nan
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            total_loss += F.cross_entropy(logits, target, reduction="sum").double()
+            correct += (logits.argmax(1) == target).sum()
+    finally:
+        model.train(was_training)
     n = max(x.shape[0], 1)
     return float(total_loss) / n, int(correct) / n
 
@@ -110,7 +114,12 @@ def train(
     max_epochs: int = 10_000,
     eval_batch_size: int = 1024,
 ) -> TrainOutcome:
-    """Train in place until the budget, early stopping, or divergence; the best validation weights are kept."""
+    """Train in place until the budget, early stopping, or divergence.
+
+    Validation runs at each epoch's end and counts against the budget (it stops when the budget does).
+    Early stopping restores the weights of the best validation loss; a budget end keeps the latest ones,
+    so that no validation pass runs after the budget is spent.
+    """
     x, y = train_xy
     n = x.shape[0]
     batch_size = max(1, min(int(learning.get("batch_size", 64)), n))
@@ -133,6 +142,8 @@ def train(
                     reason = "budget"
                     break
                 index = order[begin : begin + batch_size]
+                if index.shape[0] == 1 < n:
+                    continue  # batch norm cannot train on one sample: drop a trailing batch of one
                 loss = F.cross_entropy(model(x[index]), y[index])
                 if not torch.isfinite(loss):
                     reason = "diverged"
@@ -143,7 +154,10 @@ def train(
                 steps += 1
             else:
                 epochs += 1
-                val_loss, _ = evaluate_split(model, *validation_xy, batch_size=eval_batch_size)
+                val_loss, val_accuracy = evaluate_split(model, *validation_xy, eval_batch_size, deadline)
+                if math.isnan(val_accuracy):  # the budget ran out during validation
+                    reason = "budget"
+                    break
                 if not math.isfinite(val_loss):
                     reason = "diverged"
                     break
@@ -157,15 +171,8 @@ def train(
                         break
                 continue
             break
-    if reason == "budget" and steps > 0:
-        # the last epoch was cut short: judge its weights on validation too
-        val_loss, _ = evaluate_split(model, *validation_xy, batch_size=eval_batch_size)
-        if not math.isfinite(val_loss):
-            reason = "diverged"
-        elif val_loss < best_loss:
-            best_loss, best_state = val_loss, None
-    if reason != "diverged" and best_state is not None:
-        model.load_state_dict(best_state)
+    if reason == "early_stop" and best_state is not None:
+        model.load_state_dict(best_state)  # when the budget ends training, the latest weights are kept
     seconds = time.perf_counter() - start
     return TrainOutcome(
         steps=steps,
