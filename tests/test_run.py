@@ -241,3 +241,13 @@ def test_example_configs_validate():
 def test_main_returns_2_on_user_error(capsys):
     assert main(["run", "nope.yaml"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_python_api(tmp_path):
+    import evowatt
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "search": {"generations": 0, "lambda": 2}}))
+    result = evowatt.run(str(cfg), out=str(tmp_path / "r"))
+    assert result.evaluations == 2 and result.best["id"] in (0, 1)
+    assert evowatt.load_config(str(cfg), ["seed=5"]).seed == 5

@@ -1,7 +1,34 @@
-"""evowatt: power-aware neuroevolution for PyTorch."""
+"""evowatt: power-aware neuroevolution for PyTorch.
+
+``evowatt.run(config)`` runs a search; ``evowatt.load_config(path)`` reads and validates a config file.
+torch is imported only when a run starts, so the search side stays importable without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from evowatt.errors import EvowattError
 
+if TYPE_CHECKING:
+    from evowatt.config import RunConfig
+    from evowatt.experiment import RunResult
+
 __version__ = "0.1.0"
 
-__all__ = ["EvowattError", "__version__"]
+__all__ = ["EvowattError", "__version__", "load_config", "run"]
+
+
+def load_config(path: str, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
+    from evowatt.config import load_config as _load
+
+    return _load(path, overrides, seed)
+
+
+def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunResult:
+    """Run a search from a RunConfig (or a config file path) into a new run directory."""
+    from evowatt.experiment import run as _run
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return _run(config, out=out, **kwargs)
