@@ -28,6 +28,7 @@ class TrainingEnergy:
         self._poller: threading.Thread | None = None
         self._lock = threading.Lock()
         self.reading: Reading | None = None
+        self.poll_error: BaseException | None = None
 
     @property
     def energy_j(self) -> float | None:
@@ -51,7 +52,10 @@ class TrainingEnergy:
         assert self._meter is not None
         while not self._stop.wait(self._poll_s):
             with self._lock:
-                self._meter.update(self._state)
+                try:
+                    self._meter.update(self._state)
+                except Exception as exc:  # noqa: BLE001 - a failed poll only risks a lap; the close re-reads
+                    self.poll_error = exc
 
     def __enter__(self) -> TrainingEnergy:
         if self._meter is not None:
