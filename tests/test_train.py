@@ -132,6 +132,14 @@ def test_trailing_batch_of_one_sample_does_not_break_batch_norm():
     assert outcome.epochs == 4  # one step an epoch; the lone 33rd sample is skipped
 
 
+def test_batch_size_one_trains_on_every_sample():
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 4, generator=generator), torch.randint(0, 3, (5,), generator=generator)
+    model = mlp(inputs=4, hidden=8, classes=3)
+    outcome = train(model, (x, y), (x, y), {**ADAM, "batch_size": 1}, Budget(steps=12), seed=0)
+    assert (outcome.steps, outcome.epochs, outcome.stop_reason) == (12, 2, "budget")
+
+
 # --------------------------------------------------------------------------------- early stop, best weights
 
 

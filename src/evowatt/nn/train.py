@@ -142,7 +142,7 @@ def train(
                     reason = "budget"
                     break
                 index = order[begin : begin + batch_size]
-                if index.shape[0] == 1 < n:
+                if index.shape[0] == 1 < batch_size:
                     continue  # batch norm cannot train on one sample: drop a trailing batch of one
                 loss = F.cross_entropy(model(x[index]), y[index])
                 if not torch.isfinite(loss):
