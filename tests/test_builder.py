@@ -257,9 +257,13 @@ def test_activations(act, module):
         assert all(torch.any(h < 0) for h in hidden)
 
 
-def test_unknown_activation_is_invalid():
-    with pytest.raises(InvalidNetwork, match="unknown activation 'tanh'"):
-        build_network(plan_of([conv(4, 3, act="tanh")]), 0)
+def test_unknown_activation_or_padding_is_invalid_before_building():
+    with pytest.raises(InvalidNetwork, match=r"^layer 1 \(fc\): unknown activation 'tanh'; expected one of"):
+        plan_of([conv(4, 3), fc(5, act="tanh")])
+    with pytest.raises(InvalidNetwork, match=r"^layer 0 \(conv\): unknown activation 'softmax'"):
+        plan_of([conv(4, 3, act="softmax")])
+    with pytest.raises(InvalidNetwork, match=r"^layer 0 \(pool_max\): unknown padding 'full'"):
+        plan_of([pool("max", 2, 2, "full")])
 
 
 def test_output_softmax_is_dropped_and_width_is_the_class_count():

@@ -72,7 +72,9 @@ def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def _spatial(shape: Shape, kernel: int, stride: int, padding: str) -> tuple[int, int, tuple[int, int, int, int]]:
+def _spatial(
+    shape: Shape, kernel: int, stride: int, padding: str
+) -> tuple[int, int, tuple[int, int, int, int]]:
     _, h, w = shape
     if padding == "same":
         oh, top, bottom = _same_pad(h, kernel, stride)
@@ -85,8 +87,22 @@ def _activation_flops(act: str, numel: int) -> int:
     return {"relu": numel, "sigmoid": 4 * numel}.get(act, 0)
 
 
+def _check_choices(kind: str, spec: dict[str, Any], where: str) -> None:
+    """Reject unknown padding or activation values here, before any weight is allocated."""
+    if kind == "conv" or kind.startswith("pool"):
+        padding = str(spec.get("padding", "valid"))
+        if padding not in ("same", "valid"):
+            raise InvalidNetwork(f"{where}: unknown padding '{padding}'; expected same or valid")
+    if kind in ("conv", "fc"):
+        act = str(spec.get("act", "linear"))
+        if act not in _ACTIVATIONS:
+            allowed = ", ".join(_ACTIVATIONS)
+            raise InvalidNetwork(f"{where}: unknown activation '{act}'; expected one of {allowed}")
+
+
 def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> LayerPlan:
     where = f"layer {index} ({kind})"
+    _check_choices(kind, spec, where)
     if kind == "conv" or kind.startswith("pool"):
         if len(shape) != 3:
             raise InvalidNetwork(f"{where} needs an image input but receives a vector of {shape[0]} features")
@@ -166,9 +182,13 @@ def plan_network(
     output.inputs = [module_input]
     plan = NetworkPlan(tuple(input_shape), num_classes, layers, output, input_shapes)
     if max_params is not None and plan.params > max_params:
-        raise InvalidNetwork(f"{plan.params:,} parameters exceed the cap of {max_params:,} (search.caps.max_params)")
+        raise InvalidNetwork(
+            f"{plan.params:,} parameters exceed the cap of {max_params:,} (search.caps.max_params)"
+        )
     if max_flops is not None and plan.flops > max_flops:
-        raise InvalidNetwork(f"{plan.flops:,} FLOPs per inference exceed the cap of {max_flops:,} (search.caps.max_flops)")
+        raise InvalidNetwork(
+            f"{plan.flops:,} FLOPs per inference exceed the cap of {max_flops:,} (search.caps.max_flops)"
+        )
     return plan
 
 
@@ -202,11 +222,14 @@ def make_layer(plan: LayerPlan) -> nn.Module:
         parts = ([] if symmetric else _padding(plan.pad, 0.0)) + [conv, _activation(spec)]
         return nn.Sequential(*parts)
     if plan.kind == "pool_max":
-        return nn.Sequential(*_padding(plan.pad, -math.inf), nn.MaxPool2d(int(spec["kernel_size"]), int(spec["stride"])))
+        pool = nn.MaxPool2d(int(spec["kernel_size"]), int(spec["stride"]))
+        return nn.Sequential(*_padding(plan.pad, -math.inf), pool)
     if plan.kind == "pool_avg":
-        return nn.Sequential(*_padding(plan.pad, 0.0), nn.AvgPool2d(int(spec["kernel_size"]), int(spec["stride"])))
+        pool = nn.AvgPool2d(int(spec["kernel_size"]), int(spec["stride"]))
+        return nn.Sequential(*_padding(plan.pad, 0.0), pool)
     if plan.kind == "batch_norm":
-        return nn.BatchNorm2d(plan.in_shape[0]) if len(plan.in_shape) == 3 else nn.BatchNorm1d(plan.in_shape[0])
+        norm = nn.BatchNorm2d if len(plan.in_shape) == 3 else nn.BatchNorm1d
+        return norm(plan.in_shape[0])
     if plan.kind == "dropout":
         return nn.Dropout(float(spec.get("rate", 0.5)))
     flatten = [nn.Flatten()] if len(plan.in_shape) > 1 else []
@@ -274,7 +297,10 @@ class Network(nn.Module):
 
 
 def build_network(plan: NetworkPlan, seed: int) -> Network:
-    """Allocate the planned layers; weights are initialised from ``seed`` without touching global RNG state."""
+    """Allocate the planned layers; weights come from ``seed``; the global CPU RNG is left as it was.
+
+    Under ``with torch.device("meta"):`` nothing is allocated: shapes and parameter counts only.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Network(plan)
