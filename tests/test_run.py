@@ -251,3 +251,11 @@ def test_python_api(tmp_path):
     result = evowatt.run(str(cfg), out=str(tmp_path / "r"))
     assert result.evaluations == 2 and result.best["id"] in (0, 1)
     assert evowatt.load_config(str(cfg), ["seed=5"]).seed == 5
+
+
+def test_process_runner_gives_the_same_history(tmp_path):
+    config = make_config(**{"search.generations": 1})
+    run(config, out=tmp_path / "seq")
+    pooled = make_config(**{"search.generations": 1, "runner": {"kind": "process", "workers": 2}})
+    run(pooled, out=tmp_path / "pool")
+    assert history(tmp_path / "pool") == history(tmp_path / "seq")

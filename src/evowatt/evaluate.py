@@ -35,7 +35,9 @@ class DataRef:
     test_subset: int | None = None
 
     def load(self) -> Splits:
-        return load_splits(self.name, self.path, self.seed, tuple(self.splits), self.train_subset, self.test_subset)
+        return load_splits(
+            self.name, self.path, self.seed, tuple(self.splits), self.train_subset, self.test_subset
+        )
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,17 @@ def plan_task(task: EvalTask):
     splits = task.data.load()
     genome = Genome.from_json(task.genome)
     grammar = _grammar(task.grammar_text)
-    return genome, grammar, plan_network(
-        genome, grammar, splits.input_shape, splits.num_classes, task.settings.max_params, task.settings.max_flops
+    return (
+        genome,
+        grammar,
+        plan_network(
+            genome,
+            grammar,
+            splits.input_shape,
+            splits.num_classes,
+            task.settings.max_params,
+            task.settings.max_flops,
+        ),
     )
 
 
@@ -186,7 +197,9 @@ def score_on_test(task: EvalTask, weights_path: str) -> dict[str, Any]:
     _, _, plan = plan_task(task)
     model = build_network(plan, task.seed).to(device)
     model.load_state_dict(load_file(weights_path, device=str(device)))
-    _, accuracy = evaluate_split(model, *_tensors(task.data, str(device))["test"], task.settings.eval_batch_size)
+    _, accuracy = evaluate_split(
+        model, *_tensors(task.data, str(device))["test"], task.settings.eval_batch_size
+    )
     return _metric(accuracy, "computed:test")
 
 

@@ -7,6 +7,7 @@ works because ``evaluate`` is a pure function of a picklable task.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -23,11 +24,24 @@ class SequentialRunner:
         pass
 
 
+def _limit_threads(threads: int) -> None:
+    """Workers share the cores: each gets its share of torch threads, or they slow each other badly."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 class ProcessRunner:
     """A pool of spawned workers; each worker loads the data once and keeps it for later tasks."""
 
     def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_threads,
+            initargs=(threads,),
+        )
 
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
         futures = [self.pool.submit(fn, task) for task in tasks]

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from evowatt.genome import Genome
 from evowatt.grammar import Grammar
+from evowatt.nn.seeding import seeded
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for vectors; batch excluded
 
@@ -265,9 +266,7 @@ class Network(nn.Module):
         self.layers = nn.ModuleList(make_layer(p) for p in plan.layers)
         self.output = make_layer(plan.output)
         self.inputs: list[list[int]] = [list(p.inputs) for p in plan.layers]
-        self.merge_shapes: list[Shape] = [
-            _merged_shape(shapes) for shapes in plan.input_shapes
-        ]
+        self.merge_shapes: list[Shape] = [_merged_shape(shapes) for shapes in plan.input_shapes]
         self.output_input = plan.output.inputs[0]
         self.is_chain = all(inputs == [i - 1] for i, inputs in enumerate(self.inputs)) and (
             self.output_input == len(self.inputs) - 1
@@ -301,6 +300,5 @@ def build_network(plan: NetworkPlan, seed: int) -> Network:
 
     Under ``with torch.device("meta"):`` nothing is allocated: shapes and parameter counts only.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return Network(plan)

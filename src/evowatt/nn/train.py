@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from evowatt.nn.seeding import seeded
+
 OPTIMISERS = ("gradient_descent", "adam", "rmsprop", "lars")
 
 
@@ -69,15 +71,18 @@ def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Op
         betas = (float(learning.get("beta1", 0.9)), float(learning.get("beta2", 0.999)))
         return torch.optim.Adam(params, lr=float(learning["lr"]), betas=betas, weight_decay=wd)
     if kind == "rmsprop":
-        return torch.optim.RMSprop(params, lr=float(learning["lr"]), alpha=float(learning.get("alpha", 0.99)),
-                                   weight_decay=wd)
+        return torch.optim.RMSprop(
+            params, lr=float(learning["lr"]), alpha=float(learning.get("alpha", 0.99)), weight_decay=wd
+        )
     if kind == "lars":
         weights = [p for p in params if p.dim() > 1]
         others = [p for p in params if p.dim() <= 1]
         groups = [{"params": weights, "lr": float(learning["lr_weights"]), "weight_decay": wd}]
         if others:
             groups.append({"params": others, "lr": float(learning["lr_biases"]), "weight_decay": 0.0})
-        return torch.optim.SGD(groups, lr=float(learning["lr_weights"]), momentum=float(learning.get("momentum", 0.9)))
+        return torch.optim.SGD(
+            groups, lr=float(learning["lr_weights"]), momentum=float(learning.get("momentum", 0.9))
+        )
     raise ValueError(f"unknown optimiser '{kind}'; expected one of {', '.join(OPTIMISERS)}")
 
 
@@ -133,8 +138,8 @@ def train(
     deadline = start + budget.seconds if budget.seconds is not None else math.inf
     step_limit = budget.steps if budget.steps is not None else math.inf
     model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout draws from the global generator: seed it, then restore it
+    with seeded(seed):
+        # dropout draws from the global generator: seeded here, restored afterwards
         while epochs < epoch_limit:
             order = torch.randperm(n, generator=generator).to(x.device)
             for begin in range(0, n, batch_size):
