@@ -192,7 +192,7 @@ def evaluate(task: EvalTask) -> EvalResult:
 
 
 def score_on_test(task: EvalTask, weights_path: str) -> dict[str, Any]:
-    """Test-set accuracy of an evaluated individual from its saved weights: for the report, never for selection."""
+    """Test-set accuracy of an evaluated individual from its saved weights: reported, never selected on."""
     device = resolve_device(task.settings.device)
     _, _, plan = plan_task(task)
     model = build_network(plan, task.seed).to(device)

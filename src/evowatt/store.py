@@ -162,7 +162,9 @@ class RunStore:
             raise KeyError(evaluation_id)
         metrics = {**row["metrics"], name: metric}
         with self.db:
-            self.db.execute("UPDATE evaluations SET metrics = ? WHERE id = ?", (json.dumps(metrics), evaluation_id))
+            self.db.execute(
+                "UPDATE evaluations SET metrics = ? WHERE id = ?", (json.dumps(metrics), evaluation_id)
+            )
 
     def record_generation(self, record: dict[str, Any]) -> None:
         with self.db:

@@ -90,7 +90,7 @@ def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Op
 def evaluate_split(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, deadline: float = math.inf
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split, in one pass; NaN for both if ``deadline`` passes first."""
+    """Mean cross-entropy and accuracy over a split in one pass; both NaN if ``deadline`` passes first."""
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
