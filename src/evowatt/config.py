@@ -125,8 +125,84 @@ class TrainingConfig(_Strict):
     final_training: FinalTrainingConfig = FinalTrainingConfig()
 
 
+BASE_METRICS = ("accuracy", "loss", "energy", "power", "latency", "flops", "params")
+HARDWARE_ONLY_METRICS = ("power",)
+
+
+def metric_names() -> list[str]:
+    """Every metric a fitness may use: the bare name is the full model, _0 the same, _1 the partition model."""
+    return [f"{m}{s}" for m in BASE_METRICS for s in ("", "_0", "_1")]
+
+
+def _check_metric(name: str) -> str:
+    if name.startswith("test_accuracy"):
+        raise ValueError(
+            "the test set is reported only and never used for selection; use 'accuracy' (evo_test)"
+        )
+    if name not in metric_names():
+        raise ValueError(f"unknown metric '{name}'; available: {', '.join(metric_names())}")
+    return name
+
+
+class Condition(_Strict):
+    """A term counts only while ``metric`` is greater (or less) than ``value``."""
+
+    metric: str
+    type: Literal["greater_than", "less_than"]
+    value: float
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _check_metric(value)
+
+
+class FitnessTerm(_Strict):
+    metric: str
+    objective: Literal["maximize", "minimize"] = "maximize"
+    weight: float = Field(1.0, gt=0)
+    conditions: list[Condition] = []
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _check_metric(value)
+
+
 class FitnessConfig(_Strict):
-    metric: Literal["accuracy"] = "accuracy"
+    """F = sum(w * m) over maximised terms + sum(w / m) over minimised terms (ENERGIZE's form).
+
+    ``metric: accuracy`` alone is the accuracy-only baseline; ``terms`` gives the weighted form.
+    """
+
+    metric: str | None = "accuracy"
+    terms: list[FitnessTerm] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FitnessConfig:
+        if self.terms is not None:
+            if not self.terms:
+                raise ValueError("terms must hold at least one term")
+            self.metric = None
+        elif self.metric is None:
+            raise ValueError("give 'metric' (e.g. accuracy) or a list of 'terms'")
+        else:
+            _check_metric(self.metric)
+        return self
+
+    def resolved_terms(self) -> list[FitnessTerm]:
+        if self.terms is not None:
+            return list(self.terms)
+        metric = str(self.metric)
+        objective = "maximize" if metric.startswith("accuracy") else "minimize"
+        return [FitnessTerm(metric=metric, objective=objective)]
+
+    def metrics_used(self) -> set[str]:
+        used = set()
+        for term in self.resolved_terms():
+            used.add(term.metric)
+            used.update(c.metric for c in term.conditions)
+        return used
 
 
 class OutputConfig(_Strict):

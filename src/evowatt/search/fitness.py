@@ -1,4 +1,8 @@
-"""Fitness of an evaluation result; invalid networks have none and rank below every valid one."""
+"""Fitness of an evaluation result; invalid networks have none and rank below every valid one.
+
+F = sum(w * m) over maximised terms + sum(w / m) over minimised terms; a term counts only while all its
+conditions hold. Metric names: the bare name (or ``_0``) is the full model, ``_1`` the partition model.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,44 @@ from typing import Any
 from evowatt.config import FitnessConfig
 
 
-def fitness_of(result: dict[str, Any], fitness: FitnessConfig) -> float | None:
-    """The fitness of one evaluation (a result dict from ``evaluate``), or None when it has none.
-
-    The accuracy-only baseline: evo_test accuracy. The test-set accuracy is never a fitness.
-    """
-    if result.get("status") != "ok":
-        return None
-    metric = result.get("metrics", {}).get(fitness.metric)
-    if metric is None:
-        return None
-    value = metric["value"] if isinstance(metric, dict) else metric
+def metric_value(result: dict[str, Any], name: str) -> float | None:
+    """A metric's value from a result's metrics; ``x_0`` is the full model, stored under ``x``."""
+    metrics = result.get("metrics") or {}
+    entry = metrics.get(name)
+    if entry is None and name.endswith("_0"):
+        entry = metrics.get(name[:-2])
+    value = entry.get("value") if isinstance(entry, dict) else entry
     return None if value is None else float(value)
+
+
+def score(result: dict[str, Any], fitness: FitnessConfig) -> tuple[float | None, str | None]:
+    """(fitness, None) or (None, the reason there is none)."""
+    if result.get("status") != "ok":
+        return None, result.get("reason") or result.get("status")
+    total = 0.0
+    for term in fitness.resolved_terms():
+        holds = True
+        for condition in term.conditions:
+            value = metric_value(result, condition.metric)
+            if value is None:
+                return None, f"metric {condition.metric} (in a condition) is missing"
+            holds &= value > condition.value if condition.type == "greater_than" else value < condition.value
+        if not holds:
+            continue
+        value = metric_value(result, term.metric)
+        if value is None:
+            return None, f"metric {term.metric} is missing"
+        if term.objective == "maximize":
+            total += term.weight * value
+        elif value <= 0:
+            return None, f"minimised metric {term.metric} is {value:g}, not positive"
+        else:
+            total += term.weight / value
+    return total, None
+
+
+def fitness_of(result: dict[str, Any], fitness: FitnessConfig) -> float | None:
+    return score(result, fitness)[0]
 
 
 def rank_key(fitness: float | None) -> tuple[int, float]:
