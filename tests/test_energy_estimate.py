@@ -169,6 +169,8 @@ def test_deterministic_and_batch_amortises_parameters() -> None:
     assert double.flops == first.flops
     assert double.activation_bytes == first.activation_bytes
     assert double.param_memory_j == pytest.approx(first.param_memory_j / 2)
+    one_sample = meter.estimate(model, batch()[:1], batch_size=B)  # what the protocol counts: cheapest
+    assert one_sample.flops == first.flops and one_sample.energy_j == pytest.approx(first.energy_j)
 
 
 def test_constants_are_overridable_and_validated() -> None:

@@ -70,6 +70,28 @@ def test_windows_start_and_close_on_counter_ticks() -> None:
     assert reading.power_w == pytest.approx(watts, rel=0.01)
 
 
+def test_back_to_back_windows_reuse_the_closing_tick() -> None:
+    clock = FakeClock()
+    period = 0.05
+
+    def energy_mj() -> int:
+        return int(clock.t / period + 1e-9) * 10
+
+    meter = NvmlMeter(nvml=FakeNvml(energy_mj=energy_mj), clock=clock, sleep=clock.sleep, poll_s=0.001)
+    first = meter.begin()
+    clock.t += 0.12
+    meter.end(first)
+    closed_at = clock.t
+    second = meter.begin()  # opened right away: starts at the tick that closed the first window
+    assert second.t0 == closed_at
+    clock.t += 0.2  # a pause longer than reuse_tick_s: the next window waits for a fresh tick again
+    meter.end(second)
+    clock.t += 0.02
+    next_tick = (int(clock.t / period + 1e-9) + 1) * period
+    third = meter.begin()
+    assert third.t0 == pytest.approx(next_tick, abs=0.0011)
+
+
 def test_tick_wait_gives_up_on_a_frozen_counter() -> None:
     clock = FakeClock()
     meter = NvmlMeter(nvml=FakeNvml(energy_mj=lambda: 7), clock=clock, sleep=clock.sleep, tick_timeout_s=0.2)

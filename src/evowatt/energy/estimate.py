@@ -384,10 +384,17 @@ class EstimateMeter(Meter):
             f"(params from {c.params_level}, activations in {c.activations_level}); no hardware read"
         )
 
-    def estimate(self, model: torch.nn.Module, inputs: torch.Tensor) -> EnergyEstimate:
-        """`inputs` is the measurement batch; figures are per inference (parameters amortised over it)."""
+    def estimate(
+        self, model: torch.nn.Module, inputs: torch.Tensor, batch_size: int | None = None
+    ) -> EnergyEstimate:
+        """Per-inference figures; parameters are read once per measurement batch of `batch_size`.
+
+        Operations and activation bytes are per sample, so `inputs` may be a slice of the measurement
+        batch (one sample is enough and cheapest); `batch_size` defaults to the rows of `inputs`.
+        """
         layers, uncounted, params = count_model(model, inputs)
-        batch = int(inputs.shape[0])
+        rows = int(inputs.shape[0])
+        batch = int(batch_size) if batch_size is not None else rows
         c = self.constants
         adds = sum(layer.adds for layer in layers.values())
         mults = sum(layer.mults for layer in layers.values())
@@ -397,16 +404,16 @@ class EstimateMeter(Meter):
         pj = 1e-12
         return EnergyEstimate(
             batch_size=batch,
-            flops=(adds + mults) / batch,
-            matmul_flops=matmul / batch,
-            adds=adds / batch,
-            mults=mults / batch,
+            flops=(adds + mults) / rows,
+            matmul_flops=matmul / rows,
+            adds=adds / rows,
+            mults=mults / rows,
             params=params,
             param_bytes=param_bytes,
-            activation_bytes=act_bytes / batch,
-            compute_j=(adds * c.pj_fp_add + mults * c.pj_fp_mult) / batch * pj,
+            activation_bytes=act_bytes / rows,
+            compute_j=(adds * c.pj_fp_add + mults * c.pj_fp_mult) / rows * pj,
             param_memory_j=param_bytes * c.pj_per_byte(c.params_level) / batch * pj,
-            activation_memory_j=act_bytes * c.pj_per_byte(c.activations_level) / batch * pj,
+            activation_memory_j=act_bytes * c.pj_per_byte(c.activations_level) / rows * pj,
             layers=tuple(layers.values()),
             uncounted_ops=tuple(sorted(uncounted)),
         )

@@ -3,7 +3,8 @@
 Preferred: the total-energy counter (`nvmlDeviceGetTotalEnergyConsumption`, millijoules since driver load,
 Volta and later). The counter only moves every ~10-100 ms, so a short window read at arbitrary times
 is off by up to one update period at each edge; the meter therefore starts a window at a counter tick
-and closes it at the first tick after the work (the idle tail is reported apart as `busy_seconds`).
+and closes it at the first tick after the work (the idle tail is reported apart as `busy_seconds`);
+a window opened within `reuse_tick_s` of the last close starts at that close's tick, without waiting.
 Where the GPU answers NotSupported, power is sampled (`nvmlDeviceGetPowerUsage`,
 milliwatts) on a background thread and integrated with the trapezoid rule. NVML reads the whole GPU:
 other processes on it count, hence the idle baseline. NVML numbers GPUs by PCI order and ignores
@@ -105,11 +106,14 @@ class NvmlMeter(HardwareMeter):
         mode: Mode | None = None,
         align_ticks: bool = True,
         tick_timeout_s: float = 0.25,
+        reuse_tick_s: float = 0.005,
         poll_s: float = 0.0005,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(sync=sync, clock=clock)
         self.align_ticks = align_ticks
+        self.reuse_tick_s = reuse_tick_s
+        self._last_tick: tuple[float, int] | None = None
         self.tick_timeout_s = tick_timeout_s
         self._poll_s = poll_s
         self._sleep = sleep
@@ -198,6 +202,14 @@ class NvmlMeter(HardwareMeter):
 
     def _begin(self) -> _CounterState | _SamplingState:
         if self.mode == "counter":
+            last = self._last_tick
+            self._last_tick = None
+            if (
+                last is not None
+                and self._clock() - last[0] <= self.reuse_tick_s
+                and self._counter_mj() == last[1]
+            ):
+                return _CounterState(t0=last[0], mj0=last[1])  # back-to-back windows: no second wait
             t0, mj0 = self._next_tick()
             return _CounterState(t0=t0, mj0=mj0)
         first = (self._clock(), self._power_w())
@@ -209,6 +221,7 @@ class NvmlMeter(HardwareMeter):
         if isinstance(state, _CounterState):
             done = self._clock()
             t1, mj1 = self._next_tick()
+            self._last_tick = (t1, mj1) if self.align_ticks else None
             return Reading(
                 energy_j=(mj1 - state.mj0) / 1000.0, seconds=t1 - state.t0, busy_seconds=done - state.t0
             )

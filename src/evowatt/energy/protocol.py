@@ -39,7 +39,7 @@ class MeasureSettings(BaseModel):
 
     batch_size: int = Field(64, ge=1, description="measurement batch, fixed for every model")
     warmup: int = Field(
-        3,
+        2,
         ge=0,
         description="passes before the windows (allocator, caches, clocks); they also size the windows",
     )
@@ -49,7 +49,12 @@ class MeasureSettings(BaseModel):
     min_repeats: int = Field(5, ge=2, description="windows before the CI may stop the loop")
     max_repeats: int = Field(30, ge=2, description="windows at most")
     ci_target: float = Field(0.05, gt=0, lt=1, description="stop when the 95% CI half-width < this x mean")
-    time_cap_s: float = Field(2.0, gt=0, description="stop repeating after this long (at least 2 windows)")
+    time_cap_s: float = Field(
+        0.8,
+        gt=0,
+        description="no new window after this long, counted from the start with warm-up (at least 2 windows "
+        "are taken); 0.8 s keeps the two models of an individual near 10 % of a 20 s training budget",
+    )
     idle_s: float = Field(1.0, gt=0, description="idle baseline duration, measured once per run")
     idle_windows: int = Field(5, ge=2, description="the idle baseline is split into this many windows")
     estimate: EstimateConstants = Field(default_factory=EstimateConstants)
@@ -268,13 +273,12 @@ def measure_model(
             passes = max(1, math.ceil(settings.min_window_s / pass_s))
             # counted after a plain pass, so a model that rejects the batch fails with torch's own message
             estimator = meter if isinstance(meter, EstimateMeter) else EstimateMeter(settings.estimate)
-            estimate = estimator.estimate(model, batch)
+            estimate = estimator.estimate(model, batch[:1], batch_size=n_batch)  # per-sample counts
             latencies: list[float] = []
             gross_e: list[float] = []
             net_e: list[float] = []
             gross_p: list[float] = []
             net_p: list[float] = []
-            loop_start = clock()
             stop: StopReason | None = None
             while stop is None:
                 state = meter.begin() if isinstance(meter, HardwareMeter) else None
@@ -294,7 +298,7 @@ def measure_model(
                     gross_e.append((net + idle_w * busy) / inferences)
                     net_p.append(net / busy)
                     gross_p.append(net / busy + idle_w)
-                stop = _stop(net_e if hardware else latencies, settings, clock() - loop_start)
+                stop = _stop(net_e if hardware else latencies, settings, clock() - started)
     finally:
         model.train(was_training)
     params = exact(estimate.params, METHOD_COUNTED)
