@@ -217,8 +217,8 @@ def main() -> None:
             meter.close()
     header = (
         "network", "params", "MFLOP/inf", "meter", "energy µJ/inf", "energy CV %", "latency µs/inf",
-        "latency CV %", "windows", "window error %", "stop (mode)", "s/model", f"% of {args.budget:g}s x{args.models_per_individual}",
-        "idle s/run",
+        "latency CV %", "windows", "window error %", "stop (mode)", "s/model",
+        f"% of {args.budget:g}s x{args.models_per_individual}", "idle s/run",
     )  # fmt: skip
     print()
     print("| " + " | ".join(header) + " |")
@@ -227,8 +227,9 @@ def main() -> None:
         print("| " + " | ".join(row) + " |")
     print()
     print(
-        f"{args.repeats} measurements per network and meter; CV = stdev/mean over them. 'windows' = mean repeats "
-        "per measurement. 'window error' = mean |reading - simulated true energy| / true, per window. "
+        f"{args.repeats} measurements per network and meter; CV = stdev/mean over them. "
+        "'windows' = mean repeats per measurement. "
+        "'window error' = mean |reading - simulated true energy| / true, per window. "
         f"Idle baseline: once per run per meter. Total {time.perf_counter() - started:.0f} s; "
         f"load average {os.getloadavg()[0]:.2f} (other processes share these cores)."
     )

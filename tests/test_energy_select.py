@@ -54,6 +54,16 @@ def test_auto_on_cuda_picks_readable_nvml() -> None:
     meter.close()
 
 
+def test_nvml_index_follows_the_cuda_ordinal_unless_given() -> None:
+    fake = FakeNvml(energy_mj=lambda: 0, count=4)
+    assert isinstance(m := open_meter("nvml", "cuda:2", nvml_module=fake), NvmlMeter) and m.index == 2
+    assert (
+        isinstance(m := open_meter("nvml", "cuda:2", nvml_module=fake, nvml_index=3), NvmlMeter)
+        and m.index == 3
+    )
+    assert isinstance(m := open_meter("nvml", "cuda", nvml_module=fake), NvmlMeter) and m.index == 0
+
+
 def test_auto_on_cuda_without_nvml_picks_estimate_not_rapl(tmp_path: Path) -> None:
     """RAPL meters the CPU package: for a model on a GPU it would measure the wrong device."""
     meter, why = select_meter("auto", "cuda", nvml_module=no_driver(), rapl_root=rapl_tree(tmp_path))

@@ -59,6 +59,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="measurement batch (default 64)")
     p.add_argument("--time-cap", type=float, default=None, help="seconds of repeats at most (default 2)")
-    p.add_argument("--nvml-index", type=int, default=0, help="NVML GPU index (PCI order)")
+    p.add_argument(
+        "--nvml-index", type=int, default=None, help="NVML GPU index (PCI order; default: the CUDA ordinal)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_measure)

@@ -72,7 +72,11 @@ class EnergySettings(MeasureSettings):
     """The config's `energy` section: which meter, its options, and the measurement protocol."""
 
     meter: MeterName = "auto"
-    nvml_index: int = Field(0, ge=0, description="NVML GPU index (PCI order, ignores CUDA_VISIBLE_DEVICES)")
+    nvml_index: int | None = Field(
+        None,
+        ge=0,
+        description="NVML GPU index (PCI order, ignores CUDA_VISIBLE_DEVICES); default: the CUDA ordinal",
+    )
     rapl_root: str = "/sys/class/powercap"
     training_energy: bool = Field(True, description="record each training run's energy (hardware meters)")
 

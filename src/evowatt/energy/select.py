@@ -63,7 +63,10 @@ def open_meter(name: str, device: str | torch.device = "cpu", **options: Any) ->
                 f"nvml: the model runs on {dev}, and NVML meters a GPU — measure with --device cuda, "
                 "or choose rapl (CPU) or estimate"
             )
-        kwargs: dict[str, Any] = {"index": options.get("nvml_index", 0), "nvml": options.get("nvml_module")}
+        index = options.get("nvml_index")
+        if index is None:  # NVML counts in PCI order; with CUDA_DEVICE_ORDER=PCI_BUS_ID the ordinals agree
+            index = dev.index or 0
+        kwargs: dict[str, Any] = {"index": index, "nvml": options.get("nvml_module")}
         if "sample_interval_s" in options:
             kwargs["sample_interval_s"] = options["sample_interval_s"]
         return NvmlMeter(sync=device_sync(dev), **kwargs)
