@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from evowatt.energy.base import HardwareMeter, Reading
 from evowatt.energy.estimate import EstimateMeter
-from evowatt.energy.fakes import PowerModel, simulated_nvml, simulated_rapl
+from evowatt.energy.fakes import FakeNvml, PowerModel, simulated_nvml, simulated_rapl
 from evowatt.energy.nvml import NvmlMeter
 from evowatt.energy.protocol import (
     EnergySettings,
@@ -273,3 +274,23 @@ def test_end_to_end_with_simulated_rapl(tmp_path: Path) -> None:
     baseline = measure_idle(meter, QUICK)
     m = measure_model(small_cnn(), torch.randn(64, 1, 28, 28), meter, QUICK, idle=baseline)
     assert m.valid and m.energy is not None and m.energy.method == "measured:rapl" and m.energy.value > 0
+
+
+def test_a_model_failing_inside_a_window_leaves_no_sampling_thread_behind() -> None:
+    class FailsLater(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls > 4:  # after warm-up and counting: inside the first window
+                raise RuntimeError("boom")
+            return x
+
+    meter = NvmlMeter(nvml=FakeNvml(energy_mj=None, power_mw=lambda: 1000), sample_interval_s=0.001)
+    with pytest.raises(RuntimeError, match="boom"):
+        measure_model(
+            FailsLater(), torch.ones(4, 2), meter, settings(warmup=2, min_window_s=1.0), idle=idle(0.5)
+        )
+    assert not [t for t in threading.enumerate() if t.name == "evowatt-nvml-sampler" and t.is_alive()]

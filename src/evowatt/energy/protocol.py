@@ -9,6 +9,7 @@ the mean or a time cap; the device's idle power, measured once per run, subtract
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -287,9 +288,15 @@ def measure_model(
             while stop is None:
                 state = meter.begin() if isinstance(meter, HardwareMeter) else None
                 t0 = clock()
-                for _ in range(passes):
-                    model(batch)
-                sync()
+                try:
+                    for _ in range(passes):
+                        model(batch)
+                    sync()
+                except BaseException:
+                    if isinstance(meter, HardwareMeter):  # stop a sampling thread before the error leaves
+                        with contextlib.suppress(Exception):
+                            meter.end(state)
+                    raise
                 t1 = clock()
                 inferences = passes * n_batch
                 latencies.append((t1 - t0) / inferences)
