@@ -59,8 +59,15 @@ def plan_of(layers: list[dict], shape=(1, 8, 8), classes: int = 10, **kwargs) ->
 
 
 def conv(out: int, k: int, s: int = 1, padding: str = "valid", act: str = "linear", bias: bool = True):
-    return {"layer": "conv", "out_channels": out, "kernel_size": k, "stride": s, "padding": padding,
-            "act": act, "bias": bias}
+    return {
+        "layer": "conv",
+        "out_channels": out,
+        "kernel_size": k,
+        "stride": s,
+        "padding": padding,
+        "act": act,
+        "bias": bias,
+    }
 
 
 def pool(kind: str, k: int, s: int, padding: str) -> dict:
@@ -111,7 +118,12 @@ def test_random_compat_genomes_build_or_are_rejected_with_a_reason(grammar_file,
         assert len(hidden) == len(plan.layers)
         for i, (h, layer) in enumerate(zip(hidden, plan.layers, strict=True)):
             assert tuple(h.shape) == (2, *layer.out_shape), f"seed {seed} layer {i} ({layer.kind})"
-        assert count_params(net) == plan.params
+        head = plan.exit_head.params if plan.exit_head is not None else 0  # the partition model's extra head
+        assert count_params(net) == plan.params + head
+        if plan.exit_head is not None:
+            with torch.device("meta"):
+                main, early = net.forward_both(x)
+            assert main.shape == early.shape == (2, 10)
     assert built >= 0.6 * 500, f"only {built} of 500 built; reasons: {reasons[:5]}"
     # both kinds of rejection occur in such a sample, and each names its cause
     assert any("search.caps.max_params" in r for r in reasons)
@@ -167,8 +179,13 @@ def test_same_padding_follows_tensorflow_extra_on_bottom_right():
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize(
     ("size", "k", "s", "padding", "expected"),
-    [(8, 3, 2, "valid", 3), (8, 3, 2, "same", 4), (7, 2, 2, "same", 4), (8, 2, 2, "valid", 4),
-     (5, 3, 1, "same", 5)],
+    [
+        (8, 3, 2, "valid", 3),
+        (8, 3, 2, "same", 4),
+        (7, 2, 2, "same", 4),
+        (8, 2, 2, "valid", 4),
+        (5, 3, 1, "same", 5),
+    ],
 )
 def test_pooling_output_size(kind, size, k, s, padding, expected):
     plan = plan_of([pool(kind, k, s, padding)], shape=(3, size, size))
@@ -333,9 +350,7 @@ def merge_net(layers, connections, shape=(1, 8, 8)):
 
 def test_merge_pools_down_and_zero_pads_channels():
     # layer 0: 4x6x6; layer 1: 6x3x3; layer 2 reads [1, 0]: target is layer 1's shape (6, 3, 3)
-    plan, net = merge_net(
-        [conv(4, 3, act="relu"), conv(6, 3, 2, "same"), IDENTITY], [[-1], [0], [1, 0]]
-    )
+    plan, net = merge_net([conv(4, 3, act="relu"), conv(6, 3, 2, "same"), IDENTITY], [[-1], [0], [1, 0]])
     assert [p.out_shape for p in plan.layers] == [(4, 6, 6), (6, 3, 3), (6, 3, 3)]
     assert plan.input_shapes[2] == [(6, 3, 3), (4, 6, 6)]
     x = torch.randn(2, 1, 8, 8)
@@ -349,9 +364,7 @@ def test_merge_pools_down_and_zero_pads_channels():
 
 def test_merge_upsamples_and_truncates_channels():
     # layer 2 reads [0, 1]: target is layer 0's shape (4, 6, 6); layer 1 (6x3x3) grows, loses 2 channels
-    plan, net = merge_net(
-        [conv(4, 3), conv(6, 3, 2, "same", act="sigmoid"), IDENTITY], [[-1], [0], [0, 1]]
-    )
+    plan, net = merge_net([conv(4, 3), conv(6, 3, 2, "same", act="sigmoid"), IDENTITY], [[-1], [0], [0, 1]])
     assert plan.layers[2].out_shape == (4, 6, 6)
     x = torch.randn(2, 1, 8, 8)
     h0, h1, h2 = net.hidden(x)
@@ -374,12 +387,22 @@ def test_merge_with_a_vector_flattens_and_pads():
 def test_merge_from_random_connections_with_levels_back_builds():
     grammar = load_grammar("cnn")
     network = NetworkConfig.model_validate(
-        {"modules": [
-            {"name": "features", "network_structure_init": [6], "network_structure": [1, 10],
-             "levels_back": 3},
-            {"name": "classification", "network_structure_init": [3], "network_structure": [1, 5],
-             "levels_back": 2},
-        ]}
+        {
+            "modules": [
+                {
+                    "name": "features",
+                    "network_structure_init": [6],
+                    "network_structure": [1, 10],
+                    "levels_back": 3,
+                },
+                {
+                    "name": "classification",
+                    "network_structure_init": [3],
+                    "network_structure": [1, 5],
+                    "levels_back": 2,
+                },
+            ]
+        }
     )
     merged = 0
     for seed in range(40):
@@ -403,10 +426,12 @@ def test_merge_from_random_connections_with_levels_back_builds():
 def valid_cnn_genomes(count: int):
     grammar = load_grammar("cnn")
     network = NetworkConfig.model_validate(
-        {"modules": [
-            {"name": "features", "network_structure_init": [2, 3, 4], "network_structure": [0, 10]},
-            {"name": "classification", "network_structure_init": [1, 2], "network_structure": [0, 5]},
-        ]}
+        {
+            "modules": [
+                {"name": "features", "network_structure_init": [2, 3, 4], "network_structure": [0, 10]},
+                {"name": "classification", "network_structure_init": [1, 2], "network_structure": [0, 5]},
+            ]
+        }
     )
     seed = 0
     while count:

@@ -149,7 +149,7 @@ def test_continuing_from_saved_weights_starts_from_them(first, tmp_path):
 
 def test_score_on_test_matches_the_reported_test_accuracy(first):
     task, result = first
-    assert score_on_test(task, task.weights_out) == result.metrics["test_accuracy"]
+    assert score_on_test(task, task.weights_out)["test_accuracy"] == result.metrics["test_accuracy"]
 
 
 def test_report_test_off_scores_no_test_metric():

@@ -21,7 +21,7 @@ from evowatt.data import Splits, load_splits
 from evowatt.errors import EvowattError
 from evowatt.genome import Genome
 from evowatt.grammar import Grammar, parse_grammar
-from evowatt.nn.builder import InvalidNetwork, Network, build_network, plan_network
+from evowatt.nn.builder import InvalidNetwork, Network, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, train
 
 
@@ -170,12 +170,22 @@ def evaluate(task: EvalTask) -> EvalResult:
         if outcome.diverged:
             result.status, result.reason = "invalid", "training diverged (NaN or infinite loss)"
             return result
-        loss, accuracy = evaluate_split(model, *data["evo_test"], batch_size=settings.eval_batch_size)
-        result.metrics["accuracy"] = _metric(accuracy, "computed:evo_test")
-        result.metrics["loss"] = _metric(loss, "computed:evo_test")
-        if settings.report_test:
-            _, test_accuracy = evaluate_split(model, *data["test"], batch_size=settings.eval_batch_size)
-            result.metrics["test_accuracy"] = _metric(test_accuracy, "computed:test")
+        full, early = extract_models(model, plan)
+        models = {"": full, "_1": early} if early is not None else {"": full}
+        if early is not None:
+            result.metrics["params_1"] = _metric(plan.partition_params, "counted:plan")
+            result.metrics["flops_1"] = _metric(plan.partition_flops, "counted:plan")
+        for suffix, standalone in models.items():
+            loss, accuracy = evaluate_split(
+                standalone, *data["evo_test"], batch_size=settings.eval_batch_size
+            )
+            result.metrics[f"accuracy{suffix}"] = _metric(accuracy, "computed:evo_test")
+            result.metrics[f"loss{suffix}"] = _metric(loss, "computed:evo_test")
+            if settings.report_test:
+                _, test_accuracy = evaluate_split(
+                    standalone, *data["test"], batch_size=settings.eval_batch_size
+                )
+                result.metrics[f"test_accuracy{suffix}"] = _metric(test_accuracy, "computed:test")
         if task.weights_out:
             save_weights(model, task.weights_out)
             result.weights_path = task.weights_out
@@ -191,16 +201,23 @@ def evaluate(task: EvalTask) -> EvalResult:
     return result
 
 
-def score_on_test(task: EvalTask, weights_path: str) -> dict[str, Any]:
-    """Test-set accuracy of an evaluated individual from its saved weights: reported, never selected on."""
+def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]]:
+    """Test-set accuracy of an evaluated individual's models from its saved weights: reported only.
+
+    Returns ``test_accuracy`` (model 0) and, with a partition point, ``test_accuracy_1`` (model 1).
+    """
     device = resolve_device(task.settings.device)
     _, _, plan = plan_task(task)
     model = build_network(plan, task.seed).to(device)
     model.load_state_dict(load_file(weights_path, device=str(device)))
-    _, accuracy = evaluate_split(
-        model, *_tensors(task.data, str(device))["test"], task.settings.eval_batch_size
-    )
-    return _metric(accuracy, "computed:test")
+    full, early = extract_models(model, plan)
+    test = _tensors(task.data, str(device))["test"]
+    metrics = {}
+    for suffix, standalone in (("", full), ("_1", early)):
+        if standalone is not None:
+            _, accuracy = evaluate_split(standalone, *test, task.settings.eval_batch_size)
+            metrics[f"test_accuracy{suffix}"] = _metric(accuracy, "computed:test")
+    return metrics
 
 
 def save_weights(model: Network, path: str) -> None:

@@ -15,6 +15,7 @@ Choices that differ from the reference code, on purpose:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evowatt.genome import Genome
+from evowatt.genome import PARTITION_PARAM, PARTITION_RULE, Genome
 from evowatt.grammar import Grammar
 from evowatt.nn.seeding import seeded
 
@@ -53,14 +54,40 @@ class NetworkPlan:
     layers: list[LayerPlan]  # hidden layers in layer-index order
     output: LayerPlan
     input_shapes: list[list[Shape]] = field(default_factory=list)  # per layer, the shapes before merging
+    exit_layer: int | None = None  # the partition point: an extra head reads this hidden layer
+    exit_head: LayerPlan | None = None
 
     @property
     def params(self) -> int:
+        """Of model 0, the full network (the extra head excluded)."""
         return sum(p.params for p in self.layers) + self.output.params
 
     @property
     def flops(self) -> int:
         return sum(p.flops for p in self.layers) + self.output.flops
+
+    def ancestors(self, index: int) -> list[int]:
+        """The hidden layers that layer ``index`` depends on, itself included, in index order."""
+        needed, stack = set(), [index]
+        while stack:
+            i = stack.pop()
+            if i >= 0 and i not in needed:
+                needed.add(i)
+                stack.extend(self.layers[i].inputs)
+        return sorted(needed)
+
+    @property
+    def partition_params(self) -> int | None:
+        """Of model 1: the layers the partition point depends on, plus the extra head."""
+        if self.exit_layer is None or self.exit_head is None:
+            return None
+        return sum(self.layers[i].params for i in self.ancestors(self.exit_layer)) + self.exit_head.params
+
+    @property
+    def partition_flops(self) -> int | None:
+        if self.exit_layer is None or self.exit_head is None:
+            return None
+        return sum(self.layers[i].flops for i in self.ancestors(self.exit_layer)) + self.exit_head.flops
 
 
 def _numel(shape: Shape) -> int:
@@ -158,8 +185,13 @@ def plan_network(
     num_classes: int,
     max_params: int | None = None,
     max_flops: int | None = None,
+    partition: bool = True,
 ) -> NetworkPlan:
-    """Shapes, parameters and FLOPs of every layer, or InvalidNetwork with the reason."""
+    """Shapes, parameters and FLOPs of every layer, or InvalidNetwork with the reason.
+
+    With a ``model_partition`` macro gene and at least one hidden layer, an extra head (flatten + linear to
+    the classes) is planned on the partition point; the parameter cap counts it, since it is trained.
+    """
     layers: list[LayerPlan] = []
     input_shapes: list[list[Shape]] = []
     shapes: dict[int, Shape] = {-1: tuple(input_shape)}
@@ -182,9 +214,15 @@ def plan_network(
     output = plan_layer("output", out_spec, shapes[module_input], len(layers))
     output.inputs = [module_input]
     plan = NetworkPlan(tuple(input_shape), num_classes, layers, output, input_shapes)
-    if max_params is not None and plan.params > max_params:
+    if partition and PARTITION_RULE in genome.macro and layers:
+        point = int(grammar.decode(genome.macro[PARTITION_RULE]).get(PARTITION_PARAM, 0))
+        plan.exit_layer = min(max(point, 0), len(layers) - 1)
+        plan.exit_head = plan_layer("output", out_spec, layers[plan.exit_layer].out_shape, len(layers))
+        plan.exit_head.inputs = [plan.exit_layer]
+    trained_params = plan.params + (plan.exit_head.params if plan.exit_head else 0)
+    if max_params is not None and trained_params > max_params:
         raise InvalidNetwork(
-            f"{plan.params:,} parameters exceed the cap of {max_params:,} (search.caps.max_params)"
+            f"{trained_params:,} parameters exceed the cap of {max_params:,} (search.caps.max_params)"
         )
     if max_flops is not None and plan.flops > max_flops:
         raise InvalidNetwork(
@@ -259,7 +297,11 @@ def reconcile(x: torch.Tensor, target: Shape) -> torch.Tensor:
 
 
 class Network(nn.Module):
-    """Hidden layers run in layer-index order; a plain chain takes the fast path of one call per layer."""
+    """Hidden layers run in layer-index order; a plain chain takes the fast path of one call per layer.
+
+    ``forward`` is model 0 (the full network). With a partition point, ``forward_both`` also returns the
+    extra head's logits, for training both models in one step.
+    """
 
     def __init__(self, plan: NetworkPlan):
         super().__init__()
@@ -271,19 +313,15 @@ class Network(nn.Module):
         self.is_chain = all(inputs == [i - 1] for i, inputs in enumerate(self.inputs)) and (
             self.output_input == len(self.inputs) - 1
         )
+        self.exit_layer = plan.exit_layer
+        self.exit_head = make_layer(plan.exit_head) if plan.exit_head is not None else None
 
     def hidden(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Outputs of hidden layers 0..upto (all when None)."""
         last = len(self.layers) - 1 if upto is None else upto
         outs: list[torch.Tensor] = []
         for i in range(last + 1):
-            inputs = self.inputs[i]
-            if len(inputs) == 1:
-                h = x if inputs[0] < 0 else outs[inputs[0]]
-            else:
-                target = self.merge_shapes[i]
-                h = sum(reconcile(x if j < 0 else outs[j], target) for j in inputs)
-            outs.append(self.layers[i](h))
+            outs.append(self.layers[i](_layer_input(x, outs, self.inputs[i], self.merge_shapes[i])))
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,6 +331,48 @@ class Network(nn.Module):
             return self.output(x)
         outs = self.hidden(x)
         return self.output(x if self.output_input < 0 else outs[self.output_input])
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full model logits, early-exit logits), sharing layers 0..partition point."""
+        if self.exit_head is None or self.exit_layer is None:
+            raise RuntimeError("this network has no partition point")
+        outs = self.hidden(x)
+        main = self.output(x if self.output_input < 0 else outs[self.output_input])
+        return main, self.exit_head(outs[self.exit_layer])
+
+
+def _layer_input(x: torch.Tensor, outs, inputs: list[int], merge_shape: Shape) -> torch.Tensor:
+    if len(inputs) == 1:
+        return x if inputs[0] < 0 else outs[inputs[0]]
+    return sum(reconcile(x if j < 0 else outs[j], merge_shape) for j in inputs)
+
+
+class EarlyExit(nn.Module):
+    """Model 1: only the layers the partition point depends on, then the extra head."""
+
+    def __init__(self, network: Network, plan: NetworkPlan):
+        super().__init__()
+        if network.exit_head is None or plan.exit_layer is None:
+            raise ValueError("the network has no partition point")
+        self.order = plan.ancestors(plan.exit_layer)
+        self.layers = nn.ModuleDict({str(i): copy.deepcopy(network.layers[i]) for i in self.order})
+        self.inputs = {i: network.inputs[i] for i in self.order}
+        self.merge_shapes = {i: network.merge_shapes[i] for i in self.order}
+        self.head = copy.deepcopy(network.exit_head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs: dict[int, torch.Tensor] = {}
+        for i in self.order:
+            outs[i] = self.layers[str(i)](_layer_input(x, outs, self.inputs[i], self.merge_shapes[i]))
+        return self.head(outs[self.order[-1]])
+
+
+def extract_models(network: Network, plan: NetworkPlan) -> tuple[Network, EarlyExit | None]:
+    """Standalone model 0 (the full network without the extra head) and model 1 (None without a partition)."""
+    full = copy.deepcopy(network)
+    full.exit_head, full.exit_layer = None, None
+    early = EarlyExit(network, plan) if network.exit_head is not None else None
+    return full, early
 
 
 def build_network(plan: NetworkPlan, seed: int) -> Network:

@@ -86,11 +86,31 @@ def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Op
     raise ValueError(f"unknown optimiser '{kind}'; expected one of {', '.join(OPTIMISERS)}")
 
 
+def has_two_heads(model: nn.Module) -> bool:
+    return getattr(model, "exit_head", None) is not None
+
+
+def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on logits; with a partition point, the sum of both heads' losses (one step for both)."""
+    if has_two_heads(model):
+        main, early = model.forward_both(x)
+        return F.cross_entropy(main, y, reduction=reduction) + F.cross_entropy(early, y, reduction=reduction)
+    return F.cross_entropy(model(x), y, reduction=reduction)
+
+
 @torch.inference_mode()
 def evaluate_split(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, deadline: float = math.inf
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    deadline: float = math.inf,
+    both_heads: bool = False,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split in one pass; both NaN if ``deadline`` passes first."""
+    """Mean cross-entropy and accuracy over a split in one pass; both NaN if ``deadline`` passes first.
+
+    With ``both_heads`` the loss is the two heads' sum (what training minimises); accuracy is model 0's.
+    """
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -99,8 +119,12 @@ def evaluate_split(
         for start in range(0, x.shape[0], batch_size):
             if time.perf_counter() >= deadline:
                 return math.nan, math.nan
-            logits = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
+            batch, target = x[start : start + batch_size], y[start : start + batch_size]
+            if both_heads:
+                logits, early = model.forward_both(batch)
+                total_loss += F.cross_entropy(early, target, reduction="sum").double()
+            else:
+                logits = model(batch)
             total_loss += F.cross_entropy(logits, target, reduction="sum").double()
             correct += (logits.argmax(1) == target).sum()
     finally:
@@ -131,6 +155,7 @@ def train(
     patience = int(learning.get("early_stop", 5))
     epoch_limit = min(max_epochs, int(learning.get("epochs", max_epochs)))
     optimiser = make_optimiser(model, learning)
+    two_heads = has_two_heads(model)  # early stopping then watches the summed validation loss
     generator = torch.Generator(device="cpu").manual_seed(seed)
     best_loss, best_state, stale = math.inf, None, 0
     steps, epochs, reason = 0, 0, "max_epochs"
@@ -149,7 +174,7 @@ def train(
                 index = order[begin : begin + batch_size]
                 if index.shape[0] == 1 < batch_size:
                     continue  # batch norm cannot train on one sample: drop a trailing batch of one
-                loss = F.cross_entropy(model(x[index]), y[index])
+                loss = batch_loss(model, x[index], y[index])
                 if not torch.isfinite(loss):
                     reason = "diverged"
                     break
@@ -159,7 +184,9 @@ def train(
                 steps += 1
             else:
                 epochs += 1
-                val_loss, val_accuracy = evaluate_split(model, *validation_xy, eval_batch_size, deadline)
+                val_loss, val_accuracy = evaluate_split(
+                    model, *validation_xy, eval_batch_size, deadline, both_heads=two_heads
+                )
                 if math.isnan(val_accuracy):  # the budget ran out during validation
                     reason = "budget"
                     break
