@@ -14,13 +14,17 @@ from evowatt.mutation import Mutator
 from evowatt.nn.builder import EarlyExit, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, train
 
-GRAMMAR = parse_grammar("""
-<features> ::= layer:conv [out_channels,int,1,2,6] [kernel_size,int,1,3,3] [stride,int,1,1,1] padding:same act:relu bias:True | layer:batch_norm | layer:dropout [rate,float,1,0.3,0.3]
-<classification> ::= layer:fc act:relu [out_features,int,1,8,12] bias:True
-<softmax> ::= layer:fc act:softmax out_features:10 bias:True
-<learning> ::= learning:gradient_descent [lr,float,1,0.1,0.1] [momentum,float,1,0.0,0.0] [weight_decay,float,1,0,0] nesterov:False [early_stop,int,1,5,5] [batch_size,int,1,16,16]
-<model_partition> ::= model_partition:_ [partition_point,int,1,0,_]
-""")
+GRAMMAR = parse_grammar(
+    "<features> ::= layer:conv [out_channels,int,1,2,6] [kernel_size,int,1,3,3]"
+    " [stride,int,1,1,1] padding:same act:relu bias:True"
+    " | layer:batch_norm | layer:dropout [rate,float,1,0.3,0.3]\n"
+    "<classification> ::= layer:fc act:relu [out_features,int,1,8,12] bias:True\n"
+    "<softmax> ::= layer:fc act:softmax out_features:10 bias:True\n"
+    "<learning> ::= learning:gradient_descent [lr,float,1,0.1,0.1] [momentum,float,1,0.0,0.0]"
+    " [weight_decay,float,1,0,0] nesterov:False [early_stop,int,1,5,5] [batch_size,int,1,16,16]\n"
+    "<model_partition> ::= model_partition:_ [partition_point,int,1,0,_]\n"
+)
+
 
 
 def conv(channels: int) -> Node:
