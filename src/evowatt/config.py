@@ -108,6 +108,7 @@ class SearchConfig(_Strict):
     time_limit: float | None = Field(None, gt=0, description="total wall-time budget in seconds")
     mutation: MutationConfig = MutationConfig()
     caps: CapsConfig = CapsConfig()
+    archive_size: int = Field(100, ge=1, description="module archive bound; when full the costliest goes")
 
 
 class FinalTrainingConfig(_Strict):
@@ -130,7 +131,7 @@ HARDWARE_ONLY_METRICS = ("power",)
 
 
 def metric_names() -> list[str]:
-    """Every metric a fitness may use: the bare name is the full model, _0 the same, _1 the partition model."""
+    """Metrics a fitness may use: the bare name (or _0) is the full model, _1 the partition model."""
     return [f"{m}{s}" for m in BASE_METRICS for s in ("", "_0", "_1")]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from evowatt.archive import ModuleArchive
 from evowatt.config import RunConfig
 from evowatt.genome import Genome, random_genome
 from evowatt.grammar import Grammar
@@ -39,6 +40,7 @@ class Candidate:
     parent_id: int | None = None
     continue_from: int | None = None  # evaluation whose trained weights this one starts from
     mutations: list[str] = field(default_factory=list)
+    measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +58,12 @@ class EvolutionStrategy:
         self.config = config
         self.grammar = grammar
         self.mutator = Mutator(grammar, config.network, config.search.mutation)
-        self.reuse_sampler = reuse_sampler
+        self.archive = ModuleArchive(config.search.archive_size)
+        self.reuse_sampler = reuse_sampler or self.archive.sample
+        # module reuse draws by 1/cost; the cost follows the fitness: power if it uses power, else energy
+        self.uses_archive = config.search.mutation.reuse_module > 0
+        used = config.fitness.metrics_used()
+        self.cost_metric = "power" if any(m.startswith("power") for m in used) else "energy"
         self.rng = np.random.default_rng(config.seed)
         self.generation = 0
         self.next_id = 0
@@ -111,6 +118,8 @@ class EvolutionStrategy:
         missing = [c.id for c in self.pending if c.id not in by_id]
         if missing:
             raise ValueError(f"results missing for evaluations {missing}")
+        for c in self.pending:
+            self._archive_modules(c, by_id[c.id])
         scored = [(c, fitness_of(by_id[c.id], self.config.fitness)) for c in self.pending]
         best, best_fitness = scored[0]
         for candidate, fitness in scored[1:]:
@@ -130,11 +139,28 @@ class EvolutionStrategy:
         return record
 
     def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
+        if self.uses_archive and kind in ("random", "mutant"):
+            extra["measure_modules"] = [i for i, m in enumerate(genome["modules"]) if m not in self.archive]
         candidate = Candidate(
             self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
         )
         self.next_id += 1
         return candidate
+
+    def _archive_modules(self, candidate: Candidate, result: dict[str, Any]) -> None:
+        """Keep the modules this evaluation costed on its own (in id order: a reproducible archive)."""
+        if result.get("status") != "ok":
+            return
+        for entry in result.get("modules") or []:
+            cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
+            self.archive.add(
+                entry["module"],
+                cost.get("value"),
+                self.cost_metric,
+                str(cost.get("method")),
+                entry.get("input_shape", []),
+                candidate.id,
+            )
 
     # --- state -------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:
@@ -149,6 +175,7 @@ class EvolutionStrategy:
             "pending": [c.to_json() for c in self.pending],
             "history": self.history,
             "rng": self.rng.bit_generator.state,
+            "archive": self.archive.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -158,3 +185,5 @@ class EvolutionStrategy:
         self.pending = [Candidate(**c) for c in state["pending"]]
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng"]
+        if "archive" in state:
+            self.archive.load_state(state["archive"])
