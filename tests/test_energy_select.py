@@ -229,3 +229,19 @@ def test_training_energy_closes_its_window_when_training_fails(tmp_path: Path) -
     with pytest.raises(RuntimeError), TrainingEnergy(RaplMeter(root=root), poll_s=3600) as te:
         raise RuntimeError("diverged")
     assert te.energy_j == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cli_wiring(scripted_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evowatt.cli import main
+
+    assert main(["meters", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["nvml", "rapl", "estimate"] and rows[2]["available"]
+    argv = ["measure", str(scripted_model), "--input-shape", "1,8,8", "--meter", "estimate", "--json"]
+    assert main([*argv, "--batch-size", "8", "--time-cap", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["energy"]["method"] == "estimated:model"
+    assert main(["measure", str(tmp_path / "nope.pt"), "--input-shape", "1,8,8"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main([*argv, "--batch-size", "0"]) == 2
+    assert "batch_size" in capsys.readouterr().err
