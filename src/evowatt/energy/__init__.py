@@ -4,70 +4,50 @@ Every value carries the method that produced it: `measured:nvml`, `measured:rapl
 `measured:clock` (latency) or `counted:model` (FLOPs, parameters).
 """
 
-from evowatt.energy.base import (
-    METHOD_CLOCK,
-    METHOD_COUNTED,
-    METHOD_ESTIMATE,
-    METHOD_NVML,
-    METHOD_RAPL,
-    HardwareMeter,
-    Meter,
-    MeterUnavailable,
-    Reading,
-)
-from evowatt.energy.estimate import EnergyEstimate, EstimateConstants, EstimateMeter
-from evowatt.energy.nvml import NvmlMeter
-from evowatt.energy.protocol import (
-    EnergySettings,
-    IdleBaseline,
-    Measurement,
-    MeasureSettings,
-    Stat,
-    make_batch,
-    measure_idle,
-    measure_model,
-    synthetic_batch,
-)
-from evowatt.energy.rapl import RaplMeter
-from evowatt.energy.select import (
-    ENERGY_METRICS,
-    MeterStatus,
-    check_metrics,
-    list_meters,
-    open_meter,
-    select_meter,
-)
-from evowatt.energy.training import TrainingEnergy
+from __future__ import annotations
 
-__all__ = [
-    "ENERGY_METRICS",
-    "METHOD_CLOCK",
-    "METHOD_COUNTED",
-    "METHOD_ESTIMATE",
-    "METHOD_NVML",
-    "METHOD_RAPL",
-    "EnergyEstimate",
-    "EnergySettings",
-    "EstimateConstants",
-    "EstimateMeter",
-    "HardwareMeter",
-    "IdleBaseline",
-    "MeasureSettings",
-    "Measurement",
-    "Meter",
-    "MeterStatus",
-    "MeterUnavailable",
-    "NvmlMeter",
-    "RaplMeter",
-    "Reading",
-    "Stat",
-    "TrainingEnergy",
-    "check_metrics",
-    "list_meters",
-    "make_batch",
-    "measure_idle",
-    "measure_model",
-    "open_meter",
-    "select_meter",
-    "synthetic_batch",
-]
+import importlib
+from typing import Any
+
+# Names resolve on first use (PEP 562), so `evowatt.energy.settings` stays importable without torch:
+# the config embeds those settings and the search side never imports torch.
+_WHERE = {
+    "ENERGY_METRICS": "select",
+    "EnergyEstimate": "estimate",
+    "EnergySettings": "settings",
+    "EstimateConstants": "settings",
+    "EstimateMeter": "estimate",
+    "HardwareMeter": "base",
+    "IdleBaseline": "protocol",
+    "METHOD_CLOCK": "base",
+    "METHOD_COUNTED": "base",
+    "METHOD_ESTIMATE": "base",
+    "METHOD_NVML": "base",
+    "METHOD_RAPL": "base",
+    "MeasureSettings": "settings",
+    "Measurement": "protocol",
+    "Meter": "base",
+    "MeterStatus": "select",
+    "MeterUnavailable": "base",
+    "NvmlMeter": "nvml",
+    "RaplMeter": "rapl",
+    "Reading": "base",
+    "Stat": "protocol",
+    "TrainingEnergy": "training",
+    "check_metrics": "select",
+    "list_meters": "select",
+    "make_batch": "protocol",
+    "measure_idle": "protocol",
+    "measure_model": "protocol",
+    "open_meter": "select",
+    "select_meter": "select",
+    "synthetic_batch": "protocol",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'evowatt.energy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"evowatt.energy.{_WHERE[name]}"), name)

@@ -36,44 +36,14 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from evowatt.energy.base import METHOD_ESTIMATE, Meter
-
-MemoryLevel = Literal["sram", "dram"]
-
-
-class EstimateConstants(BaseModel):
-    """Energies per operation and per byte; every default is from Horowitz, ISSCC 2014 (45 nm, 0.9 V).
-
-    M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, pp. 10-14,
-    Fig. 1.1.9. Values are for 32-bit floating point; override them for another process node, data type
-    or memory hierarchy (e.g. a 32 KB SRAM costs 20 pJ and a 1 MB SRAM 100 pJ per 64-bit access).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pj_fp_add: float = Field(0.9, gt=0, description="32-bit float addition (also a comparison), pJ")
-    pj_fp_mult: float = Field(3.7, gt=0, description="32-bit float multiplication (also a division), pJ")
-    pj_sram_byte: float = Field(
-        10.0 / 8, gt=0, description="8 KB on-chip SRAM: 10 pJ per 64-bit access = 1.25 pJ/byte"
-    )
-    pj_dram_byte: float = Field(
-        1300.0 / 8,
-        gt=0,
-        description="DRAM: 1.3-2.6 nJ per 64-bit access; the lower bound, 162.5 pJ/byte",
-    )
-    params_level: MemoryLevel = Field("dram", description="where parameters are read from, once per batch")
-    activations_level: MemoryLevel = Field("sram", description="where activations are read and written")
-
-    def pj_per_byte(self, level: MemoryLevel) -> float:
-        return self.pj_sram_byte if level == "sram" else self.pj_dram_byte
-
+from evowatt.energy.settings import EstimateConstants as EstimateConstants  # re-exported
 
 # ---------------------------------------------------------------------------------------------------
 # Operation rules: op name -> (additions, multiplications) per output element, given the op's call.

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evowatt.energy.base import (
     METHOD_CLOCK,
@@ -28,58 +27,9 @@ from evowatt.energy.base import (
     Meter,
     device_sync,
 )
-from evowatt.energy.estimate import EnergyEstimate, EstimateConstants, EstimateMeter
-
-MeterName = Literal["auto", "nvml", "rapl", "estimate"]
-
-
-class MeasureSettings(BaseModel):
-    """How one model's inference is measured; the defaults keep it near 10 % of a 20 s training budget."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    batch_size: int = Field(64, ge=1, description="measurement batch, fixed for every model")
-    warmup: int = Field(
-        2,
-        ge=0,
-        description="passes before the windows (allocator, caches, clocks); they also size the windows",
-    )
-    min_window_s: float = Field(
-        0.1, gt=0, description="a window repeats the batch until this long: counters tick every 1-100 ms"
-    )
-    min_repeats: int = Field(5, ge=2, description="windows before the CI may stop the loop")
-    max_repeats: int = Field(30, ge=2, description="windows at most")
-    ci_target: float = Field(0.05, gt=0, lt=1, description="stop when the 95% CI half-width < this x mean")
-    time_cap_s: float = Field(
-        0.8,
-        gt=0,
-        description="no new window after this long, counted from the start with warm-up (at least 2 windows "
-        "are taken); 0.8 s keeps the two models of an individual near 10 % of a 20 s training budget",
-    )
-    idle_s: float = Field(1.0, gt=0, description="idle baseline duration, measured once per run")
-    idle_windows: int = Field(5, ge=2, description="the idle baseline is split into this many windows")
-    estimate: EstimateConstants = Field(default_factory=EstimateConstants)
-
-    @model_validator(mode="after")
-    def _repeats_ordered(self) -> MeasureSettings:
-        if self.min_repeats > self.max_repeats:
-            raise ValueError(
-                f"min_repeats ({self.min_repeats}) must not exceed max_repeats ({self.max_repeats})"
-            )
-        return self
-
-
-class EnergySettings(MeasureSettings):
-    """The config's `energy` section: which meter, its options, and the measurement protocol."""
-
-    meter: MeterName = "auto"
-    nvml_index: int | None = Field(
-        None,
-        ge=0,
-        description="NVML GPU index (PCI order, ignores CUDA_VISIBLE_DEVICES); default: the CUDA ordinal",
-    )
-    rapl_root: str = "/sys/class/powercap"
-    training_energy: bool = Field(True, description="record each training run's energy (hardware meters)")
+from evowatt.energy.estimate import EnergyEstimate, EstimateMeter
+from evowatt.energy.settings import EnergySettings as EnergySettings  # re-exported
+from evowatt.energy.settings import MeasureSettings
 
 
 @dataclass(frozen=True)
