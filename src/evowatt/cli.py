@@ -144,15 +144,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from evowatt.config import load_config
     from evowatt.experiment import resume
     from evowatt.store import RunStore
 
     store = RunStore(args.run_dir)
     done = len(store.evaluations())
     store.close()
+    config = load_config(args.config, args.set) if args.config else None
     with LiveProgress(None) as progress:
         progress.bar.update(progress.task, completed=done)
-        result = resume(args.run_dir, progress=progress)
+        result = resume(
+            args.run_dir,
+            progress=progress,
+            config=config,
+            overrides=args.set,
+            allow_larger_budget=args.allow_larger_budget,
+        )
     _print_result(result)
     return 0
 
@@ -302,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a killed run from its last checkpoint")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--config", help="the run's config file (default: config.yaml in RUN_DIR); must match the run's"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument(
+        "--allow-larger-budget",
+        action="store_true",
+        help="allow raising search.generations and search.time_limit (any other change is refused)",
+    )
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("show", help="a run's generations and best individual")

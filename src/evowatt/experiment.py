@@ -6,6 +6,8 @@ recorded is not evaluated again.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,16 +15,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from evowatt import __version__
-from evowatt.config import RunConfig, validate_config
+from evowatt.config import RunConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate, score_on_test
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
+from evowatt.killpoint import killpoint
 from evowatt.runners import make_runner
 from evowatt.search import Candidate, EvolutionStrategy, fitness_of
 from evowatt.search.es import derived_seed
-from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore
+from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, write_config_files
 
 Progress = Callable[..., None]
 
@@ -86,33 +91,163 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
         raise EvowattError(
             f"{run_dir} already holds a run; use 'evowatt resume {run_dir}' or choose another --out"
         )
-    store = RunStore(run_dir, create=True)
-    store.write_config(config.to_dict(), grammar_text)
-    store.set_meta("evowatt_version", __version__)
-    store.set_meta("started_at", time.time())
-    search = EvolutionStrategy(config, grammar)
-    return _loop(config, grammar_text, search, store, progress or _quiet)
-
-
-def resume(run_dir: str | Path, progress: Progress | None = None) -> RunResult:
-    """Continue a run from its last checkpoint, reusing evaluations recorded after it."""
-    store = RunStore(run_dir)
-    config_path = Path(run_dir) / CONFIG_NAME
-    import yaml
-
+    # the config files first, the store last: a run killed in between has no store and simply runs again
+    write_config_files(run_dir, config.to_dict(), grammar_text)
+    store = RunStore(run_dir, create=True, lock=True)
     try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        grammar_text = (Path(run_dir) / GRAMMAR_NAME).read_text(encoding="utf-8")
-    except (OSError, yaml.YAMLError) as exc:
-        raise EvowattError(f"cannot read the run's config or grammar in {run_dir}: {exc}") from None
-    config = validate_config(data, source=str(config_path))
-    grammar = parse_grammar(grammar_text, source=str(Path(run_dir) / GRAMMAR_NAME))
-    data_ref(config).load()
-    search = EvolutionStrategy(config, grammar)
-    state = store.load_checkpoint()
-    if state is not None:
-        search.load_state(state)
+        store.record_config(config.to_dict(), grammar_text)
+        store.set_meta("evowatt_version", __version__)
+        store.set_meta("started_at", time.time())
+        search = EvolutionStrategy(config, grammar)
+    except BaseException:
+        store.close()
+        raise
     return _loop(config, grammar_text, search, store, progress or _quiet)
+
+
+# Keys that say where and how evaluations run, not what they compute: a resume may change them.
+FREE_KEYS = ("output.", "runner.")
+# Keys that --allow-larger-budget lets a resume raise (never lower).
+BUDGET_KEYS = ("search.generations", "search.time_limit")
+
+
+def resume(
+    run_dir: str | Path,
+    progress: Progress | None = None,
+    *,
+    config: RunConfig | None = None,
+    overrides: list[str] | None = None,
+    allow_larger_budget: bool = False,
+) -> RunResult:
+    """Continue a run from its last checkpoint, reusing evaluations recorded after it.
+
+    The config is the run's own (``config.yaml`` in the run directory, with ``overrides`` applied) or
+    ``config``; it must equal the one the run started with, except for ``FREE_KEYS`` and, with
+    ``allow_larger_budget``, a larger ``search.generations`` or ``search.time_limit``. Everything is
+    checked before anything is written, so a refused resume changes nothing.
+    """
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir, lock=True)
+    try:
+        recorded, grammar_text = _recorded_config(store)
+        if config is None:
+            wanted = apply_overrides(_read_yaml(run_dir / CONFIG_NAME), list(overrides or []))
+            config = validate_config(wanted, source=str(run_dir / CONFIG_NAME))
+        changed = config_changes(recorded, config.to_dict(), allow_larger_budget, run_dir)
+        grammar = parse_grammar(grammar_text, source=str(run_dir / GRAMMAR_NAME))
+        data_ref(config).load()
+        search = EvolutionStrategy(config, grammar)
+        state = store.load_checkpoint()
+        if state is not None:
+            _load_search_state(search, state, store)
+        if not search.done() and _has_final(store):
+            # a finished run extended by a larger budget: new evaluations get ids after its final training's
+            search.next_id = max(search.next_id, store.max_id() + 1)
+        if changed:
+            store.record_config(config.to_dict(), grammar_text, files=True)
+            store.set_meta("resumed_with_changes", {**store.meta("resumed_with_changes", {}), **changed})
+    except BaseException:
+        store.close()
+        raise
+    return _loop(config, grammar_text, search, store, progress or _quiet)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise EvowattError(f"cannot read the run's config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvowattError(f"the run's config {path} is not a mapping of sections; restore it")
+    return data
+
+
+def _recorded_config(store: RunStore) -> tuple[dict[str, Any], str]:
+    """The config and grammar the run started with (the store's copy; config.yaml for older runs)."""
+    grammar_path = store.dir / GRAMMAR_NAME
+    try:
+        grammar_text = grammar_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvowattError(f"cannot read the run's grammar {grammar_path}: {exc}") from None
+    digest = store.meta("grammar_sha256")
+    if digest is not None and hashlib.sha256(grammar_text.encode("utf-8")).hexdigest() != digest:
+        raise EvowattError(
+            f"{grammar_path} differs from the grammar the run started with; a resumed run must use its "
+            "own grammar: restore the file, or start a new run for the new grammar"
+        )
+    recorded = store.meta("config")
+    if recorded is None:
+        recorded = _read_yaml(store.dir / CONFIG_NAME)
+    return validate_config(
+        copy.deepcopy(recorded), source="the run's recorded config"
+    ).to_dict(), grammar_text
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a config; lists of sections are indexed (network.modules.0.name)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for index, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}{index}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _larger(old: Any, new: Any) -> bool:
+    """A budget that is at least the old one (None is no limit)."""
+    if new is None:
+        return True
+    return old is not None and new >= old
+
+
+def config_changes(
+    recorded: dict[str, Any], wanted: dict[str, Any], allow_larger_budget: bool, run_dir: Path
+) -> dict[str, list[Any]]:
+    """The changes a resume may make ({key: [old, new]}); refuses any other, naming every differing key."""
+    old, new = _flatten(recorded), _flatten(wanted)
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
+    differing = [k for k in differing if not k.startswith(FREE_KEYS)]
+    allowed = {
+        k for k in differing if allow_larger_budget and k in BUDGET_KEYS and _larger(old.get(k), new.get(k))
+    }
+    refused = [k for k in differing if k not in allowed]
+    if refused:
+        listed = ", ".join(f"{k} ({old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r})" for k in refused)
+        hint = ""
+        if any(k in BUDGET_KEYS for k in refused):
+            hint = (
+                " --allow-larger-budget lets a resume raise search.generations and search.time_limit "
+                "(never lower them)."
+            )
+        raise EvowattError(
+            f"the config differs from the one {run_dir} started with at: {listed}. A resumed run keeps its "
+            f"config; start a new run with `evowatt run` for a different one.{hint}"
+        )
+    return {k: [old.get(k), new.get(k)] for k in differing}
+
+
+def _load_search_state(search: EvolutionStrategy, state: dict[str, Any], store: RunStore) -> None:
+    """Load the checkpoint into the search; one message when it does not fit this search or this store."""
+    try:
+        search.load_state(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
+    parent = search.parent
+    if parent is not None and store.evaluation(parent.id) is None:
+        raise EvowattError(
+            f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {parent.id} as the parent, but "
+            f"{store.db_path} does not hold it: the two files do not belong to the same run. Restore the "
+            "matching pair from a backup; nothing was changed"
+        )
+
+
+def _has_final(store: RunStore) -> bool:
+    return bool(store.evaluations("WHERE kind = 'final'"))
 
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
@@ -134,12 +269,33 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
 def _loop(
     config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
 ) -> RunResult:
+    try:
+        return _loop_body(config, grammar_text, search, store, progress)
+    finally:
+        store.close()
+
+
+def _reusable(row: dict[str, Any] | None, candidate: Candidate) -> bool:
+    """A recorded evaluation stands for this candidate when it is the same individual trained the same way."""
+    return (
+        row is not None
+        and row["genome"] == candidate.genome
+        and row["kind"] == candidate.kind
+        and row["seed"] == candidate.seed
+    )
+
+
+def _loop_body(
+    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
+) -> RunResult:
     start = time.perf_counter()
     elapsed_before = float(store.meta("elapsed_seconds", 0.0))
     time_limit = config.search.time_limit
+    budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
     stopped = "generations"
     progress("start", run_dir=store.dir, generations=config.search.generations, lam=config.search.lambda_)
+    failed = True
     try:
         while not search.done():
             candidates = search.ask()
@@ -148,7 +304,7 @@ def _loop(
             results: dict[int, dict[str, Any]] = {}
             for c in candidates:
                 row = store.evaluation(c.id)
-                if row is not None and row["genome"] == c.genome:
+                if _reusable(row, c):
                     results[c.id] = _row_to_result(row)
             todo = [_task(config, grammar_text, store, c) for c in candidates if c.id not in results]
             if time_limit is not None and elapsed_before + time.perf_counter() - start >= time_limit:
@@ -160,18 +316,27 @@ def _loop(
                 data = result.to_json()
                 candidate = by_id[data["id"]]
                 fitness = fitness_of(data, config.fitness)
-                store.record(candidate.to_json(), data, fitness)
+                killpoint("mid-training")
+                store.record(candidate.to_json(), data, fitness, budget)
+                killpoint("after-record")
                 results[data["id"]] = data
                 progress("result", candidate=candidate, result=data, fitness=fitness)
             record = search.tell([results[c.id] for c in candidates])
             store.record_generation(record)
-            store.save_checkpoint(search.state())
+            # the checkpoint names the weights it needs; only once it is on disk may others be pruned
+            keep = search.weights_to_keep()
+            store.save_checkpoint(search.state(), keep_weights=keep)
             store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
-            store.prune_weights(search.weights_to_keep())
+            store.prune_weights(keep, below=max(record["evaluations"]) + 1)
             progress("told", record=record, parent=search.parent)
+        failed = False
     finally:
         runner.close()
-        store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
+        try:
+            store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
+        except EvowattError:
+            if not failed:  # a failing run reports its first error, not this follow-on one
+                raise
     best = _report_test(config, grammar_text, search, store)
     final = _final_training(config, grammar_text, search, store, progress) if best else None
     store.set_meta("finished_at", time.time())
@@ -185,7 +350,6 @@ def _loop(
         stopped=stopped,
     )
     progress("done", result=result)
-    store.close()
     return result
 
 
@@ -210,10 +374,10 @@ def _final_training(
     budget = config.training.final_training.budget
     if budget is None or search.parent is None:
         return None
-    existing = store.evaluations("WHERE kind = 'final'")
-    if existing:
+    existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (search.parent.id,))
+    if existing:  # resuming a run killed after its final training: not trained twice
         return existing[-1]
-    final_id = search.next_id
+    final_id = max(search.next_id, store.max_id() + 1)
     candidate = Candidate(
         final_id,
         search.generation,
@@ -234,12 +398,20 @@ def _final_training(
     )
     progress("final", candidate=candidate, budget=budget)
     data = evaluate(task).to_json()
-    store.record(candidate.to_json(), data, fitness_of(data, config.fitness))
+    store.record(
+        candidate.to_json(),
+        data,
+        fitness_of(data, config.fitness),
+        {"steps": budget.steps, "seconds": budget.seconds},
+    )
     return store.evaluation(final_id)
 
 
 def _row_to_result(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """The result as ``evaluate`` returned it, so a resumed ``tell`` sees exactly what the first one saw."""
+    if row.get("result"):
+        return {**row["result"], "weights_path": row["weights"]}
+    return {  # stores written before the full result was kept
         "id": row["id"],
         "status": row["status"],
         "reason": row["reason"],

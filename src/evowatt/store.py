@@ -4,32 +4,45 @@ Each evaluation is recorded the moment it finishes, one transaction per record, 
 killed run loses at most the evaluation in flight. Checkpoints are JSON written to a temporary file and
 renamed into place; weights are safetensors files. Nothing is pickled.
 
+Opening an existing store never repairs or recreates it: a file without the SQLite header, one that fails
+``PRAGMA quick_check`` or lacks evowatt's tables is refused with one message and left as it is.
+
 Run directory layout::
 
     config.yaml        the resolved configuration
     grammar.grammar    the grammar text the run used
-    evowatt.sqlite     evaluations, generations, run metadata
-    checkpoint.json    search state after the last complete generation
+    evowatt.sqlite     evaluations, generations, run metadata (the config and grammar as the run started)
+    checkpoint.json    search state after the last complete generation, and the weight files it needs
     weights/ID.safetensors   trained weights of evaluations that may still become parents
+    run.lock           held (flock) by the process running the search, so two cannot write one run
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from evowatt.errors import EvowattError
+from evowatt.killpoint import killpoint
 
 DB_NAME = "evowatt.sqlite"
 CHECKPOINT_NAME = "checkpoint.json"
 CONFIG_NAME = "config.yaml"
 GRAMMAR_NAME = "grammar.grammar"
+LOCK_NAME = "run.lock"
+CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
+CHECKPOINT_FORMAT = 1
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_TABLES = ("meta", "evaluations", "generations")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +64,13 @@ CREATE TABLE IF NOT EXISTS evaluations (
     host TEXT,
     device TEXT,
     weights TEXT,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    steps INTEGER,
+    train_seconds REAL,
+    budget_steps INTEGER,
+    budget_seconds REAL,
+    measure_seconds REAL,
+    result TEXT
 );
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
@@ -62,84 +81,307 @@ CREATE TABLE IF NOT EXISTS generations (
 );
 """
 
-_JSON_COLUMNS = ("mutations", "genome", "metrics", "train")
+# columns added after the first release: opening an older store adds them (nullable, nothing rewritten)
+_ADDED_COLUMNS = {
+    "steps": "INTEGER",
+    "train_seconds": "REAL",
+    "budget_steps": "INTEGER",
+    "budget_seconds": "REAL",
+    "measure_seconds": "REAL",
+    "result": "TEXT",
+}
+_JSON_COLUMNS = ("mutations", "genome", "metrics", "train", "result")
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so a crash or a full disk leaves the previous file intact."""
+def _resume_hint(run_dir: Path) -> str:
+    return f"free space then `evowatt resume {run_dir}`"
+
+
+def write_failed(what: Path | str, exc: BaseException, run_dir: Path) -> EvowattError:
+    """One message for a write that failed: disk full (the usual cause) named as such, with the fix."""
+    full = (isinstance(exc, OSError) and exc.errno in _DISK_FULL) or (
+        isinstance(exc, sqlite3.Error)
+        and (
+            getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13)
+            or "disk is full" in str(exc)
+        )
+    )
+    if full:
+        return EvowattError(
+            f"disk full while writing {what} ({exc}); the last checkpoint is intact and every recorded "
+            f"evaluation is kept: {_resume_hint(run_dir)}"
+        )
+    return EvowattError(
+        f"cannot write {what} ({exc}); the last checkpoint is intact: fix the cause, then "
+        f"`evowatt resume {run_dir}`"
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str, kill_at: str | None = None) -> None:
+    """Write then rename, so a crash or a full disk leaves the previous file intact.
+
+    On failure the temporary file is removed and the OSError propagates; ``kill_at`` names the
+    test killpoint between the written temporary file and the rename.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if kill_at:
+            killpoint(kill_at)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_config_files(run_dir: Path | str, config: dict[str, Any], grammar_text: str) -> None:
+    """config.yaml and grammar.grammar, each written atomically."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(run_dir / GRAMMAR_NAME, grammar_text)
+    except OSError as exc:
+        raise write_failed(run_dir / CONFIG_NAME, exc, run_dir) from None
 
 
 class RunStore:
-    def __init__(self, run_dir: str | Path, create: bool = False):
+    """One run directory. ``create`` makes a new one; ``lock`` holds it against a second writer."""
+
+    def __init__(self, run_dir: str | Path, create: bool = False, lock: bool = False):
         self.dir = Path(run_dir)
         self.db_path = self.dir / DB_NAME
+        self._lock_handle: Any = None
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "weights").mkdir(exist_ok=True)
-        elif not self.db_path.is_file():
-            raise EvowattError(
-                f"{self.dir} is not an evowatt run directory (no {DB_NAME}); give the directory "
-                "that 'evowatt run' created"
-            )
+        if lock:
+            self._lock()
         try:
-            self.db = sqlite3.connect(self.db_path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+            if not self.db_path.is_file():
+                if not create:
+                    raise EvowattError(
+                        f"{self.dir} is not an evowatt run directory (no {DB_NAME}); give the directory "
+                        "that 'evowatt run' created"
+                    )
+                self._create_db()
+            self.db = self._open_checked()
+        except BaseException:
+            self._unlock()
+            raise
+
+    # --- opening ----------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """An exclusive flock on run.lock: the OS drops it when the process dies, so no crash leaves it."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        handle = open(self.dir / LOCK_NAME, "a")  # noqa: SIM115 - held open for the store's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
             raise EvowattError(
-                f"{self.db_path} is not a readable evowatt database ({exc}); it may be corrupt or "
-                "truncated — restore it from a backup or start a new run"
+                f"{self.dir} is in use by another evowatt process (it holds {LOCK_NAME}); wait for it to "
+                "finish or stop it before resuming"
             ) from None
+        self._lock_handle = handle
+
+    def _unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _create_db(self) -> None:
+        """Build the schema under a temporary name and rename it in: the store either exists whole or not."""
+        tmp = self.db_path.with_name(DB_NAME + ".new")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            finally:
+                db.close()
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.db_path)
+            _fsync_dir(self.dir)
+        except (OSError, sqlite3.Error) as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_failed(self.db_path, exc, self.dir) from None
+
+    def _corrupt(self, detail: str) -> EvowattError:
+        return EvowattError(
+            f"{self.db_path} is corrupt or truncated ({detail}); nothing was changed. Restore it from a "
+            "backup, or start a new run with `evowatt run`"
+        )
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """Open an existing store read-write without ever creating or repairing it."""
+        try:
+            with open(self.db_path, "rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise EvowattError(f"cannot read {self.db_path}: {exc}") from None
+        if header != _SQLITE_HEADER:
+            raise self._corrupt(f"no SQLite header; the file has {self.db_path.stat().st_size} bytes")
+        uri = f"{self.db_path.resolve().as_uri()}?mode=rw"
+        db = None
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            check = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                raise self._corrupt("; ".join(check[:3]))
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [t for t in _TABLES if t not in tables]
+            if missing:
+                raise self._corrupt(f"tables {', '.join(missing)} missing")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(evaluations)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in columns:
+                    db.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            raise self._corrupt(str(exc)) from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
+
+    def _write(self, what: str, sql: str, params: tuple = ()) -> None:
+        """One transaction; a failed write (disk full, I/O error) becomes one clear message."""
+        try:
+            with self.db:
+                self.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise write_failed(f"{what} to {self.db_path}", exc, self.dir) from None
 
     # --- metadata ---------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        self._write(f"'{key}'", "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def write_config(self, config: dict[str, Any], grammar_text: str) -> None:
-        atomic_write_text(self.dir / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.dir / GRAMMAR_NAME, grammar_text)
+        """The resolved config and grammar, as files and as the store's record of how the run started."""
+        self.record_config(config, grammar_text, files=True)
+
+    def record_config(self, config: dict[str, Any], grammar_text: str, files: bool = False) -> None:
+        """Keep the config in the store, which resume compares against (a hand-edited config.yaml shows)."""
+        if files:
+            write_config_files(self.dir, config, grammar_text)
+        self.set_meta("config", config)
+        self.set_meta("grammar_sha256", hashlib.sha256(grammar_text.encode("utf-8")).hexdigest())
 
     # --- evaluations ------------------------------------------------------------------------------
     def weights_path(self, evaluation_id: int) -> str:
         return str(self.dir / "weights" / f"{evaluation_id}.safetensors")
 
-    def record(self, candidate: dict[str, Any], result: dict[str, Any], fitness: float | None) -> None:
-        row = (
-            result["id"],
-            candidate.get("generation"),
-            candidate["kind"],
-            candidate.get("parent_id"),
-            candidate.get("continue_from"),
-            json.dumps(candidate.get("mutations", [])),
-            candidate.get("seed"),
-            json.dumps(candidate["genome"]),
-            result["status"],
-            result.get("reason"),
-            fitness,
-            json.dumps(result.get("metrics", {})),
-            json.dumps(result.get("train")),
-            result.get("wall_seconds"),
-            result.get("host"),
-            result.get("device"),
-            result.get("weights_path"),
-            time.time(),
+    def _relative(self, path: str | None) -> str | None:
+        """Weights are recorded relative to the run directory, so a moved run directory still resumes."""
+        if not path:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.dir.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _absolute(self, path: str | None) -> str | None:
+        return None if not path else str(self.dir / path)
+
+    def record(
+        self,
+        candidate: dict[str, Any],
+        result: dict[str, Any],
+        fitness: float | None,
+        budget: dict[str, Any] | None = None,
+    ) -> None:
+        """Record one finished evaluation in its own transaction.
+
+        ``budget`` ({"steps": ..., "seconds": ...}) is what it was allowed, so a failed evaluation that
+        trained nothing still says what it was given. ``measure_seconds`` is the energy measurement's
+        wall time, from the result or its metrics when the evaluation reports one.
+        """
+        train = result.get("train") or {}
+        budget = budget or {}
+        measure = result.get("measure_seconds")
+        if measure is None:
+            metric = (result.get("metrics") or {}).get("measure_seconds")
+            measure = metric.get("value") if isinstance(metric, dict) else metric
+        full = {**result, "weights_path": self._relative(result.get("weights_path"))}
+        values = {
+            "id": result["id"],
+            "generation": candidate.get("generation"),
+            "kind": candidate["kind"],
+            "parent_id": candidate.get("parent_id"),
+            "continue_from": candidate.get("continue_from"),
+            "mutations": json.dumps(candidate.get("mutations", [])),
+            "seed": candidate.get("seed"),
+            "genome": json.dumps(candidate["genome"]),
+            "status": result["status"],
+            "reason": result.get("reason"),
+            "fitness": fitness,
+            "metrics": json.dumps(result.get("metrics", {})),
+            "train": json.dumps(result.get("train")),
+            "wall_seconds": result.get("wall_seconds"),
+            "host": result.get("host"),
+            "device": result.get("device"),
+            "weights": self._relative(result.get("weights_path")),
+            "recorded_at": time.time(),
+            "steps": train.get("steps"),
+            "train_seconds": train.get("seconds"),
+            "budget_steps": train.get("budget_steps", budget.get("steps")),
+            "budget_seconds": train.get("budget_seconds", budget.get("seconds")),
+            "measure_seconds": measure,
+            "result": json.dumps(full),
+        }
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        self._write(
+            f"evaluation {result['id']}",
+            f"INSERT OR REPLACE INTO evaluations ({columns}) VALUES ({marks})",
+            tuple(values.values()),
         )
-        with self.db:
-            self.db.execute(f"INSERT OR REPLACE INTO evaluations VALUES ({', '.join('?' * len(row))})", row)
 
     def evaluations(self, where: str = "", params: tuple = ()) -> list[dict[str, Any]]:
         cursor = self.db.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)
@@ -149,6 +391,7 @@ class RunStore:
             row = dict(zip(names, values, strict=True))
             for column in _JSON_COLUMNS:
                 row[column] = json.loads(row[column]) if row[column] is not None else None
+            row["weights"] = self._absolute(row["weights"])
             rows.append(row)
         return rows
 
@@ -156,28 +399,33 @@ class RunStore:
         rows = self.evaluations("WHERE id = ?", (evaluation_id,))
         return rows[0] if rows else None
 
+    def max_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM evaluations").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
     def add_metric(self, evaluation_id: int, name: str, metric: dict[str, Any]) -> None:
         row = self.evaluation(evaluation_id)
         if row is None:
             raise KeyError(evaluation_id)
         metrics = {**row["metrics"], name: metric}
-        with self.db:
-            self.db.execute(
-                "UPDATE evaluations SET metrics = ? WHERE id = ?", (json.dumps(metrics), evaluation_id)
-            )
+        self._write(
+            f"metric {name} of evaluation {evaluation_id}",
+            "UPDATE evaluations SET metrics = ? WHERE id = ?",
+            (json.dumps(metrics), evaluation_id),
+        )
 
     def record_generation(self, record: dict[str, Any]) -> None:
-        with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
-                (
-                    record["generation"],
-                    record["parent_id"],
-                    record["best_fitness"],
-                    json.dumps(record["evaluations"]),
-                    time.time(),
-                ),
-            )
+        self._write(
+            f"generation {record['generation']}",
+            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+            (
+                record["generation"],
+                record["parent_id"],
+                record["best_fitness"],
+                json.dumps(record["evaluations"]),
+                time.time(),
+            ),
+        )
 
     def generations(self) -> list[dict[str, Any]]:
         cursor = self.db.execute(
@@ -188,29 +436,88 @@ class RunStore:
             for g, p, f, e in cursor.fetchall()
         ]
 
-    def prune_weights(self, keep: set[int]) -> None:
-        """Delete weights of evaluations that can no longer become parents."""
-        for path in (self.dir / "weights").glob("*.safetensors"):
-            if path.stem.isdigit() and int(path.stem) not in keep:
+    def prune_weights(self, keep: set[int], below: int | None = None) -> None:
+        """Delete weights of evaluations that can no longer become parents.
+
+        Called only after the checkpoint naming the kept ones is on disk, so the last checkpoint's weights
+        always survive. Only ids under ``below`` (the generation just told) are candidates: a replayed run
+        keeps the weights of later generations it recorded before, which may still become parents.
+        Final-training models are never pruned; leftover temporary files are removed.
+        """
+        finals = {int(r[0]) for r in self.db.execute("SELECT id FROM evaluations WHERE kind = 'final'")}
+        keep = set(keep) | finals
+        limit = float("inf") if below is None else below
+
+        def prunable(evaluation_id: int) -> bool:
+            return evaluation_id < limit and evaluation_id not in keep
+
+        for path in (self.dir / "weights").iterdir():
+            if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
-        with self.db:
-            self.db.execute(
-                f"UPDATE evaluations SET weights = NULL WHERE weights IS NOT NULL AND kind != 'final' "
-                f"AND id NOT IN ({', '.join(str(int(k)) for k in keep) or '-1'})"
+            stem = path.name.removesuffix(".safetensors")
+            if path.name.endswith(".safetensors") and stem.isdigit() and prunable(int(stem)):
+                path.unlink(missing_ok=True)
+        ids = [int(r[0]) for r in self.db.execute("SELECT id FROM evaluations WHERE weights IS NOT NULL")]
+        pruned = [i for i in ids if prunable(i)]
+        if pruned:
+            self._write(
+                "pruned weights",
+                f"UPDATE evaluations SET weights = NULL WHERE id IN ({', '.join(str(i) for i in pruned)})",
             )
 
     # --- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write_text(self.dir / CHECKPOINT_NAME, json.dumps(state))
+    def save_checkpoint(self, state: dict[str, Any], keep_weights: Iterable[int] = ()) -> None:
+        """The search state plus the weight files it needs (size and SHA-256), written atomically."""
+        weights = {}
+        for evaluation_id in sorted(keep_weights):
+            path = Path(self.weights_path(evaluation_id))
+            if path.is_file():
+                weights[str(evaluation_id)] = {
+                    "file": self._relative(str(path)),
+                    "bytes": path.stat().st_size,
+                    "sha256": file_digest(path),
+                }
+        payload = {**state, CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT, "weights": weights}}
+        path = self.dir / CHECKPOINT_NAME
+        try:
+            atomic_write_text(path, json.dumps(payload), kill_at="checkpoint-write")
+        except OSError as exc:
+            raise write_failed(path, exc, self.dir) from None
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The search state of the last checkpoint, its weight files checked; None when there is none yet."""
         path = self.dir / CHECKPOINT_NAME
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._bad_checkpoint(f"corrupt or truncated ({exc})") from None
+        if not isinstance(state, dict) or "generation" not in state:
+            raise self._bad_checkpoint("corrupt: not an evowatt checkpoint")
+        section = state.pop(CHECKPOINT_KEY, None) or {}
+        if section.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
             raise EvowattError(
-                f"checkpoint {path} is corrupt or truncated ({exc}); nothing was changed. Delete it "
-                "to restart the run from its recorded evaluations, or restore it from a backup"
-            ) from None
+                f"checkpoint {path} was written by a newer evowatt (format {section['format']}); "
+                "upgrade evowatt to resume it"
+            )
+        for evaluation_id, entry in (section.get("weights") or {}).items():
+            weights = self.dir / entry["file"]
+            if not weights.is_file():
+                problem = "is missing"
+            elif weights.stat().st_size != entry["bytes"] or file_digest(weights) != entry["sha256"]:
+                problem = "is damaged (its size or checksum differs from the checkpoint's)"
+            else:
+                continue
+            raise EvowattError(
+                f"{weights}, the trained weights of evaluation {evaluation_id} that checkpoint {path} needs, "
+                f"{problem}; nothing was changed. Restore it from a backup, or start a new run"
+            )
+        return state
+
+    def _bad_checkpoint(self, problem: str) -> EvowattError:
+        return EvowattError(
+            f"checkpoint {self.dir / CHECKPOINT_NAME} is {problem}; nothing was changed. Delete it to "
+            "replay the run from its recorded evaluations (they are reused, not recomputed), or restore "
+            "it from a backup"
+        )
