@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evowatt.energy.settings import EnergySettings
 from evowatt.errors import EvowattError
 
 
@@ -228,6 +229,7 @@ class RunConfig(_Strict):
     fitness: FitnessConfig = FitnessConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
+    energy: EnergySettings = EnergySettings()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -7,7 +7,9 @@ Loading data and parsing the grammar are memoised per process: a pure function's
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import platform
 import time
@@ -21,7 +23,14 @@ from evowatt.data import Splits, load_splits
 from evowatt.errors import EvowattError
 from evowatt.genome import Genome
 from evowatt.grammar import Grammar, parse_grammar
-from evowatt.nn.builder import InvalidNetwork, Network, build_network, extract_models, plan_network
+from evowatt.nn.builder import (
+    InvalidNetwork,
+    Network,
+    build_network,
+    extract_models,
+    module_network,
+    plan_network,
+)
 from evowatt.nn.train import Budget, evaluate_split, train
 
 
@@ -50,6 +59,9 @@ class EvalSettings:
     threads: int | None = None
     max_params: int | None = None
     max_flops: int | None = None
+    energy: dict[str, Any] | None = None  # EnergySettings as JSON; None: no energy measurement
+    meter: str | None = None  # the meter the run chose at its start (nvml | rapl | estimate)
+    idle: dict[str, Any] | None = None  # the run's idle baseline, measured once at its start
     report_test: bool = False  # the test set is scored for the final report only, never during search
 
 
@@ -64,6 +76,7 @@ class EvalTask:
     init_weights: str | None = None  # safetensors file to continue training from
     weights_out: str | None = None  # where to save the trained weights
     kind: str = "mutant"
+    measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +100,9 @@ class EvalResult:
     weights_path: str | None = None
     host: str = ""
     device: str = ""
+    measure_seconds: float | None = None  # time spent measuring energy (inference, modules)
+    measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
+    modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,17 +172,21 @@ def evaluate(task: EvalTask) -> EvalResult:
         if task.init_weights:
             model.load_state_dict(load_file(task.init_weights, device=str(device)))
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
-        outcome = train(
-            model,
-            data["evo_train"],
-            data["evo_validation"],
-            learning,
-            Budget(settings.budget_seconds, settings.budget_steps),
-            seed=task.seed,
-            max_epochs=settings.max_epochs,
-            eval_batch_size=settings.eval_batch_size,
-        )
+        meter = _meter(settings.meter, str(device), settings.energy) if settings.energy else None
+        with _training_energy(meter, settings.energy) as training_energy:
+            outcome = train(
+                model,
+                data["evo_train"],
+                data["evo_validation"],
+                learning,
+                Budget(settings.budget_seconds, settings.budget_steps),
+                seed=task.seed,
+                max_epochs=settings.max_epochs,
+                eval_batch_size=settings.eval_batch_size,
+            )
         result.train = outcome.to_json()
+        if training_energy is not None and training_energy.to_metric() is not None:
+            result.metrics["training_energy"] = training_energy.to_metric()
         if outcome.diverged:
             result.status, result.reason = "invalid", "training diverged (NaN or infinite loss)"
             return result
@@ -186,6 +206,8 @@ def evaluate(task: EvalTask) -> EvalResult:
                     standalone, *data["test"], batch_size=settings.eval_batch_size
                 )
                 result.metrics[f"test_accuracy{suffix}"] = _metric(test_accuracy, "computed:test")
+        if meter is not None:
+            _measure(result, models, plan, model, task, meter, data["evo_test"][0])
         if task.weights_out:
             save_weights(model, task.weights_out)
             result.weights_path = task.weights_out
@@ -199,6 +221,94 @@ def evaluate(task: EvalTask) -> EvalResult:
     finally:
         result.wall_seconds = time.perf_counter() - start
     return result
+
+
+@functools.lru_cache(maxsize=4)
+def _meter_cached(name: str, device: str, options: str):
+    from evowatt.energy import EstimateConstants, open_meter
+
+    settings = json.loads(options)
+    return open_meter(
+        name,
+        device,
+        nvml_index=settings.get("nvml_index"),
+        rapl_root=settings.get("rapl_root", "/sys/class/powercap"),
+        estimate_constants=EstimateConstants(**settings.get("estimate", {})),
+    )
+
+
+def _meter(name: str | None, device: str, settings: dict[str, Any]):
+    """The run's meter, opened once per process (NVML handles and sysfs paths are worth keeping)."""
+    if name is None:
+        raise ValueError("energy settings without a chosen meter: the run picks one at its start")
+    return _meter_cached(name, device, json.dumps(settings, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _training_energy(meter, settings: dict[str, Any] | None):
+    from evowatt.energy import HardwareMeter, TrainingEnergy
+
+    if (
+        meter is None
+        or not isinstance(meter, HardwareMeter)
+        or not (settings or {}).get("training_energy", True)
+    ):
+        yield None
+        return
+    with TrainingEnergy(meter) as energy:
+        yield energy
+
+
+def _idle(idle: dict[str, Any] | None):
+    from evowatt.energy import IdleBaseline, Stat
+
+    if idle is None:
+        return None
+    return IdleBaseline(
+        power=Stat(**{**idle["power"], "ci": idle["power"]["ci"] or 0.0}), seconds=idle["seconds"]
+    )
+
+
+def idle_to_json(idle) -> dict[str, Any] | None:
+    return None if idle is None else {"power": idle.power.to_dict(), "seconds": idle.seconds}
+
+
+def _measure(result: EvalResult, models: dict, plan, network: Network, task: EvalTask, meter, x) -> None:
+    """Energy, power and latency of each standalone model, and of the modules the archive asks for."""
+    from evowatt.energy import MeasureSettings, make_batch, measure_model, synthetic_batch
+
+    settings = MeasureSettings(
+        **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
+    )
+    idle = _idle(task.settings.idle)
+    start = time.perf_counter()
+    batch = make_batch(x, settings.batch_size)
+    for suffix, standalone in models.items():
+        measurement = measure_model(standalone.eval(), batch, meter, settings, idle)
+        for name, metric in measurement.to_metrics().items():
+            result.metrics[f"{name}{suffix}"] = metric
+        details = measurement.to_dict()
+        details.pop("metrics", None)
+        result.measurements[suffix.lstrip("_") or "0"] = details
+    # module costs: each module alone, on the input shape it receives in this network
+    module_settings = settings.model_copy(
+        update={"min_repeats": 2, "time_cap_s": min(settings.time_cap_s, 0.3)}
+    )
+    for index in task.measure_modules:
+        submodel, input_shape = module_network(network, plan, Genome.from_json(task.genome), index)
+        if submodel is None:
+            continue
+        sample = synthetic_batch(tuple(input_shape), module_settings.batch_size, x.device, seed=task.seed)
+        measurement = measure_model(submodel.eval(), sample, meter, module_settings, idle)
+        result.modules.append(
+            {
+                "index": index,
+                "module": task.genome["modules"][index],
+                "input_shape": list(input_shape),
+                "metrics": measurement.to_metrics(),
+            }
+        )
+    result.measure_seconds = time.perf_counter() - start
 
 
 def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]]:

@@ -347,24 +347,46 @@ def _layer_input(x: torch.Tensor, outs, inputs: list[int], merge_shape: Shape) -
     return sum(reconcile(x if j < 0 else outs[j], merge_shape) for j in inputs)
 
 
-class EarlyExit(nn.Module):
-    """Model 1: only the layers the partition point depends on, then the extra head."""
+class SubNetwork(nn.Module):
+    """Some hidden layers of a network as a standalone model (copies): ``source``'s output is its input."""
 
-    def __init__(self, network: Network, plan: NetworkPlan):
+    def __init__(self, network: Network, order: list[int], source: int = -1, head: nn.Module | None = None):
         super().__init__()
-        if network.exit_head is None or plan.exit_layer is None:
-            raise ValueError("the network has no partition point")
-        self.order = plan.ancestors(plan.exit_layer)
+        self.order = list(order)
+        self.source = source
         self.layers = nn.ModuleDict({str(i): copy.deepcopy(network.layers[i]) for i in self.order})
-        self.inputs = {i: network.inputs[i] for i in self.order}
+        self.inputs = {i: [-1 if j == source else j for j in network.inputs[i]] for i in self.order}
         self.merge_shapes = {i: network.merge_shapes[i] for i in self.order}
-        self.head = copy.deepcopy(network.exit_head)
+        self.head = copy.deepcopy(head) if head is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs: dict[int, torch.Tensor] = {}
         for i in self.order:
             outs[i] = self.layers[str(i)](_layer_input(x, outs, self.inputs[i], self.merge_shapes[i]))
-        return self.head(outs[self.order[-1]])
+        out = outs[self.order[-1]]
+        return self.head(out) if self.head is not None else out
+
+
+class EarlyExit(SubNetwork):
+    """Model 1: only the layers the partition point depends on, then the extra head."""
+
+    def __init__(self, network: Network, plan: NetworkPlan):
+        if network.exit_head is None or plan.exit_layer is None:
+            raise ValueError("the network has no partition point")
+        super().__init__(network, plan.ancestors(plan.exit_layer), -1, network.exit_head)
+
+
+def module_network(
+    network: Network, plan: NetworkPlan, genome: Genome, index: int
+) -> tuple[SubNetwork | None, Shape | None]:
+    """Module ``index`` alone, with the input shape it receives in this network; (None, None) if empty."""
+    start = sum(len(m.layers) for m in genome.modules[:index])
+    count = len(genome.modules[index].layers)
+    if count == 0:
+        return None, None
+    source = start - 1  # the last layer before this module feeds it (-1: the network input)
+    shape = plan.layers[source].out_shape if source >= 0 else plan.input_shape
+    return SubNetwork(network, list(range(start, start + count)), source), shape
 
 
 def extract_models(network: Network, plan: NetworkPlan) -> tuple[Network, EarlyExit | None]:

@@ -1,0 +1,305 @@
+"""Import an ENERGIZE (or Fast-DENSER) JSON run configuration into an evowatt config.
+
+Every key is mapped, dropped with a warning that names it (it has no meaning here), or refused when
+evowatt cannot honour its value. Where a term would change meaning, the importer says what it did:
+ENERGIZE's ``power`` is watts from an NVIDIA GPU, which the analytical estimate cannot give, so under
+the estimate it becomes energy per inference with a weight rescaled to keep the term's size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evowatt.config import MutationConfig, validate_config
+from evowatt.errors import EvowattError
+
+# ENERGIZE's power weights are tuned to a GPU drawing about this much during inference
+ENERGIZE_REFERENCE_WATTS = 100.0
+
+
+class ConfigImport:
+    """The result: the evowatt config as a dict, and the messages for the user."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+
+    def set(self, dotted: str, value: Any) -> None:
+        node = self.config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    def drop(self, key: str, why: str) -> None:
+        self.warnings.append(f"dropped '{key}': {why}")
+
+
+def _take(data: dict[str, Any], key: str, where: str, imp: ConfigImport, handled: dict[str, Any]) -> None:
+    """Apply the handler for one key, or refuse an unknown key by its full name."""
+    name = f"{where}.{key}" if where else key
+    if key not in handled:
+        raise EvowattError(
+            f"unknown ENERGIZE config key '{name}'; evowatt knows: {', '.join(sorted(handled))}"
+        )
+    handled[key](data[key], name, imp)
+
+
+def _section(handlers: dict[str, Any]):
+    def apply(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, dict):
+            raise EvowattError(f"ENERGIZE config key '{name}' must be an object, got {value!r}")
+        for key in value:
+            _take(value, key, name, imp, handlers)
+
+    return apply
+
+
+def _to(target: str, kind: type | None = None):
+    def apply(value: Any, name: str, imp: ConfigImport) -> None:
+        if kind is not None and not isinstance(value, kind):
+            raise EvowattError(f"ENERGIZE config key '{name}' must be {kind.__name__}, got {value!r}")
+        imp.set(target, value)
+
+    return apply
+
+
+def _dropped(why: str):
+    def apply(value: Any, name: str, imp: ConfigImport) -> None:
+        imp.drop(name, why)
+
+    return apply
+
+
+def import_energize_config(
+    path: str | Path,
+    grammar: str,
+    dataset: str,
+    meter: str = "auto",
+    energy_reference_j: float = 1e-6,
+) -> ConfigImport:
+    """Map an ENERGIZE JSON config to an evowatt config dict; raises EvowattError for what cannot map."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvowattError(f"ENERGIZE config {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvowattError(f"cannot read ENERGIZE config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvowattError(f"ENERGIZE config {path} must hold a JSON object")
+    imp = ConfigImport()
+    imp.set("grammar", grammar)
+    imp.set("dataset.name", dataset)
+    imp.set("energy.meter", meter)
+    state: dict[str, Any] = {"partition": None, "fitness_terms": None}
+
+    def checkpoints(value: Any, name: str, imp: ConfigImport) -> None:
+        target = Path(str(value))
+        imp.set("output.dir", str(target.parent))
+        imp.set("output.name", target.name)
+
+    def measure_test(value: Any, name: str, imp: ConfigImport) -> None:
+        if value is not True:
+            imp.notes.append(
+                f"'{name}' is false: evowatt measures inference energy of every individual anyway"
+            )
+
+    def measurements(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, int) or value < 2:
+            raise EvowattError(f"'{name}' must be an integer of at least 2, got {value!r}")
+        imp.set("energy.max_repeats", value)
+        imp.set("energy.min_repeats", min(5, value))
+        imp.notes.append(
+            f"'{name}' {value} -> energy.max_repeats {value}: ENERGIZE repeats {value} fixed passes; evowatt "
+            "repeats measurement windows until the 95 % confidence interval is tight, at most this many"
+        )
+
+    def measure_modules(value: Any, name: str, imp: ConfigImport) -> None:
+        if value is not True:
+            imp.notes.append(f"'{name}' is false: evowatt costs modules whenever reuse_module > 0")
+
+    def partition(value: Any, name: str, imp: ConfigImport) -> None:
+        state["partition"] = bool(value)
+
+    def partition_n(value: Any, name: str, imp: ConfigImport) -> None:
+        if value != 2:
+            raise EvowattError(
+                f"'{name}' is {value!r}: evowatt trains exactly two models (full and early exit)"
+            )
+
+    def mutation(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, dict):
+            raise EvowattError(f"ENERGIZE config key '{name}' must be an object")
+        for key in MutationConfig.model_fields:
+            if key not in value:  # e.g. Fast-DENSER has no module mutations: they stay off
+                imp.set(f"search.mutation.{key}", 0.0)
+                imp.notes.append(f"'{name}' has no '{key}': set to 0")
+        for key, rate in value.items():
+            if key not in MutationConfig.model_fields:
+                raise EvowattError(
+                    f"unknown mutation '{name}.{key}'; evowatt knows: "
+                    f"{', '.join(MutationConfig.model_fields)}"
+                )
+            imp.set(f"search.mutation.{key}", rate)
+
+    def fitness_function(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, list) or not value:
+            raise EvowattError(f"'{name}' must be a non-empty list of terms")
+        state["fitness_terms"] = value
+
+    def modules(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, list):
+            raise EvowattError(f"'{name}' must be a list of modules")
+        out = []
+        for i, module in enumerate(value):
+            known = {"name", "network_structure_init", "network_structure", "levels_back"}
+            unknown = set(module) - known
+            if unknown:
+                raise EvowattError(
+                    f"unknown key(s) {sorted(unknown)} in '{name}[{i}]'; known: {sorted(known)}"
+                )
+            out.append(dict(module))
+        imp.set("network.modules", out)
+
+    def splits(value: Any, name: str, imp: ConfigImport) -> None:
+        try:
+            imp.set("dataset.splits", [value["evo_train"], value["evo_validation"], value["evo_test"]])
+        except (KeyError, TypeError):
+            raise EvowattError(
+                f"'{name}' must give evo_train, evo_validation and evo_test fractions"
+            ) from None
+        extra = set(value) - {"evo_train", "evo_validation", "evo_test"}
+        if extra:
+            raise EvowattError(f"unknown split(s) {sorted(extra)} in '{name}'")
+
+    def learning_type(value: Any, name: str, imp: ConfigImport) -> None:
+        if value != "supervised":
+            raise EvowattError(f"'{name}' is {value!r}: evowatt does supervised learning only")
+
+    def train_time(value: Any, name: str, imp: ConfigImport) -> None:
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise EvowattError(f"'{name}' must be a positive number of seconds, got {value!r}")
+        imp.set("training.budget", {"seconds": value})
+
+    handlers = {
+        "checkpoints_path": checkpoints,
+        "statistics_format": _dropped("evowatt records everything in its SQLite run store"),
+        "energize": _section(
+            {
+                "measure_power": _section(
+                    {
+                        "train": _to("energy.training_energy", bool),
+                        "test": measure_test,
+                        "num_measurements_test": measurements,
+                        "modules": measure_modules,
+                    }
+                ),
+                "model_partition": partition,
+                "model_partition_n": partition_n,
+                "ensure_gpu_exclusivity": _dropped(
+                    "evowatt measures the idle baseline once per run and subtracts it; "
+                    "keep other jobs off the device yourself"
+                ),
+            }
+        ),
+        "evolutionary": _section(
+            {
+                "generations": _to("search.generations", int),
+                "lambda": _to("search.lambda", int),
+                "max_epochs": _to("training.max_epochs", int),
+                "mutation": mutation,
+                "track_mutations": _dropped("evowatt always records each individual's mutations"),
+                "fitness_function": fitness_function,
+                "fitness_metric": _to("fitness.metric", str),
+            }
+        ),
+        "network": _section(
+            {
+                "architecture": _section(
+                    {
+                        "reuse_layer": _to("network.reuse_layer"),
+                        "macro_structure": _to("network.macro_structure", list),
+                        "output": _to("network.output", str),
+                        "modules": modules,
+                    }
+                ),
+                "learning": _section(
+                    {
+                        "data_splits": splits,
+                        "learning_type": learning_type,
+                        "default_train_time": train_time,
+                        "augmentation": _dropped(
+                            "evowatt trains at the data's own resolution; ENERGIZE resized images "
+                            "to 32x32, which costs time and energy without adding information"
+                        ),
+                    }
+                ),
+            }
+        ),
+    }
+    for key in data:
+        _take(data, key, "", imp, handlers)
+    _apply_partition(imp, state["partition"])
+    if state["fitness_terms"] is not None:
+        imp.set("fitness", {"terms": _fitness_terms(state["fitness_terms"], meter, energy_reference_j, imp)})
+    validate_config(imp.config, source=f"the config imported from {path}")
+    return imp
+
+
+def _apply_partition(imp: ConfigImport, partition: bool | None) -> None:
+    macro = list(imp.config.get("network", {}).get("macro_structure", ["learning"]))
+    if partition is True and "model_partition" not in macro:
+        macro.append("model_partition")
+        imp.notes.append("energize.model_partition is true: added model_partition to network.macro_structure")
+    elif partition is False and "model_partition" in macro:
+        macro.remove("model_partition")
+        imp.notes.append(
+            "energize.model_partition is false: removed model_partition from network.macro_structure"
+        )
+    if "network" in imp.config:
+        imp.set("network.macro_structure", macro)
+
+
+def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp: ConfigImport) -> list[dict]:
+    out = []
+    for i, term in enumerate(terms):
+        if not isinstance(term, dict) or "metric" not in term:
+            raise EvowattError(f"evolutionary.fitness_function[{i}] must be an object with a 'metric'")
+        known = {"metric", "objective", "weight", "conditions"}
+        if set(term) - known:
+            raise EvowattError(
+                f"unknown key(s) {sorted(set(term) - known)} in evolutionary.fitness_function[{i}]"
+            )
+        new = {k: term[k] for k in known if k in term}
+        conditions = [dict(c) for c in term.get("conditions", [])]
+        metric = str(term["metric"])
+        if metric.startswith("power"):
+            if meter == "estimate":
+                energy = "energy" + metric[len("power") :]
+                weight = float(term.get("weight", 1.0))
+                new_weight = weight * energy_reference_j / ENERGIZE_REFERENCE_WATTS
+                new["metric"], new["weight"] = energy, new_weight
+                imp.notes.append(
+                    f"fitness term {metric} (watts) became {energy} (joules per inference): the estimate meter "
+                    f"has no watts. Its weight {weight:g} was tuned to ~{ENERGIZE_REFERENCE_WATTS:g} W, so it "
+                    f"became {new_weight:.3g} to keep the term's size for a network of ~{energy_reference_j:g} J "
+                    "per inference (--energy-reference); tune it with --set"
+                )
+            else:
+                imp.notes.append(
+                    f"fitness term {metric} stays in watts: it needs a hardware meter (nvml or rapl) at run time. "
+                    f"ENERGIZE's weight {term.get('weight', 1)} was tuned to a GPU at ~{ENERGIZE_REFERENCE_WATTS:g} W; "
+                    "a CPU package under RAPL draws less. evowatt subtracts the idle power, so its watts are "
+                    "smaller than ENERGIZE's gross readings; consider energy (J per inference) instead, since "
+                    "watts reward slow models"
+                )
+        for condition in conditions:
+            if str(condition.get("metric", "")).startswith("power") and meter == "estimate":
+                raise EvowattError("a fitness condition on power cannot be imported for the estimate meter")
+        if conditions:
+            new["conditions"] = conditions
+        out.append(new)
+    return out
