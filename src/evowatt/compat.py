@@ -282,19 +282,21 @@ def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp:
                 weight = float(term.get("weight", 1.0))
                 new_weight = weight * energy_reference_j / ENERGIZE_REFERENCE_WATTS
                 new["metric"], new["weight"] = energy, new_weight
+                ref_w, ref_j = ENERGIZE_REFERENCE_WATTS, energy_reference_j
                 imp.notes.append(
-                    f"fitness term {metric} (watts) became {energy} (joules per inference): the estimate meter "
-                    f"has no watts. Its weight {weight:g} was tuned to ~{ENERGIZE_REFERENCE_WATTS:g} W, so it "
-                    f"became {new_weight:.3g} to keep the term's size for a network of ~{energy_reference_j:g} J "
-                    "per inference (--energy-reference); tune it with --set"
+                    f"fitness term {metric} (watts) became {energy} (joules per inference): the estimate "
+                    f"meter has no watts. Its weight {weight:g} was tuned to ~{ref_w:g} W, so it became "
+                    f"{new_weight:.3g} to keep the term's size for a network of ~{ref_j:g} J per inference "
+                    "(--energy-reference); tune it with --set"
                 )
             else:
                 imp.notes.append(
-                    f"fitness term {metric} stays in watts: it needs a hardware meter (nvml or rapl) at run time. "
-                    f"ENERGIZE's weight {term.get('weight', 1)} was tuned to a GPU at ~{ENERGIZE_REFERENCE_WATTS:g} W; "
-                    "a CPU package under RAPL draws less. evowatt subtracts the idle power, so its watts are "
-                    "smaller than ENERGIZE's gross readings; consider energy (J per inference) instead, since "
-                    "watts reward slow models"
+                    f"fitness term {metric} stays in watts: it needs a hardware meter (nvml or rapl) at run "
+                    f"time. ENERGIZE's weight {term.get('weight', 1)} was tuned to a GPU at "
+                    f"~{ENERGIZE_REFERENCE_WATTS:g} W; a CPU package under RAPL draws less."
+                    " evowatt subtracts the idle power, so its watts are smaller than"
+                    " ENERGIZE's gross readings; consider energy "
+                    "(J per inference) instead, since watts reward slow models"
                 )
         for condition in conditions:
             if str(condition.get("metric", "")).startswith("power") and meter == "estimate":
