@@ -410,6 +410,31 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(
     _assert_same_run(run_dir, reference)
 
 
+def test_disk_full_while_saving_weights_is_not_an_individuals_failure(
+    reference, workdir, tmp_path, monkeypatch, capsys
+):
+    """evaluate reports the OSError as a failed individual; the loop must not record it as one."""
+    real_save = evowatt.evaluate.save_weights
+    saves = []
+
+    def save_weights(model, path):
+        saves.append(path)
+        if len(saves) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_save(model, path)
+
+    monkeypatch.setattr(evowatt.evaluate, "save_weights", save_weights)
+    run_dir = tmp_path / "full"
+    assert main(["run", str(workdir / "config.yaml"), "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "disk full while evaluation 2 saved its weights" in err and "free space then" in err
+    assert [r["id"] for r in _rows(run_dir)] == [0, 1]
+
+    monkeypatch.setattr(evowatt.evaluate, "save_weights", real_save)
+    assert main(["resume", str(run_dir)]) == 0
+    _assert_same_run(run_dir, reference)
+
+
 def test_full_database_ends_with_one_message(reference, workdir, tmp_path, monkeypatch, capsys):
     """SQLite's own 'database or disk is full', made real by capping the database's page count."""
     real_open = RunStore._open_checked

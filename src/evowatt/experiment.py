@@ -7,6 +7,7 @@ recorded is not evaluated again.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import time
 from collections.abc import Callable
@@ -275,6 +276,19 @@ def _loop(
         store.close()
 
 
+def _raise_if_disk_full(result: dict[str, Any], store: RunStore) -> None:
+    """A full disk is the run's problem, not the individual's: recorded as 'failed' it would stay failed
+    after the user frees space and resumes, and the run would no longer equal an uninterrupted one."""
+    reason = result.get("reason") or ""
+    if result.get("status") == "failed" and reason.startswith(f"OSError: [Errno {errno.ENOSPC}]"):
+        detail = reason.removeprefix("OSError: ")
+        raise EvowattError(
+            f"disk full while evaluation {result['id']} saved its weights ({detail});"
+            " the last checkpoint is intact and every recorded evaluation is kept: free space then "
+            f"`evowatt resume {store.dir}`"
+        )
+
+
 def _reusable(row: dict[str, Any] | None, candidate: Candidate) -> bool:
     """A recorded evaluation stands for this candidate when it is the same individual trained the same way."""
     return (
@@ -315,6 +329,7 @@ def _loop_body(
             for result in runner.map(evaluate, todo):
                 data = result.to_json()
                 candidate = by_id[data["id"]]
+                _raise_if_disk_full(data, store)
                 fitness = fitness_of(data, config.fitness)
                 killpoint("mid-training")
                 store.record(candidate.to_json(), data, fitness, budget)
@@ -363,7 +378,8 @@ def _report_test(
     if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
         candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
         task = _task(config, grammar_text, store, candidate)
-        store.add_metric(best["id"], "test_accuracy", score_on_test(task, best["weights"]))
+        for name, metric in score_on_test(task, best["weights"]).items():
+            store.add_metric(best["id"], name, metric)
         best = store.evaluation(best["id"])
     return best
 
