@@ -42,6 +42,16 @@ CONFIG: dict[str, Any] = {
     },
     "search": {"generations": 4, "lambda": 3, "mutation": {"train_longer": 0.3}},
     "training": {"budget": {"steps": 30}, "threads": 1, "final_training": {"budget": {"steps": 30}}},
+    # the deterministic estimate meter, short protocol: energies must match; latency, a clock, is left out
+    "energy": {
+        "meter": "estimate",
+        "warmup": 1,
+        "min_window_s": 0.005,
+        "min_repeats": 2,
+        "max_repeats": 2,
+        "time_cap_s": 0.05,
+        "idle_s": 0.02,
+    },
 }
 CLOCK_FIELDS = ("wall_seconds", "train_seconds", "measure_seconds", "recorded_at", "host")
 

@@ -44,6 +44,16 @@ BASE: dict[str, Any] = {
     },
     "search": {"generations": 2, "lambda": 2, "mutation": {"train_longer": 0.4}},
     "training": {"budget": {"steps": 15}, "threads": 1},
+    # the deterministic estimate meter, short protocol: energies must match; latency, a clock, is left out
+    "energy": {
+        "meter": "estimate",
+        "warmup": 1,
+        "min_window_s": 0.005,
+        "min_repeats": 2,
+        "max_repeats": 2,
+        "time_cap_s": 0.05,
+        "idle_s": 0.02,
+    },
 }
 TOTAL = 2 + 3 + 3  # generation 0: lambda; then the retrained parent + lambda per generation
 KILLS = {  # kill point -> evaluations recorded when it fires
