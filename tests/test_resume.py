@@ -524,3 +524,23 @@ def test_store_errors_are_user_errors(tmp_path):
     os.replace(tmp_path / "other.sqlite", tmp_path / DB_NAME)
     with pytest.raises(EvowattError, match="tables meta, evaluations, generations missing"):
         RunStore(tmp_path)
+
+
+def test_a_store_from_before_the_added_columns_opens_and_resumes(reference, tmp_path, count_evaluations):
+    """Columns added later (steps, budget, measure time, full result) are added on open, nothing rewritten."""
+    run_dir = _copy(reference, tmp_path)
+    db = sqlite3.connect(run_dir / DB_NAME)
+    for column in ("steps", "train_seconds", "budget_steps", "budget_seconds", "measure_seconds", "result"):
+        db.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
+    db.execute("DELETE FROM meta WHERE key IN ('config', 'grammar_sha256')")
+    db.commit()
+    db.close()
+    rows = _rows(run_dir)
+    assert rows[0]["result"] is None and rows[0]["steps"] is None and rows[0]["genome"]
+    (run_dir / CHECKPOINT_NAME).unlink()  # replay every generation from the older rows
+    resume(run_dir)
+    assert count_evaluations == []
+    got = history(run_dir)
+    assert [{**e, "steps": None, "budget_steps": None} for e in got["evaluations"]] == [
+        {**e, "steps": None, "budget_steps": None} for e in history(reference)["evaluations"]
+    ]

@@ -255,7 +255,9 @@ class RunStore:
             raise EvowattError(f"cannot read {self.db_path}: {exc}") from None
         if header != _SQLITE_HEADER:
             raise self._corrupt(f"no SQLite header; the file has {self.db_path.stat().st_size} bytes")
-        uri = f"{self.db_path.resolve().as_uri()}?mode=rw"
+        # a run directory the user cannot write (an archived copy) can still be read by `evowatt show`
+        writable = os.access(self.db_path, os.W_OK) and os.access(self.dir, os.W_OK)
+        uri = f"{self.db_path.resolve().as_uri()}?mode={'rw' if writable else 'ro'}"
         db = None
         try:
             db = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -266,12 +268,13 @@ class RunStore:
             missing = [t for t in _TABLES if t not in tables]
             if missing:
                 raise self._corrupt(f"tables {', '.join(missing)} missing")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
             columns = {row[1] for row in db.execute("PRAGMA table_info(evaluations)")}
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in columns:
-                    db.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
+            if writable:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                for name, kind in _ADDED_COLUMNS.items():
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -388,7 +391,7 @@ class RunStore:
         names = [d[0] for d in cursor.description]
         rows = []
         for values in cursor.fetchall():
-            row = dict(zip(names, values, strict=True))
+            row = {**dict.fromkeys(_ADDED_COLUMNS), **dict(zip(names, values, strict=True))}
             for column in _JSON_COLUMNS:
                 row[column] = json.loads(row[column]) if row[column] is not None else None
             row["weights"] = self._absolute(row["weights"])
