@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from evowatt.errors import EvowattError
+from evowatt.units import format_si
 
 console = Console()
 
@@ -75,6 +77,9 @@ class LiveProgress:
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
             console.print(f"run directory: [bold]{info['run_dir']}[/]")
+            meter = info.get("meter")
+            if meter:
+                console.print(f"energy meter: [bold]{meter['name']}[/] ({meter['reason']})", highlight=False)
         elif event == "generation":
             self.generation = info["generation"]
             self.bar.update(self.task, generation=self.generation)
@@ -93,7 +98,49 @@ class LiveProgress:
                 description=f"individual {c.id} ({c.kind}): {status}",
             )
         elif event == "final":
-            self.bar.update(self.task, description=f"final training of the best genome ({info['budget']})")
+            budget = info["budget"]
+            text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
+            self.bar.update(self.task, description=f"final training of the best genome ({text})")
+
+
+_UNITS = {
+    "energy": "J",
+    "energy_gross": "J",
+    "power": "W",
+    "power_gross": "W",
+    "idle_power": "W",
+    "latency": "s",
+}
+
+
+def _value(metric: dict[str, Any], unit: str | None) -> str:
+    value = metric.get("value")
+    if value is None:
+        return "-"
+    text = format_si(float(value), unit) if unit else _fmt(value)
+    ci = metric.get("ci")
+    if unit and ci:
+        text += f" ± {format_si(float(ci), unit)}"
+    return escape(f"{text}  [{metric.get('method')}]")  # brackets are rich markup otherwise
+
+
+def _model_rows(table: Table, row: dict[str, Any], suffix: str) -> None:
+    metrics = row.get("metrics") or {}
+    table.add_row("parameters", _fmt(_integral(_metric(row, f"params{suffix}"))))
+    table.add_row("FLOPs / inference", _fmt(_integral(_metric(row, f"flops{suffix}"))))
+    table.add_row("evo_test accuracy", _fmt(_metric(row, f"accuracy{suffix}")))
+    test = _metric(row, f"test_accuracy{suffix}")
+    table.add_row(
+        "test accuracy", _fmt(test) + ("  (reported only, never selected on)" if test is not None else "")
+    )
+    for name, unit in _UNITS.items():
+        if f"{name}{suffix}" in metrics:
+            label = f"{name} / inference" if unit in ("J", "s") else name
+            table.add_row(label, _value(metrics[f"{name}{suffix}"], unit))
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Table:
@@ -108,26 +155,28 @@ def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Ta
         table.add_row("layers", "\n".join(layers) or "(no hidden layer)")
     train = row.get("train") or {}
     budget = (
-        f"{train.get('budget_seconds')} s"
+        f"{train.get('budget_seconds'):g} s"
         if train.get("budget_seconds")
         else f"{train.get('budget_steps')} steps"
     )
     table.add_row("evaluation", f"#{row['id']} ({row['kind']}, generation {row['generation']})")
     table.add_row("status", row["status"] + (f": {row['reason']}" if row.get("reason") else ""))
-    table.add_row("parameters", _fmt(_metric(row, "params")))
-    table.add_row("FLOPs / inference", _fmt(_metric(row, "flops")))
-    table.add_row("evo_test accuracy", _fmt(_metric(row, "accuracy")))
-    table.add_row(
-        "test accuracy", _fmt(_metric(row, "test_accuracy")) + "  (reported only, never selected on)"
-    )
+    table.add_row("fitness", _fmt(row.get("fitness")))
     table.add_row(
         "training",
         f"{_fmt(train.get('seconds'), 2)} s, {train.get('steps')} steps, "
         f"{train.get('epochs')} epochs (budget {budget}, stop: {train.get('stop_reason')})",
     )
-    for name, metric in sorted((row.get("metrics") or {}).items()):
-        if isinstance(metric, dict) and str(metric.get("method", "")).startswith(("measured", "estimated")):
-            table.add_row(name, f"{_fmt(metric.get('value'), 6)}  [{metric['method']}]")
+    metrics = row.get("metrics") or {}
+    if "training_energy" in metrics:
+        table.add_row("training energy", _value(metrics["training_energy"], "J"))
+    partition = "accuracy_1" in metrics
+    if partition:
+        table.add_row("[underline]model 0[/]", "the full network")
+    _model_rows(table, row, "")
+    if partition:
+        table.add_row("[underline]model 1[/]", "early exit: the layers up to the partition point + a head")
+        _model_rows(table, row, "_1")
     return table
 
 
@@ -338,16 +387,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="take the network section (modules, caps) from this config")
     p.set_defaults(func=cmd_check_grammar)
 
+    p = sub.add_parser("import-config", help="convert an ENERGIZE JSON config into an evowatt YAML config")
+    p.add_argument("energize_config", help="ENERGIZE's (or Fast-DENSER's) JSON run configuration")
+    p.add_argument("--grammar", required=True, help="the grammar file the run will use")
+    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist", "mnist", "cifar10", "npz"])
+    p.add_argument(
+        "--meter",
+        default="auto",
+        choices=["auto", "nvml", "rapl", "estimate"],
+        help="the meter the run will use; with estimate, power terms become energy terms",
+    )
+    p.add_argument(
+        "--energy-reference",
+        type=float,
+        default=1e-6,
+        metavar="J",
+        help="typical energy per inference used to rescale power weights for the estimate",
+    )
+    p.set_defaults(func=cmd_import_config)
+
     _add_energy_commands(sub)
     return parser
 
 
+def cmd_import_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from evowatt.compat import import_energize_config
+
+    imp = import_energize_config(
+        args.energize_config, args.grammar, args.dataset, args.meter, args.energy_reference
+    )
+    for line in imp.warnings:
+        print(f"evowatt: warning: {line}", file=sys.stderr)
+    for line in imp.notes:
+        print(f"evowatt: note: {line}", file=sys.stderr)
+    print(f"# imported from {args.energize_config} by evowatt import-config")
+    print(yaml.safe_dump(imp.config, sort_keys=False), end="")
+    return 0
+
+
 def _add_energy_commands(sub: Any) -> None:
-    """`meters` and `measure` come from the energy package once it is present."""
-    try:
-        from evowatt.energy import cli as energy_cli
-    except ImportError:
-        return
+    """`meters` and `measure` live with the energy package."""
+    from evowatt.energy import cli as energy_cli
+
     energy_cli.add_commands(sub)
 
 

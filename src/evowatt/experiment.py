@@ -21,7 +21,15 @@ import yaml
 from evowatt import __version__
 from evowatt.config import RunConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
-from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate, score_on_test
+from evowatt.evaluate import (
+    DataRef,
+    EvalSettings,
+    EvalTask,
+    evaluate,
+    idle_to_json,
+    resolve_device,
+    score_on_test,
+)
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
 from evowatt.killpoint import killpoint
@@ -53,10 +61,16 @@ def data_ref(config: RunConfig) -> DataRef:
     return DataRef(d.name, d.path, config.seed, tuple(d.splits), d.train_subset, d.test_subset)
 
 
-def eval_settings(config: RunConfig, budget=None, report_test: bool = False) -> EvalSettings:
+def eval_settings(
+    config: RunConfig, budget=None, report_test: bool = False, meter: dict[str, Any] | None = None
+) -> EvalSettings:
+    """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline)."""
     budget = budget or config.training.budget
     t = config.training
     return EvalSettings(
+        energy=config.energy.model_dump(mode="json") if meter else None,
+        meter=meter["name"] if meter else None,
+        idle=meter.get("idle") if meter else None,
         budget_seconds=budget.seconds,
         budget_steps=budget.steps,
         max_epochs=t.max_epochs,
@@ -79,6 +93,27 @@ def prepare(config: RunConfig) -> tuple[Grammar, str]:
     return grammar, Path(grammar.source).read_text(encoding="utf-8")
 
 
+def choose_meter(config: RunConfig) -> dict[str, Any]:
+    """Pick the run's meter once, say why, refuse metrics it cannot give, and measure the idle baseline."""
+    from evowatt.energy import check_metrics, measure_idle, select_meter
+
+    energy = config.energy
+    device = resolve_device(config.training.device)
+    meter, reason = select_meter(
+        energy.meter,
+        device,
+        nvml_index=energy.nvml_index,
+        rapl_root=energy.rapl_root,
+        estimate_constants=energy.estimate,
+    )
+    try:
+        check_metrics(config.fitness.metrics_used(), meter.name)
+        idle = measure_idle(meter, energy)
+    finally:
+        meter.close()
+    return {"name": meter.name, "method": meter.method, "reason": reason, "idle": idle_to_json(idle)}
+
+
 def default_run_dir(config: RunConfig) -> Path:
     name = config.output.name or f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-seed{config.seed}"
     return Path(config.output.dir) / name
@@ -87,6 +122,7 @@ def default_run_dir(config: RunConfig) -> Path:
 def run(config: RunConfig, out: str | Path | None = None, progress: Progress | None = None) -> RunResult:
     """Run a search from scratch into a new run directory."""
     grammar, grammar_text = prepare(config)
+    meter = choose_meter(config)
     run_dir = Path(out) if out is not None else default_run_dir(config)
     if (run_dir / "evowatt.sqlite").exists():
         raise EvowattError(
@@ -99,6 +135,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
         store.record_config(config.to_dict(), grammar_text)
         store.set_meta("evowatt_version", __version__)
         store.set_meta("started_at", time.time())
+        store.set_meta("meter", meter)
         search = EvolutionStrategy(config, grammar)
     except BaseException:
         store.close()
@@ -137,6 +174,8 @@ def resume(
         changed = config_changes(recorded, config.to_dict(), allow_larger_budget, run_dir)
         grammar = parse_grammar(grammar_text, source=str(run_dir / GRAMMAR_NAME))
         data_ref(config).load()
+        if store.meta("meter") is None:  # a run from before meters were recorded
+            store.set_meta("meter", choose_meter(config))
         search = EvolutionStrategy(config, grammar)
         state = store.load_checkpoint()
         if state is not None:
@@ -257,7 +296,8 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         genome=candidate.genome,
         grammar_text=grammar_text,
         data=data_ref(config),
-        settings=eval_settings(config),
+        settings=eval_settings(config, meter=store.meta("meter")),
+        measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
         init_weights=store.weights_path(candidate.continue_from)
         if candidate.continue_from is not None
@@ -308,7 +348,13 @@ def _loop_body(
     budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
     stopped = "generations"
-    progress("start", run_dir=store.dir, generations=config.search.generations, lam=config.search.lambda_)
+    progress(
+        "start",
+        run_dir=store.dir,
+        generations=config.search.generations,
+        lam=config.search.lambda_,
+        meter=store.meta("meter"),
+    )
     failed = True
     try:
         while not search.done():
@@ -407,7 +453,7 @@ def _final_training(
         candidate.genome,
         grammar_text,
         data_ref(config),
-        eval_settings(config, budget, report_test=True),
+        eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
         candidate.seed,
         weights_out=store.weights_path(final_id),
         kind="final",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,10 @@ from rich.table import Table
 from evowatt.energy.protocol import Measurement, MeasureSettings, measure_idle, measure_model, synthetic_batch
 from evowatt.energy.select import list_meters, select_meter
 from evowatt.errors import EvowattError
+from evowatt.units import format_si
 
 _UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
 _UNITS.update({"latency": "s", "flops": "FLOP", "params": ""})
-_PREFIXES = (
-    (1e9, "G"),
-    (1e6, "M"),
-    (1e3, "k"),
-    (1.0, ""),
-    (1e-3, "m"),
-    (1e-6, "µ"),
-    (1e-9, "n"),
-    (1e-12, "p"),
-)
-
-
-def format_si(value: float, unit: str) -> str:
-    """3 significant digits with an SI prefix: energies span pJ to J between networks."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g} {unit}".strip()
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}".strip()
-    return f"{value:.3g} {unit}".strip()
-
-
 def meters_command(as_json: bool = False, console: Console | None = None, **options: Any) -> int:
     """List every meter with whether it can be read here and why; always exit 0 (it is a diagnosis)."""
     statuses = list_meters(**options)
