@@ -13,17 +13,20 @@ from evowatt.evaluate import DataRef, EvalResult, EvalSettings, EvalTask, evalua
 from evowatt.genome import Genome, Module
 from evowatt.grammar import Node
 
-GRAMMAR = "\n".join([
-    "<features> ::= layer:conv [out_channels,int,1,2,16] [kernel_size,int,1,1,5] stride:1 <padding> <act>",
-    "<padding> ::= padding:same | padding:valid",
-    "<act> ::= act:relu bias:True",
-    "<classification> ::= layer:fc act:relu [out_features,int,1,8,64] bias:True",
-    "<softmax> ::= layer:fc act:softmax out_features:10 bias:True",
-    "<learning> ::= <adam> early_stop:5 batch_size:64 | <sgd> early_stop:5 batch_size:32",
-    "<adam> ::= learning:adam [lr,float,1,0.0001,0.1] beta1:0.9 beta2:0.999 weight_decay:0.0",
-    "<sgd> ::= learning:gradient_descent [lr,float,1,0.0001,1e12] momentum:0.9 nesterov:False <no_decay>",
-    "<no_decay> ::= weight_decay:0.0",
-])
+GRAMMAR = "\n".join(
+    [
+        "<features> ::= layer:conv [out_channels,int,1,2,16] [kernel_size,int,1,1,5] stride:1"
+        " <padding> <act>",
+        "<padding> ::= padding:same | padding:valid",
+        "<act> ::= act:relu bias:True",
+        "<classification> ::= layer:fc act:relu [out_features,int,1,8,64] bias:True",
+        "<softmax> ::= layer:fc act:softmax out_features:10 bias:True",
+        "<learning> ::= <adam> early_stop:5 batch_size:64 | <sgd> early_stop:5 batch_size:32",
+        "<adam> ::= learning:adam [lr,float,1,0.0001,0.1] beta1:0.9 beta2:0.999 weight_decay:0.0",
+        "<sgd> ::= learning:gradient_descent [lr,float,1,0.0001,1e12] momentum:0.9 nesterov:False <no_decay>",
+        "<no_decay> ::= weight_decay:0.0",
+    ]
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,8 +40,12 @@ def _one_thread():
 
 
 def conv(channels: int, kernel: int, padding: str) -> Node:
-    return Node("features", 0, {"out_channels": [channels], "kernel_size": [kernel]},
-                [Node("padding", ["same", "valid"].index(padding)), Node("act", 0)])
+    return Node(
+        "features",
+        0,
+        {"out_channels": [channels], "kernel_size": [kernel]},
+        [Node("padding", ["same", "valid"].index(padding)), Node("act", 0)],
+    )
 
 
 def genome(features: list[Node], lr: float = 0.01, sgd: bool = False) -> Genome:
@@ -63,8 +70,15 @@ GOOD_PARAMS = (9 * 6 + 6) + (9 * 6 * 8 + 8) + (288 * 24 + 24) + (24 * 10 + 10)
 def task_for(g: Genome, steps: int | None = 30, seconds: float | None = None, seed: int = 3, **kwargs):
     report_test = kwargs.pop("report_test", True)
     settings = EvalSettings(budget_steps=steps, budget_seconds=seconds, report_test=report_test)
-    return EvalTask(id=kwargs.pop("id", 1), genome=g.to_json(), grammar_text=GRAMMAR, data=DataRef("digits"),
-                    settings=settings, seed=seed, **kwargs)
+    return EvalTask(
+        id=kwargs.pop("id", 1),
+        genome=g.to_json(),
+        grammar_text=GRAMMAR,
+        data=DataRef("digits"),
+        settings=settings,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def round_trip(task: EvalTask) -> EvalTask:
@@ -132,8 +146,11 @@ def test_a_different_seed_gives_different_weights(first, tmp_path):
 
 def test_continuing_from_saved_weights_starts_from_them(first, tmp_path):
     task, result = first
-    resumed = round_trip(task_for(GOOD, steps=0, init_weights=task.weights_out,
-                                  weights_out=str(tmp_path / "resumed.safetensors")))
+    resumed = round_trip(
+        task_for(
+            GOOD, steps=0, init_weights=task.weights_out, weights_out=str(tmp_path / "resumed.safetensors")
+        )
+    )
     continued = evaluate(resumed)
     assert continued.status == "ok" and continued.train["steps"] == 0
     assert continued.metrics["accuracy"] == result.metrics["accuracy"]

@@ -26,7 +26,6 @@ GRAMMAR = parse_grammar(
 )
 
 
-
 def conv(channels: int) -> Node:
     return Node("features", 0, {"out_channels": [channels], "kernel_size": [3], "stride": [1]})
 

@@ -14,8 +14,15 @@ from evowatt.data import load_splits
 from evowatt.nn import train as train_module
 from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train
 
-ADAM = {"learning": "adam", "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "weight_decay": 1e-5, "batch_size": 64,
-        "early_stop": 100}
+ADAM = {
+    "learning": "adam",
+    "lr": 0.01,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "weight_decay": 1e-5,
+    "batch_size": 64,
+    "early_stop": 100,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -114,11 +121,18 @@ def test_seconds_budget_stops_mid_epoch_within_a_small_margin():
 
 
 def test_max_epochs_from_the_argument_and_from_the_genome(digits):
-    outcome = train(mlp(), digits["evo_train"], digits["evo_validation"], ADAM, Budget(steps=1000), seed=0,
-                    max_epochs=2)
+    outcome = train(
+        mlp(), digits["evo_train"], digits["evo_validation"], ADAM, Budget(steps=1000), seed=0, max_epochs=2
+    )
     assert (outcome.stop_reason, outcome.epochs, outcome.steps) == ("max_epochs", 2, 32)
-    outcome = train(mlp(), digits["evo_train"], digits["evo_validation"], {**ADAM, "epochs": 1},
-                    Budget(steps=1000), seed=0)
+    outcome = train(
+        mlp(),
+        digits["evo_train"],
+        digits["evo_validation"],
+        {**ADAM, "epochs": 1},
+        Budget(steps=1000),
+        seed=0,
+    )
     assert (outcome.stop_reason, outcome.epochs, outcome.steps) == ("max_epochs", 1, 16)
 
 
@@ -146,8 +160,13 @@ def test_batch_size_one_trains_on_every_sample():
 @pytest.mark.parametrize("patience", [1, 3])
 def test_early_stop_honours_patience(digits, patience):
     # lr 0: the validation loss never improves after the first epoch
-    learning = {"learning": "gradient_descent", "lr": 0.0, "momentum": 0.0, "batch_size": 128,
-                "early_stop": patience}
+    learning = {
+        "learning": "gradient_descent",
+        "lr": 0.0,
+        "momentum": 0.0,
+        "batch_size": 128,
+        "early_stop": patience,
+    }
     model, reference = mlp(dropout=0.0), mlp(dropout=0.0)
     outcome = train(model, *train_val(digits), learning, Budget(steps=10_000), seed=0)
     assert outcome.stop_reason == "early_stop"
@@ -174,8 +193,9 @@ def test_best_validation_weights_are_kept(digits):
 
 def test_huge_learning_rate_diverges_without_raising(digits):
     learning = {"learning": "gradient_descent", "lr": 1e10, "momentum": 0.9, "batch_size": 32}
-    outcome = train(mlp(dropout=0.0), digits["evo_train"], digits["evo_validation"], learning,
-                    Budget(steps=500), seed=0)
+    outcome = train(
+        mlp(dropout=0.0), digits["evo_train"], digits["evo_validation"], learning, Budget(steps=500), seed=0
+    )
     assert outcome.stop_reason == "diverged" and outcome.diverged
     assert outcome.steps < 500
 
@@ -184,8 +204,9 @@ def test_nan_loss_diverges_at_the_first_step(digits):
     x, y = digits["evo_train"]
     poisoned = x.clone()
     poisoned[0, 0, 0, 0] = math.nan
-    outcome = train(mlp(), (poisoned, y), digits["evo_validation"], {**ADAM, "batch_size": 2000},
-                    Budget(steps=10), seed=0)
+    outcome = train(
+        mlp(), (poisoned, y), digits["evo_validation"], {**ADAM, "batch_size": 2000}, Budget(steps=10), seed=0
+    )
     assert (outcome.stop_reason, outcome.steps) == ("diverged", 0)
     assert outcome.best_validation_loss is None
 
@@ -208,8 +229,13 @@ def conv_bn_net() -> nn.Module:
 
 
 def test_gradient_descent_with_nesterov():
-    learning = {"learning": "gradient_descent", "lr": 0.05, "momentum": 0.8, "weight_decay": 1e-4,
-                "nesterov": True}
+    learning = {
+        "learning": "gradient_descent",
+        "lr": 0.05,
+        "momentum": 0.8,
+        "weight_decay": 1e-4,
+        "nesterov": True,
+    }
     opt = make_optimiser(conv_bn_net(), learning)
     assert type(opt) is torch.optim.SGD
     (group,) = opt.param_groups
@@ -238,8 +264,13 @@ def test_rmsprop():
 
 def test_lars_maps_to_sgd_with_weight_and_bias_groups():
     model = conv_bn_net()
-    learning = {"learning": "lars", "lr_weights": 0.2, "lr_biases": 0.005, "momentum": 0.75,
-                "weight_decay": 1e-6}
+    learning = {
+        "learning": "lars",
+        "lr_weights": 0.2,
+        "lr_biases": 0.005,
+        "momentum": 0.75,
+        "weight_decay": 1e-6,
+    }
     opt = make_optimiser(model, learning)
     assert type(opt) is torch.optim.SGD
     weights, others = opt.param_groups
@@ -265,8 +296,14 @@ def test_each_optimiser_trains_the_network(digits):
     before, _ = evaluate_split(mlp(dropout=0.0), *digits["evo_validation"])
     for learning in learnings:
         model = mlp(dropout=0.0)
-        train(model, digits["evo_train"], digits["evo_validation"], {**learning, "batch_size": 64},
-              Budget(steps=48), seed=0)
+        train(
+            model,
+            digits["evo_train"],
+            digits["evo_validation"],
+            {**learning, "batch_size": 64},
+            Budget(steps=48),
+            seed=0,
+        )
         loss, accuracy = evaluate_split(model, *digits["evo_validation"])
         assert loss < before / 2 and accuracy > 0.8, learning["learning"]
 

@@ -18,6 +18,8 @@ from evowatt.units import format_si
 
 _UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
 _UNITS.update({"latency": "s", "flops": "FLOP", "params": ""})
+
+
 def meters_command(as_json: bool = False, console: Console | None = None, **options: Any) -> int:
     """List every meter with whether it can be read here and why; always exit 0 (it is a diagnosis)."""
     statuses = list_meters(**options)
