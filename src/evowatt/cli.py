@@ -20,7 +20,8 @@ from evowatt.units import format_si
 console = Console()
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+def input_shape_arg(text: str) -> tuple[int, int, int]:
+    """argparse type for C,H,W (shared with the energy commands)."""
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -378,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-grammar", help="parse a grammar and try building sampled genomes")
     p.add_argument("grammar", help="grammar file, or the name of a shipped grammar (cnn)")
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W")
+    p.add_argument("--input-shape", type=input_shape_arg, default=(1, 28, 28), metavar="C,H,W")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -7,22 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from evowatt.cli import input_shape_arg
 from evowatt.energy.commands import measure_command, meters_command
 from evowatt.energy.protocol import MeasureSettings
 from evowatt.energy.select import CHOICES
 from evowatt.errors import EvowattError
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected C,H,W as three positive integers, e.g. 1,28,28; got {text!r}"
-        )
-    return values  # type: ignore[return-value]
 
 
 def _cmd_meters(args: argparse.Namespace) -> int:
@@ -54,7 +43,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("measure", help="measure a saved TorchScript model's inference energy")
     p.add_argument("model", help="TorchScript file (torch.jit.save)")
-    p.add_argument("--input-shape", type=_shape, required=True, metavar="C,H,W")
+    p.add_argument("--input-shape", type=input_shape_arg, required=True, metavar="C,H,W")
     p.add_argument("--meter", choices=CHOICES, default="auto")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="measurement batch (default 64)")
