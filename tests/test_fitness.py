@@ -110,3 +110,52 @@ def test_condition_on_a_missing_metric_means_no_fitness():
         ]
     )
     assert score(result(accuracy=0.9), fitness) == (None, "metric accuracy_1 (in a condition) is missing")
+
+
+def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
+    """A valid network lacking a metric its fitness needs (no hidden layer, so no model 1): reason kept."""
+    from evowatt.config import validate_config
+    from evowatt.experiment import run
+    from evowatt.store import RunStore
+
+    config = validate_config(
+        {
+            "grammar": "cnn",
+            "network": {
+                "modules": [
+                    {"name": "features", "network_structure_init": [0], "network_structure": [0, 2]},
+                    {"name": "classification", "network_structure_init": [0], "network_structure": [0, 1]},
+                ],
+                "macro_structure": ["learning", "model_partition"],
+            },
+            "search": {"generations": 0, "lambda": 2},
+            "training": {"budget": {"steps": 3}, "threads": 1},
+            "energy": {"meter": "estimate", "time_cap_s": 0.02, "min_window_s": 0.005, "min_repeats": 2},
+            "fitness": {"terms": [{"metric": "accuracy_1"}]},  # no hidden layer: no early-exit model
+        }
+    )
+    run(config, out=tmp_path / "r")
+    store = RunStore(tmp_path / "r")
+    rows = [r for r in store.evaluations() if r["kind"] != "final"]
+    store.close()
+    assert all(r["fitness"] is None for r in rows)
+    assert all(r["reason"] == "no fitness: metric accuracy_1 is missing" for r in rows if r["status"] == "ok")
+
+
+def test_partition_metrics_without_partition_gene_is_a_config_error():
+    from evowatt.config import validate_config
+    from evowatt.errors import EvowattError
+
+    with pytest.raises(EvowattError, match="fitness uses accuracy_1, energy_1 .* needs model_partition"):
+        validate_config(
+            {
+                "network": {
+                    "modules": [
+                        {"name": "features", "network_structure_init": [1], "network_structure": [0, 2]}
+                    ]
+                },
+                "fitness": {
+                    "terms": [{"metric": "accuracy_1"}, {"metric": "energy_1", "objective": "minimize"}]
+                },
+            }
+        )

@@ -231,6 +231,16 @@ class RunConfig(_Strict):
     runner: RunnerConfig = RunnerConfig()
     energy: EnergySettings = EnergySettings()
 
+    @model_validator(mode="after")
+    def _partition_metrics_need_a_partition(self) -> RunConfig:
+        wanted = sorted(m for m in self.fitness.metrics_used() if m.endswith("_1"))
+        if wanted and "model_partition" not in self.network.macro_structure:
+            raise ValueError(
+                f"fitness uses {', '.join(wanted)} (the early-exit model), which needs model_partition in "
+                "network.macro_structure"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 

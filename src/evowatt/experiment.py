@@ -36,6 +36,7 @@ from evowatt.killpoint import killpoint
 from evowatt.runners import make_runner
 from evowatt.search import Candidate, EvolutionStrategy, fitness_of
 from evowatt.search.es import derived_seed
+from evowatt.search.fitness import score
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, write_config_files
 
 Progress = Callable[..., None]
@@ -376,7 +377,9 @@ def _loop_body(
                 data = result.to_json()
                 candidate = by_id[data["id"]]
                 _raise_if_disk_full(data, store)
-                fitness = fitness_of(data, config.fitness)
+                fitness, why = score(data, config.fitness)
+                if fitness is None and data["status"] == "ok":
+                    data["reason"] = f"no fitness: {why}"  # e.g. a minimised metric that is missing
                 killpoint("mid-training")
                 store.record(candidate.to_json(), data, fitness, budget)
                 killpoint("after-record")
