@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,11 +34,22 @@ ENERGY_WEIGHT = 1e-8  # J: a term of 0.1 for a network of 100 nJ per inference
 THRESHOLD = 0.9
 
 
-def base(seed: int, generations: int, lam: int, steps: int, final_steps: int) -> dict:
+def base(
+    seed: int,
+    generations: int,
+    lam: int,
+    steps: int | None = None,
+    final_steps: int | None = None,
+    dataset: dict | None = None,
+    budget: dict | None = None,
+    final_budget: dict | None = None,
+    energy: dict | None = None,
+) -> dict:
+    """One configuration's common part; budgets default to optimiser steps (deterministic)."""
     return {
         "seed": seed,
         "grammar": "cnn",
-        "dataset": {"name": "digits"},
+        "dataset": dataset or {"name": "digits"},
         "network": {
             "modules": [
                 {"name": "features", "network_structure_init": [1, 2, 3], "network_structure": [0, 8]},
@@ -47,17 +59,12 @@ def base(seed: int, generations: int, lam: int, steps: int, final_steps: int) ->
         },
         "search": {"generations": generations, "lambda": lam, "mutation": {"reuse_module": 0.0}},
         "training": {
-            "budget": {"steps": steps},
+            "budget": budget or {"steps": steps},
             "threads": 1,
-            "final_training": {"budget": {"steps": final_steps}},
+            "final_training": {"budget": final_budget or {"steps": final_steps}},
         },
-        "energy": {
-            "meter": "estimate",
-            "time_cap_s": 0.05,
-            "min_window_s": 0.01,
-            "min_repeats": 2,
-            "warmup": 1,
-        },
+        "energy": energy
+        or {"meter": "estimate", "time_cap_s": 0.05, "min_window_s": 0.01, "min_repeats": 2, "warmup": 1},
         "fitness": {"metric": "accuracy"},
     }
 
@@ -76,7 +83,7 @@ def energy_terms(suffix: str) -> dict:
     }
 
 
-def configurations(seed: int, **sizes: int) -> dict[str, tuple[dict, str]]:
+def configurations(seed: int, **sizes: Any) -> dict[str, tuple[dict, str]]:
     accuracy = base(seed, **sizes)
     energy = base(seed, **sizes)
     energy["fitness"] = energy_terms("")

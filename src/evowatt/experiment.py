@@ -349,6 +349,11 @@ def _loop_body(
     budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
     stopped = "generations"
+
+    def out_of_time() -> bool:
+        """The total wall-time budget is checked before every evaluation, not only between generations."""
+        return time_limit is not None and elapsed_before + time.perf_counter() - start >= time_limit
+
     progress(
         "start",
         run_dir=store.dir,
@@ -368,7 +373,7 @@ def _loop_body(
                 if _reusable(row, c):
                     results[c.id] = _row_to_result(row)
             todo = [_task(config, grammar_text, store, c) for c in candidates if c.id not in results]
-            if time_limit is not None and elapsed_before + time.perf_counter() - start >= time_limit:
+            if out_of_time():
                 stopped = "time_limit"
                 break
             for task in todo:
@@ -385,6 +390,11 @@ def _loop_body(
                 killpoint("after-record")
                 results[data["id"]] = data
                 progress("result", candidate=candidate, result=data, fitness=fitness)
+                if len(results) < len(candidates) and out_of_time():
+                    break  # the rest of this generation would overrun the time limit: it stays untold
+            if len(results) < len(candidates):
+                stopped = "time_limit"
+                break
             record = search.tell([results[c.id] for c in candidates])
             store.record_generation(record)
             # the checkpoint names the weights it needs; only once it is on disk may others be pruned

@@ -1,0 +1,149 @@
+"""The paper's comparison on the real Fashion-MNIST, scaled to a 2-core CPU.
+
+    python bench/paper.py --seeds 0 1 2                 # the full comparison: about 2 hours on 2 cores
+    python bench/paper.py --report results.jsonl        # the table again from recorded runs
+
+Four configurations (as in bench/contributions.py: accuracy-only, energy-aware, + module reuse,
++ partition), the same search budget for each (a wall-time limit per run over a stratified training
+subset, a seconds budget per individual), then each run's best genome trained from scratch for the same
+longer budget. Reported per configuration: test accuracy on the official 10,000-image test set after the
+final training, energy per inference with its method label (modelled under the estimate meter: its
+reductions are not the paper's measured watts), FLOPs, and the reduction against the accuracy-only
+baseline, as mean and 95 % confidence interval over seeds. Each run is appended to a JSON-lines file the
+moment it ends, so a long comparison can be committed as results arrive.
+
+Needs the real dataset: `sudo apt-get update && sudo apt-get install dataset-fashion-mnist`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from contributions import configurations, value  # noqa: E402
+
+from evowatt.config import validate_config  # noqa: E402
+from evowatt.data import load_splits  # noqa: E402
+from evowatt.errors import EvowattError  # noqa: E402
+from evowatt.experiment import run  # noqa: E402
+
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width (Student's t) over seeds."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def report(rows: list[dict]) -> str:
+    by_config: dict[str, list[dict]] = {}
+    for row in rows:
+        by_config.setdefault(row["configuration"], []).append(row)
+    baseline = by_config.get("accuracy-only", [])
+    base_energy = statistics.fmean(r["energy"] for r in baseline) if baseline else math.nan
+    base_acc = statistics.fmean(r["test_accuracy"] for r in baseline) if baseline else math.nan
+    lines = [
+        "| configuration | seeds | model | test accuracy (official test set) | energy / inference | method "
+        "| MFLOPs | energy reduction vs accuracy-only | accuracy vs accuracy-only (pp) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, group in by_config.items():
+        acc, acc_ci = mean_ci([r["test_accuracy"] for r in group])
+        energy, energy_ci = mean_ci([r["energy"] * 1e6 for r in group])
+        flops, _ = mean_ci([r["flops"] / 1e6 for r in group])
+        reductions = [100 * (1 - r["energy"] / base_energy) for r in group]
+        red, red_ci = mean_ci(reductions)
+        lines.append(
+            f"| {name} | {len(group)} | {group[0]['model']} | {acc:.4f} ± {acc_ci:.4f} | "
+            f"{energy:.3g} ± {energy_ci:.2g} µJ | {group[0]['energy_method']} | {flops:.3g} | "
+            f"{red:.1f} ± {red_ci:.1f} % | {100 * (acc - base_acc):+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-subset", type=int, default=10_000, help="of the 60,000 training images")
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds of training per individual")
+    parser.add_argument("--search-seconds", type=float, default=330.0, help="wall-time limit of each search")
+    parser.add_argument(
+        "--final-seconds", type=float, default=120.0, help="final training of each best genome"
+    )
+    parser.add_argument("--lam", type=int, default=4)
+    parser.add_argument("--configurations", nargs="+", help="a subset, by name")
+    parser.add_argument("--results", default="paper-results.jsonl", help="JSON lines, appended as runs end")
+    parser.add_argument("--out", help="keep run directories here (default: a temporary directory)")
+    parser.add_argument("--report", metavar="JSONL", help="only print the table from recorded results")
+    args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for line in Path(args.report).read_text().splitlines() if line.strip()]
+        print(report(rows))
+        return 0
+    try:
+        load_splits("fashion-mnist", train_subset=args.train_subset)
+    except EvowattError as exc:
+        print(f"paper.py: {exc}", file=sys.stderr)
+        return 2
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="evowatt-paper-"))
+    sizes = {
+        "generations": 10_000,  # the wall-time limit ends each search
+        "lam": args.lam,
+        "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
+        "budget": {"seconds": args.budget},
+        "final_budget": {"seconds": args.final_seconds},
+        "energy": {"meter": "auto"},
+    }
+    results_path = Path(args.results)
+    for seed in args.seeds:
+        for name, (data, suffix) in configurations(seed, **sizes).items():
+            if args.configurations and name not in args.configurations:
+                continue
+            data["search"]["time_limit"] = args.search_seconds
+            data["search"]["caps"] = {"max_params": 2_000_000, "max_flops": 200_000_000}
+            data["training"]["device"] = "auto"
+            data["training"].pop("threads")
+            start = time.perf_counter()
+            slug = name.replace("+ ", "").replace(" ", "-")
+            result = run(validate_config(data), out=root / f"{slug}-seed{seed}")
+            final = result.final or {}
+            row = {
+                "configuration": name,
+                "seed": seed,
+                "model": "model 1 (early exit)" if suffix else "full",
+                "test_accuracy": value(final, f"test_accuracy{suffix}"),
+                "energy": value(final, f"energy{suffix}"),
+                "energy_method": ((final.get("metrics") or {}).get(f"energy{suffix}") or {}).get("method"),
+                "flops": value(final, f"flops{suffix}"),
+                "evaluations": result.evaluations,
+                "generations": len(result.generations),
+                "seconds": time.perf_counter() - start,
+                "run_dir": str(result.run_dir),
+            }
+            with results_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(
+                f"{name:15s} seed {seed}: test {row['test_accuracy']:.4f}, energy {row['energy']:.3g} J "
+                f"({row['energy_method']}), {row['evaluations']} evaluations, {row['seconds']:.0f} s",
+                file=sys.stderr,
+            )
+    rows = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
