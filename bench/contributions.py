@@ -69,29 +69,31 @@ def base(
     }
 
 
-def energy_terms(suffix: str) -> dict:
+def energy_terms(suffix: str, weight: float = ENERGY_WEIGHT, threshold: float = THRESHOLD) -> dict:
     return {
         "terms": [
             {"metric": f"accuracy{suffix}"},
             {
                 "metric": f"energy{suffix}",
                 "objective": "minimize",
-                "weight": ENERGY_WEIGHT,
-                "conditions": [{"metric": f"accuracy{suffix}", "type": "greater_than", "value": THRESHOLD}],
+                "weight": weight,
+                "conditions": [{"metric": f"accuracy{suffix}", "type": "greater_than", "value": threshold}],
             },
         ]
     }
 
 
-def configurations(seed: int, **sizes: Any) -> dict[str, tuple[dict, str]]:
+def configurations(
+    seed: int, weight: float = ENERGY_WEIGHT, threshold: float = THRESHOLD, **sizes: Any
+) -> dict[str, tuple[dict, str]]:
     accuracy = base(seed, **sizes)
     energy = base(seed, **sizes)
-    energy["fitness"] = energy_terms("")
+    energy["fitness"] = energy_terms("", weight, threshold)
     reuse = json.loads(json.dumps(energy))
     reuse["search"]["mutation"]["reuse_module"] = 0.15
     partition = json.loads(json.dumps(reuse))
     partition["network"]["macro_structure"] = ["learning", "model_partition"]
-    partition["fitness"] = energy_terms("_1")
+    partition["fitness"] = energy_terms("_1", weight, threshold)
     return {
         "accuracy-only": (accuracy, ""),
         "energy-aware": (energy, ""),

@@ -259,3 +259,36 @@ def test_process_runner_gives_the_same_history(tmp_path):
     pooled = make_config(**{"search.generations": 1, "runner": {"kind": "process", "workers": 2}})
     run(pooled, out=tmp_path / "pool")
     assert history(tmp_path / "pool") == history(tmp_path / "seq")
+
+
+@pytest.mark.parametrize("final_subset, expected", [(None, 300), ("all", None), (500, 500)])
+def test_final_training_data_subset(tmp_path, monkeypatch, final_subset, expected):
+    from evowatt import evaluate as evaluate_module
+
+    seen: list[tuple[str, int | None]] = []
+    original = evaluate_module.DataRef.load
+
+    def spy(self):
+        seen.append(self.train_subset)
+        return original(self)
+
+    monkeypatch.setattr(evaluate_module.DataRef, "load", spy)
+    final = {"budget": {"steps": 5}}
+    if final_subset is not None:
+        final["train_subset"] = final_subset
+    result = run(
+        make_config(
+            **{"dataset.train_subset": 300, "search.generations": 0, "training.final_training": final}
+        ),
+        out=tmp_path / "r",
+    )
+    assert result.final is not None and result.final["status"] == "ok"
+    # the search and the best's test scoring use the search's subset; the final training its own
+    assert seen[0] == 300 and seen[-1] == expected
+    first_final = len(seen) - seen[::-1].index(300) if expected != 300 else len(seen)
+    assert set(seen[:first_final]) == {300} and set(seen[first_final:]) <= {expected}
+
+
+def test_final_training_subset_rejects_nonsense():
+    with pytest.raises(Exception, match="train_subset"):
+        make_config(**{"training.final_training": {"train_subset": 0}})

@@ -116,6 +116,18 @@ class FinalTrainingConfig(_Strict):
     """Train the best genome again from scratch for a longer budget, reported separately."""
 
     budget: BudgetConfig | None = None
+    train_subset: int | Literal["all"] | None = Field(
+        None,
+        description="training images for the final training: unset = the search's dataset.train_subset, "
+        "'all' = the whole official training set (still split for early stopping)",
+    )
+
+    @field_validator("train_subset")
+    @classmethod
+    def _positive(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer, 'all', or unset")
+        return value
 
 
 class TrainingConfig(_Strict):

@@ -57,9 +57,14 @@ def _quiet(*_: Any, **__: Any) -> None:
     pass
 
 
-def data_ref(config: RunConfig) -> DataRef:
+def data_ref(config: RunConfig, final: bool = False) -> DataRef:
+    """The search's data; with ``final``, the training subset the final training asks for."""
     d = config.dataset
-    return DataRef(d.name, d.path, config.seed, tuple(d.splits), d.train_subset, d.test_subset)
+    train_subset = d.train_subset
+    if final and config.training.final_training.train_subset is not None:
+        chosen = config.training.final_training.train_subset
+        train_subset = None if chosen == "all" else chosen
+    return DataRef(d.name, d.path, config.seed, tuple(d.splits), train_subset, d.test_subset)
 
 
 def eval_settings(
@@ -465,7 +470,7 @@ def _final_training(
         final_id,
         candidate.genome,
         grammar_text,
-        data_ref(config),
+        data_ref(config, final=True),
         eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
         candidate.seed,
         weights_out=store.weights_path(final_id),
