@@ -292,3 +292,11 @@ def test_final_training_data_subset(tmp_path, monkeypatch, final_subset, expecte
 def test_final_training_subset_rejects_nonsense():
     with pytest.raises(Exception, match="train_subset"):
         make_config(**{"training.final_training": {"train_subset": 0}})
+
+
+def test_cli_parser_does_not_import_torch():
+    code = (
+        "import sys; from evowatt.cli import build_parser; build_parser(); "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,24 +1,30 @@
-"""The `meters` and `measure` sub-commands; `evowatt.cli` calls `add_commands` when this module exists."""
+"""The `meters` and `measure` sub-commands; `evowatt.cli` calls `add_commands` when this module exists.
+
+Registering them imports nothing heavy: torch loads only when one of them runs, so `evowatt show` and
+`evowatt check-grammar --help` start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from evowatt.cli import input_shape_arg
-from evowatt.energy.commands import measure_command, meters_command
-from evowatt.energy.protocol import MeasureSettings
-from evowatt.energy.select import CHOICES
+from evowatt.energy.settings import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
 
 def _cmd_meters(args: argparse.Namespace) -> int:
+    from evowatt.energy.commands import meters_command
+
     return meters_command(as_json=args.json)
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
+    from evowatt.energy.commands import measure_command
+
     overrides: dict[str, Any] = {"batch_size": args.batch_size, "time_cap_s": args.time_cap}
     try:
         settings = MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -44,7 +50,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("measure", help="measure a saved TorchScript model's inference energy")
     p.add_argument("model", help="TorchScript file (torch.jit.save)")
     p.add_argument("--input-shape", type=input_shape_arg, required=True, metavar="C,H,W")
-    p.add_argument("--meter", choices=CHOICES, default="auto")
+    p.add_argument("--meter", choices=get_args(MeterName), default="auto")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="measurement batch (default 64)")
     p.add_argument("--time-cap", type=float, default=None, help="seconds of repeats at most (default 2)")
