@@ -220,3 +220,19 @@ def test_seconds_budget_is_recorded():
     assert result.train["budget_seconds"] == 0.2 and result.train["budget_steps"] is None
     assert result.train["steps"] > 0
     assert result.train["seconds"] < 0.2 + 0.5
+
+
+def test_thread_setting_holds_for_the_evaluation_only(monkeypatch):
+    seen: list[int] = []
+    original = evaluate_module.train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "train", spy)
+    task = task_for(GOOD, steps=2, report_test=False)
+    threaded = EvalTask(**{**task.__dict__, "settings": EvalSettings(budget_steps=2, threads=2)})
+    assert torch.get_num_threads() == 1  # this module's fixture
+    assert evaluate(threaded).status == "ok"
+    assert seen == [2] and torch.get_num_threads() == 1

@@ -161,7 +161,8 @@ def evaluate(task: EvalTask) -> EvalResult:
     settings = task.settings
     device = resolve_device(settings.device)
     result = EvalResult(task.id, "ok", host=platform.node(), device=str(device))
-    if settings.threads:
+    threads_before = torch.get_num_threads()
+    if settings.threads:  # for this evaluation only: the caller's setting comes back in `finally`
         torch.set_num_threads(settings.threads)
     try:
         genome, grammar, plan = plan_task(task)
@@ -219,6 +220,8 @@ def evaluate(task: EvalTask) -> EvalResult:
         result.status = "failed"
         result.reason = f"{type(exc).__name__}: {exc}"
     finally:
+        if settings.threads:
+            torch.set_num_threads(threads_before)
         result.wall_seconds = time.perf_counter() - start
     return result
 
