@@ -130,28 +130,38 @@ def train_hand_cnn(seed: int, seconds: float) -> dict:
     }
 
 
+def fmt(mean: float, half: float, spec: str) -> str:
+    """Mean ± 95 % half-width (the mean alone for one seed)."""
+    return f"{mean:{spec}}" if math.isnan(half) else f"{mean:{spec}} ± {half:{spec.lstrip('+')}}"
+
+
 def report(rows: list[dict]) -> str:
+    """One row per configuration; reductions and accuracy differences are paired by seed with the baseline."""
     by_config: dict[str, list[dict]] = {}
     for row in rows:
         by_config.setdefault(row["configuration"], []).append(row)
-    baseline = by_config.get("accuracy-only", [])
-    base_energy = statistics.fmean(r["energy"] for r in baseline) if baseline else math.nan
-    base_acc = statistics.fmean(r["test_accuracy"] for r in baseline) if baseline else math.nan
+    baseline = {r["seed"]: r for r in by_config.get("accuracy-only", [])}
     lines = [
-        "| configuration | seeds | model | test accuracy (official test set) | energy / inference | method "
-        "| MFLOPs | energy reduction vs accuracy-only | accuracy vs accuracy-only (pp) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| configuration | seeds | model | test accuracy (official test set) | energy / inference (µJ) "
+        "| method | MFLOPs | energy reduction vs accuracy-only, same seed (%) "
+        "| accuracy vs accuracy-only, same seed (pp) | evaluations | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, group in by_config.items():
-        acc, acc_ci = mean_ci([r["test_accuracy"] for r in group])
-        energy, energy_ci = mean_ci([r["energy"] * 1e6 for r in group])
-        flops, _ = mean_ci([r["flops"] / 1e6 for r in group])
-        reductions = [100 * (1 - r["energy"] / base_energy) for r in group]
-        red, red_ci = mean_ci(reductions)
+        paired = [(r, baseline[r["seed"]]) for r in group if r["seed"] in baseline]
+        reduction = mean_ci([100 * (1 - r["energy"] / b["energy"]) for r, b in paired]) if paired else None
+        gap = (
+            mean_ci([100 * (r["test_accuracy"] - b["test_accuracy"]) for r, b in paired]) if paired else None
+        )
+        evaluations = [r["evaluations"] for r in group if "evaluations" in r]
+        searched = f"{statistics.fmean(evaluations):.0f}" if evaluations else "-"
         lines.append(
-            f"| {name} | {len(group)} | {group[0]['model']} | {acc:.4f} ± {acc_ci:.4f} | "
-            f"{energy:.3g} ± {energy_ci:.2g} µJ | {group[0]['energy_method']} | {flops:.3g} | "
-            f"{red:.1f} ± {red_ci:.1f} % | {100 * (acc - base_acc):+.2f} |"
+            f"| {name} | {len(group)} | {group[0]['model']} "
+            f"| {fmt(*mean_ci([r['test_accuracy'] for r in group]), '.4f')} "
+            f"| {fmt(*mean_ci([r['energy'] * 1e6 for r in group]), '.3g')} | {group[0]['energy_method']} "
+            f"| {fmt(*mean_ci([r['flops'] / 1e6 for r in group]), '.3g')} "
+            f"| {fmt(*reduction, '.1f') if reduction else '-'} | {fmt(*gap, '+.2f') if gap else '-'} "
+            f"| {searched} | {statistics.fmean(r['seconds'] for r in group):.0f} |"
         )
     return "\n".join(lines)
 
