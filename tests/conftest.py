@@ -1,10 +1,32 @@
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPAT = FIXTURES / "compat"
 EXAMPLES = Path(__file__).parent.parent / "examples"
+
+# the network of the end-to-end digits runs: small enough that a generation trains in about a second
+SMALL_NETWORK: dict[str, Any] = {
+    "modules": [
+        {"name": "features", "network_structure_init": [1, 2], "network_structure": [0, 4]},
+        {"name": "classification", "network_structure_init": [1], "network_structure": [0, 2]},
+    ]
+}
+
+
+def config_dict(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A deep copy of `base` with dotted keys set, e.g. ``config_dict(BASE, **{"search.lambda": 3})``."""
+    data = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        node = data
+        *parts, last = key.split(".")
+        for part in parts:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
 
 
 @pytest.fixture

@@ -21,16 +21,6 @@ OUTPUT_RULE = "<softmax> ::= layer:fc act:softmax out_features:10 bias:True"
 IDENTITY = {"layer": "dropout", "rate": 0.0}  # a layer that passes its (merged) input through
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run as fast on one intra-op thread, and a second thread stalls (100x per step seen)
-    when other processes hold the cores of a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 

@@ -13,19 +13,13 @@ from evowatt.config import validate_config
 from evowatt.experiment import run
 from evowatt.search.fitness import score
 from evowatt.store import RunStore
-from tests.conftest import COMPAT
+from tests.conftest import COMPAT, SMALL_NETWORK
 
 BASE = {
     "seed": 1,
     "grammar": "cnn",
     "dataset": {"name": "digits"},
-    "network": {
-        "modules": [
-            {"name": "features", "network_structure_init": [1, 2], "network_structure": [0, 4]},
-            {"name": "classification", "network_structure_init": [1], "network_structure": [0, 2]},
-        ],
-        "macro_structure": ["learning", "model_partition"],
-    },
+    "network": {**SMALL_NETWORK, "macro_structure": ["learning", "model_partition"]},
     "search": {"generations": 2, "lambda": 2, "mutation": {"reuse_module": 0.5}},
     "training": {"budget": {"steps": 10}, "threads": 1},
     "energy": {"meter": "estimate", "time_cap_s": 0.05, "min_window_s": 0.01, "min_repeats": 2, "warmup": 1},

@@ -29,16 +29,6 @@ GRAMMAR = "\n".join(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run as fast on one intra-op thread, and a second thread stalls (100x per step seen)
-    when other processes hold the cores of a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def conv(channels: int, kernel: int, padding: str) -> Node:
     return Node(
         "features",
@@ -233,6 +223,6 @@ def test_thread_setting_holds_for_the_evaluation_only(monkeypatch):
     monkeypatch.setattr(evaluate_module, "train", spy)
     task = task_for(GOOD, steps=2, report_test=False)
     threaded = EvalTask(**{**task.__dict__, "settings": EvalSettings(budget_steps=2, threads=2)})
-    assert torch.get_num_threads() == 1  # this module's fixture
+    assert torch.get_num_threads() == 1  # conftest: one thread for the session
     assert evaluate(threaded).status == "ok"
     assert seen == [2] and torch.get_num_threads() == 1

@@ -29,6 +29,7 @@ from evowatt.config import validate_config
 from evowatt.errors import EvowattError
 from evowatt.experiment import resume, run
 from evowatt.store import CHECKPOINT_NAME, DB_NAME, RunStore
+from tests.conftest import SMALL_NETWORK, config_dict
 
 # seed 1 with train_longer 0.4 has a train_longer mutant in both later generations, continuing from the
 # weights of a different parent each time (#0, then #4): a resume must find those weights on disk
@@ -36,12 +37,7 @@ BASE: dict[str, Any] = {
     "seed": 1,
     "grammar": "cnn",
     "dataset": {"name": "digits"},
-    "network": {
-        "modules": [
-            {"name": "features", "network_structure_init": [1, 2], "network_structure": [0, 4]},
-            {"name": "classification", "network_structure_init": [1], "network_structure": [0, 2]},
-        ]
-    },
+    "network": SMALL_NETWORK,
     "search": {"generations": 2, "lambda": 2, "mutation": {"train_longer": 0.4}},
     "training": {"budget": {"steps": 15}, "threads": 1},
     # the deterministic estimate meter, short protocol: energies must match; latency, a clock, is left out
@@ -64,14 +60,7 @@ KILLS = {  # kill point -> evaluations recorded when it fires
 
 
 def _config(**overrides: Any):
-    data = json.loads(json.dumps(BASE))
-    for key, value in overrides.items():
-        node = data
-        *parts, last = key.split(".")
-        for part in parts:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return validate_config(data)
+    return validate_config(config_dict(BASE, **overrides))
 
 
 def _rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -13,32 +13,20 @@ from evowatt.cli import main
 from evowatt.config import load_config, validate_config
 from evowatt.experiment import resume, run
 from evowatt.store import RunStore
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 
 BASE = {
     "seed": 0,
     "grammar": "cnn",
     "dataset": {"name": "digits"},
-    "network": {
-        "modules": [
-            {"name": "features", "network_structure_init": [1, 2], "network_structure": [0, 4]},
-            {"name": "classification", "network_structure_init": [1], "network_structure": [0, 2]},
-        ]
-    },
+    "network": SMALL_NETWORK,
     "search": {"generations": 2, "lambda": 2},
     "training": {"budget": {"steps": 15}, "threads": 1},
 }
 
 
 def make_config(**overrides):
-    data = json.loads(json.dumps(BASE))
-    for key, value in overrides.items():
-        node = data
-        *parts, last = key.split(".")
-        for part in parts:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return validate_config(data)
+    return validate_config(config_dict(BASE, **overrides))
 
 
 def history(run_dir: Path) -> list[tuple]:

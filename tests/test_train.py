@@ -25,16 +25,6 @@ ADAM = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run as fast on one intra-op thread, and a second thread stalls (100x per step seen)
-    when other processes hold the cores of a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     splits = load_splits("digits")
