@@ -102,6 +102,27 @@ def configurations(
     }
 
 
+def run_configuration(name: str, data: dict, suffix: str, seed: int, root: Path) -> dict:
+    """Run one configuration and seed; the row reports the model its fitness optimises (``suffix``)."""
+    start = time.perf_counter()
+    slug = name.replace("+ ", "").replace(" ", "-")
+    result = run(validate_config(data), out=root / f"{slug}-seed{seed}")
+    final = result.final or {}
+    return {
+        "configuration": name,
+        "seed": seed,
+        "model": "model 1 (early exit)" if suffix else "full",
+        "test_accuracy": value(final, f"test_accuracy{suffix}"),
+        "energy": value(final, f"energy{suffix}"),
+        "energy_method": ((final.get("metrics") or {}).get(f"energy{suffix}") or {}).get("method"),
+        "flops": value(final, f"flops{suffix}"),
+        "evaluations": result.evaluations,
+        "generations": len(result.generations),
+        "seconds": time.perf_counter() - start,
+        "run_dir": str(result.run_dir),
+    }
+
+
 def value(row: dict, name: str) -> float | None:
     metric = (row.get("metrics") or {}).get(name)
     return None if metric is None else float(metric["value"])
@@ -129,19 +150,7 @@ def main() -> int:
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for name, (data, suffix) in configurations(seed, **sizes).items():
-            start = time.perf_counter()
-            slug = name.replace("+ ", "").replace(" ", "-")
-            result = run(validate_config(data), out=root / f"{slug}-seed{seed}")
-            final = result.final or {}
-            row = {
-                "seed": seed,
-                "test_accuracy": value(final, f"test_accuracy{suffix}"),
-                "energy": value(final, f"energy{suffix}"),
-                "flops": value(final, f"flops{suffix}"),
-                "energy_method": ((final.get("metrics") or {}).get(f"energy{suffix}") or {}).get("method"),
-                "evaluations": result.evaluations,
-                "seconds": time.perf_counter() - start,
-            }
+            row = run_configuration(name, data, suffix, seed, root)
             results.setdefault(name, []).append(row)
             print(
                 f"{name:15s} seed {seed}: test accuracy {row['test_accuracy']:.4f}, "

@@ -32,12 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from contributions import configurations, value  # noqa: E402
+from contributions import configurations, run_configuration  # noqa: E402
 
-from evowatt.config import validate_config  # noqa: E402
 from evowatt.data import load_splits  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
-from evowatt.experiment import run  # noqa: E402
 
 HAND_CNN = "hand CNN (DESIGN §1)"
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -229,23 +227,7 @@ def main() -> int:
             data["training"]["device"] = "auto"
             data["training"].pop("threads")
             data["training"]["final_training"]["train_subset"] = final_subset
-            start = time.perf_counter()
-            slug = name.replace("+ ", "").replace(" ", "-")
-            result = run(validate_config(data), out=root / f"{slug}-seed{seed}")
-            final = result.final or {}
-            row = {
-                "configuration": name,
-                "seed": seed,
-                "model": "model 1 (early exit)" if suffix else "full",
-                "test_accuracy": value(final, f"test_accuracy{suffix}"),
-                "energy": value(final, f"energy{suffix}"),
-                "energy_method": ((final.get("metrics") or {}).get(f"energy{suffix}") or {}).get("method"),
-                "flops": value(final, f"flops{suffix}"),
-                "evaluations": result.evaluations,
-                "generations": len(result.generations),
-                "seconds": time.perf_counter() - start,
-                "run_dir": str(result.run_dir),
-            }
+            row = run_configuration(name, data, suffix, seed, root)
             record(row)
             run_seconds.append(row["seconds"])
             print(
