@@ -103,24 +103,133 @@ class CapsConfig(_Strict):
     max_flops: int = Field(2_000_000_000, gt=0, description="per inference; a multiply-add counts 2")
 
 
+class Objective(_Strict):
+    """One objective of the Pareto search, on each model exit (``accuracy`` is accuracy and accuracy_1)."""
+
+    metric: str
+    objective: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("metric")
+    @classmethod
+    def _bare(cls, value: str) -> str:
+        return _check_exit_metric(value)
+
+
+class Constraint(_Strict):
+    """``metric < value`` or ``metric > value`` on each exit; also written as the string "energy < 5e-6"."""
+
+    metric: str
+    type: Literal["greater_than", "less_than"]
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return parse_constraint(data)
+        return data
+
+    @field_validator("metric")
+    @classmethod
+    def _bare(cls, value: str) -> str:
+        return _check_exit_metric(value)
+
+    def text(self) -> str:
+        return f"{self.metric} {'<' if self.type == 'less_than' else '>'} {self.value:g}"
+
+
+def parse_constraint(text: str) -> dict[str, Any]:
+    """ "energy < 5e-6" -> {metric, type, value}; the error says the form expected."""
+    for sign, kind in (("<", "less_than"), (">", "greater_than")):
+        if sign in text:
+            name, _, raw = text.partition(sign)
+            try:
+                return {"metric": name.strip(), "type": kind, "value": float(raw.strip().lstrip("="))}
+            except ValueError:
+                break
+    raise ValueError(
+        f"constraint {text!r}: expected 'metric < value' or 'metric > value', e.g. 'energy < 5e-6'"
+    )
+
+
+def _check_exit_metric(name: str) -> str:
+    """Objective and constraint metrics name the metric, not the exit: every exit is its own point."""
+    if name.endswith(("_0", "_1")):
+        raise ValueError(
+            f"'{name}': objectives and constraints apply to every exit; write '{name[:-2]}' (each exit of a "
+            "partitioned network is its own point on the front)"
+        )
+    return _check_metric(name)
+
+
 class SearchConfig(_Strict):
+    algorithm: Literal["es", "pareto", "random"] = Field(
+        "es", description="es: the paper's (1+λ)-ES on `fitness`; pareto: NSGA-II on `objectives`"
+    )
     generations: int = Field(10, ge=0, description="generations after generation 0")
     lambda_: int = Field(4, ge=1, alias="lambda")
+    population: int = Field(
+        8, ge=1, description="pareto: survivors per generation (μ); also generation 0's size"
+    )
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(metric="accuracy", objective="maximize"),
+            Objective(metric="energy", objective="minimize"),
+        ],
+        min_length=1,
+        description="pareto and random: the objectives, each maximised or minimised; no weights",
+    )
+    constraints: list[Constraint] = Field(
+        default_factory=list, description='pareto and random: e.g. ["energy < 5e-6", "params < 100000"]'
+    )
+    survival: Literal["crowding", "hypervolume"] = Field(
+        "crowding", description="pareto: how the last admitted front is cut (crowding distance or HV share)"
+    )
+    reference_point: dict[str, float] | None = Field(
+        None, description="hypervolume reference per objective metric; default: fixed from generation 0"
+    )
     time_limit: float | None = Field(None, gt=0, description="total wall-time budget in seconds")
     mutation: MutationConfig = MutationConfig()
     caps: CapsConfig = CapsConfig()
     archive_size: int = Field(100, ge=1, description="module archive bound; when full the costliest goes")
+
+    @model_validator(mode="after")
+    def _objectives_fit(self) -> SearchConfig:
+        names = [o.metric for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives name a metric twice: {names}")
+        unknown = sorted(set(self.reference_point or {}) - set(names))
+        if unknown:
+            raise ValueError(f"reference_point names {unknown}, which are not objectives ({names})")
+        if self.reference_point is not None and len(self.reference_point) != len(names):
+            raise ValueError(f"reference_point needs a value for every objective: {names}")
+        return self
+
+    def metrics_used(self) -> set[str]:
+        """Metrics the Pareto search reads (on each exit)."""
+        return {o.metric for o in self.objectives} | {c.metric for c in self.constraints}
 
 
 class FinalTrainingConfig(_Strict):
     """Train the best genome again from scratch for a longer budget, reported separately."""
 
     budget: BudgetConfig | None = None
+    models: int | Literal["all"] = Field(
+        1,
+        description="how many models the run hands over get a final training (most accurate first)",
+    )
     train_subset: int | Literal["all"] | None = Field(
         None,
         description="training images for the final training: unset = the search's dataset.train_subset, "
         "'all' = the whole official training set (still split for early stopping)",
     )
+
+    @field_validator("models")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'all'")
+        return value
 
     @field_validator("train_subset")
     @classmethod
@@ -242,6 +351,12 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     energy: EnergySettings = EnergySettings()
+
+    def metrics_used(self) -> set[str]:
+        """Metrics the chosen search selects on: the fitness's, or the objectives' and constraints'."""
+        if self.search.algorithm == "es":
+            return self.fitness.metrics_used()
+        return self.search.metrics_used()
 
     @model_validator(mode="after")
     def _partition_metrics_need_a_partition(self) -> RunConfig:

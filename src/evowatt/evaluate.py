@@ -32,6 +32,7 @@ from evowatt.nn.builder import (
     plan_network,
 )
 from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.records import EvalResult, Metric, Status
 
 
 @dataclass(frozen=True)
@@ -89,25 +90,6 @@ class EvalTask:
         return cls(**values)
 
 
-@dataclass
-class EvalResult:
-    id: int
-    status: str  # ok | invalid | failed
-    reason: str | None = None
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    train: dict[str, Any] | None = None
-    wall_seconds: float = 0.0
-    weights_path: str | None = None
-    host: str = ""
-    device: str = ""
-    measure_seconds: float | None = None  # time spent measuring energy (inference, modules)
-    measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
-    modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,7 +114,7 @@ def _tensors(data: DataRef, device: str) -> dict[str, tuple[torch.Tensor, torch.
     return out
 
 
-def _metric(value: Any, method: str) -> dict[str, Any]:
+def _metric(value: Any, method: str) -> Metric:
     return {"value": value, "method": method}
 
 
@@ -160,7 +142,7 @@ def evaluate(task: EvalTask) -> EvalResult:
     start = time.perf_counter()
     settings = task.settings
     device = resolve_device(settings.device)
-    result = EvalResult(task.id, "ok", host=platform.node(), device=str(device))
+    result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device))
     threads_before = torch.get_num_threads()
     if settings.threads:  # for this evaluation only: the caller's setting comes back in `finally`
         torch.set_num_threads(settings.threads)
@@ -189,7 +171,7 @@ def evaluate(task: EvalTask) -> EvalResult:
         if training_energy is not None and training_energy.to_metric() is not None:
             result.metrics["training_energy"] = training_energy.to_metric()
         if outcome.diverged:
-            result.status, result.reason = "invalid", "training diverged (NaN or infinite loss)"
+            result.status, result.reason = Status.INVALID, "training diverged (NaN or infinite loss)"
             return result
         full, early = extract_models(model, plan)
         models = {"": full, "_1": early} if early is not None else {"": full}
@@ -213,11 +195,11 @@ def evaluate(task: EvalTask) -> EvalResult:
             save_weights(model, task.weights_out)
             result.weights_path = task.weights_out
     except InvalidNetwork as exc:
-        result.status, result.reason = "invalid", str(exc)
+        result.status, result.reason = Status.INVALID, str(exc)
     except EvowattError:
         raise
     except Exception as exc:  # an individual that raises (e.g. out of memory) must not stop the run
-        result.status = "failed"
+        result.status = Status.FAILED
         result.reason = f"{type(exc).__name__}: {exc}"
     finally:
         if settings.threads:

@@ -7,11 +7,10 @@ recorded is not evaluated again.
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,25 +31,32 @@ from evowatt.evaluate import (
 )
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
-from evowatt.killpoint import killpoint
+from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
+from evowatt.records import EvalResult
 from evowatt.runners import make_runner
-from evowatt.search import Candidate, EvolutionStrategy, fitness_of
-from evowatt.search.es import derived_seed
-from evowatt.search.fitness import score
+from evowatt.search import Candidate, EvolutionStrategy, Search
+from evowatt.search.protocol import derived_seed
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, write_config_files
 
 Progress = Callable[..., None]
 
 
+def make_search(config: RunConfig, grammar: Grammar) -> Search:
+    """The search the config names; each implements ``evowatt.search.Search``."""
+    return EvolutionStrategy(config, grammar)
+
+
 @dataclass
 class RunResult:
     run_dir: Path
-    best: dict[str, Any] | None  # the evaluation row of the final parent
-    final: dict[str, Any] | None  # the final training's row, when configured
+    best: dict[str, Any] | None  # the evaluation row of the best individual (ES: the final parent)
+    final: dict[str, Any] | None  # the (first) final training's row, when configured
     generations: list[dict[str, Any]]
     evaluations: int
     wall_seconds: float
     stopped: str  # generations | time_limit
+    handed: list[dict[str, Any]] = field(default_factory=list)  # every model handed over (ES: 1; front)
+    finals: list[dict[str, Any]] = field(default_factory=list)  # their final trainings
 
 
 def _quiet(*_: Any, **__: Any) -> None:
@@ -113,7 +119,7 @@ def choose_meter(config: RunConfig) -> dict[str, Any]:
         estimate_constants=energy.estimate,
     )
     try:
-        check_metrics(config.fitness.metrics_used(), meter.name)
+        check_metrics(config.metrics_used(), meter.name)
         idle = measure_idle(meter, energy)
     finally:
         meter.close()
@@ -142,7 +148,7 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
         store.set_meta("evowatt_version", __version__)
         store.set_meta("started_at", time.time())
         store.set_meta("meter", meter)
-        search = EvolutionStrategy(config, grammar)
+        search = make_search(config, grammar)
     except BaseException:
         store.close()
         raise
@@ -182,7 +188,7 @@ def resume(
         data_ref(config).load()
         if store.meta("meter") is None:  # a run from before meters were recorded
             store.set_meta("meter", choose_meter(config))
-        search = EvolutionStrategy(config, grammar)
+        search = make_search(config, grammar)
         state = store.load_checkpoint()
         if state is not None:
             _load_search_state(search, state, store)
@@ -277,16 +283,16 @@ def config_changes(
     return {k: [old.get(k), new.get(k)] for k in differing}
 
 
-def _load_search_state(search: EvolutionStrategy, state: dict[str, Any], store: RunStore) -> None:
+def _load_search_state(search: Search, state: dict[str, Any], store: RunStore) -> None:
     """Load the checkpoint into the search; one message when it does not fit this search or this store."""
     try:
         search.load_state(state)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
-    parent = search.parent
-    if parent is not None and store.evaluation(parent.id) is None:
+    missing = [i for i in search.best() if store.evaluation(i) is None]
+    if missing:
         raise EvowattError(
-            f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {parent.id} as the parent, but "
+            f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {missing[0]} as the parent, but "
             f"{store.db_path} does not hold it: the two files do not belong to the same run. Restore the "
             "matching pair from a backup; nothing was changed"
         )
@@ -314,7 +320,7 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
 
 
 def _loop(
-    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
     try:
         return _loop_body(config, grammar_text, search, store, progress)
@@ -322,44 +328,17 @@ def _loop(
         store.close()
 
 
-def _raise_if_disk_full(result: dict[str, Any], store: RunStore) -> None:
-    """A full disk is the run's problem, not the individual's: recorded as 'failed' it would stay failed
-    after the user frees space and resumes, and the run would no longer equal an uninterrupted one."""
-    reason = result.get("reason") or ""
-    if result.get("status") == "failed" and reason.startswith(f"OSError: [Errno {errno.ENOSPC}]"):
-        detail = reason.removeprefix("OSError: ")
-        raise EvowattError(
-            f"disk full while evaluation {result['id']} saved its weights ({detail});"
-            " the last checkpoint is intact and every recorded evaluation is kept: free space then "
-            f"`evowatt resume {store.dir}`"
-        )
-
-
-def _reusable(row: dict[str, Any] | None, candidate: Candidate) -> bool:
-    """A recorded evaluation stands for this candidate when it is the same individual trained the same way."""
-    return (
-        row is not None
-        and row["genome"] == candidate.genome
-        and row["kind"] == candidate.kind
-        and row["seed"] == candidate.seed
-    )
-
-
 def _loop_body(
-    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
-    start = time.perf_counter()
-    elapsed_before = float(store.meta("elapsed_seconds", 0.0))
-    time_limit = config.search.time_limit
+    limit = TimeLimit(config.search.time_limit, float(store.meta("elapsed_seconds", 0.0)))
+    hooks = Hooks(killpoint_hook, progress)
     budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
-    stopped = "generations"
-
-    def out_of_time() -> bool:
-        """The total wall-time budget is checked before every evaluation, not only between generations."""
-        return time_limit is not None and elapsed_before + time.perf_counter() - start >= time_limit
-
-    progress(
+    evaluator = StoreEvaluator(
+        store, runner, lambda c: _task(config, grammar_text, store, c), evaluate, hooks, budget
+    )
+    hooks(
         "start",
         run_dir=store.dir,
         generations=config.search.generations,
@@ -368,77 +347,39 @@ def _loop_body(
     )
     failed = True
     try:
-        while not search.done():
-            candidates = search.ask()
-            progress("generation", generation=search.generation, candidates=len(candidates))
-            by_id = {c.id: c for c in candidates}
-            results: dict[int, dict[str, Any]] = {}
-            for c in candidates:
-                row = store.evaluation(c.id)
-                if _reusable(row, c):
-                    results[c.id] = _row_to_result(row)
-            todo = [_task(config, grammar_text, store, c) for c in candidates if c.id not in results]
-            if out_of_time():
-                stopped = "time_limit"
-                break
-            for task in todo:
-                progress("evaluate", candidate=by_id[task.id])
-            for result in runner.map(evaluate, todo):
-                data = result.to_json()
-                candidate = by_id[data["id"]]
-                _raise_if_disk_full(data, store)
-                fitness, why = score(data, config.fitness)
-                if fitness is None and data["status"] == "ok":
-                    data["reason"] = f"no fitness: {why}"  # e.g. a minimised metric that is missing
-                killpoint("mid-training")
-                store.record(candidate.to_json(), data, fitness, budget)
-                killpoint("after-record")
-                results[data["id"]] = data
-                progress("result", candidate=candidate, result=data, fitness=fitness)
-                if len(results) < len(candidates) and out_of_time():
-                    break  # the rest of this generation would overrun the time limit: it stays untold
-            if len(results) < len(candidates):
-                stopped = "time_limit"
-                break
-            record = search.tell([results[c.id] for c in candidates])
-            store.record_generation(record)
-            # the checkpoint names the weights it needs; only once it is on disk may others be pruned
-            keep = search.weights_to_keep()
-            store.save_checkpoint(search.state(), keep_weights=keep)
-            store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
-            store.prune_weights(keep, below=max(record["evaluations"]) + 1)
-            progress("told", record=record, parent=search.parent)
+        stopped = run_search(search, evaluator, store, limit)
         failed = False
     finally:
         runner.close()
         try:
-            store.set_meta("elapsed_seconds", elapsed_before + time.perf_counter() - start)
+            store.set_meta("elapsed_seconds", limit.elapsed())
         except EvowattError:
             if not failed:  # a failing run reports its first error, not this follow-on one
                 raise
-    best = _report_test(config, grammar_text, search, store)
-    final = _final_training(config, grammar_text, search, store, progress) if best else None
+    handed = [_report_test(config, grammar_text, store, i) for i in search.best()]
+    handed = [row for row in handed if row is not None]
+    finals = _final_training(config, grammar_text, search, store, hooks)
     store.set_meta("finished_at", time.time())
     result = RunResult(
         run_dir=store.dir,
-        best=best,
-        final=final,
+        best=handed[0] if handed else None,
+        final=finals[0] if finals else None,
         generations=store.generations(),
         evaluations=len(store.evaluations("WHERE kind != 'final'")),
-        wall_seconds=elapsed_before + time.perf_counter() - start,
+        wall_seconds=limit.elapsed(),
         stopped=stopped,
+        handed=handed,
+        finals=finals,
     )
-    progress("done", result=result)
+    hooks("done", result=result)
     return result
 
 
 def _report_test(
-    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore
+    config: RunConfig, grammar_text: str, store: RunStore, evaluation_id: int
 ) -> dict[str, Any] | None:
-    """The best individual's row, with its test-set accuracy added (computed once, from its saved weights)."""
-    if search.parent is None:
-        return None
-    best = store.evaluation(search.parent.id)
+    """An evaluation handed to the user, with its test-set accuracy added (once, from its saved weights)."""
+    best = store.evaluation(evaluation_id)
     if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
         candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
         task = _task(config, grammar_text, store, candidate)
@@ -449,56 +390,51 @@ def _report_test(
 
 
 def _final_training(
-    config: RunConfig, grammar_text: str, search: EvolutionStrategy, store: RunStore, progress: Progress
-) -> dict[str, Any] | None:
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks
+) -> list[dict[str, Any]]:
+    """The final training of the models the run hands over (``final_training.models`` of ``best()``)."""
     budget = config.training.final_training.budget
-    if budget is None or search.parent is None:
-        return None
-    existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (search.parent.id,))
-    if existing:  # resuming a run killed after its final training: not trained twice
-        return existing[-1]
-    final_id = max(search.next_id, store.max_id() + 1)
-    candidate = Candidate(
-        final_id,
-        search.generation,
-        "final",
-        search.parent.genome,
-        derived_seed(config.seed, final_id),
-        parent_id=search.parent.id,
-    )
-    task = EvalTask(
-        final_id,
-        candidate.genome,
-        grammar_text,
-        data_ref(config, final=True),
-        eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
-        candidate.seed,
-        weights_out=store.weights_path(final_id),
-        kind="final",
-    )
-    progress("final", candidate=candidate, budget=budget)
-    data = evaluate(task).to_json()
-    store.record(
-        candidate.to_json(),
-        data,
-        fitness_of(data, config.fitness),
-        {"steps": budget.steps, "seconds": budget.seconds},
-    )
-    return store.evaluation(final_id)
-
-
-def _row_to_result(row: dict[str, Any]) -> dict[str, Any]:
-    """The result as ``evaluate`` returned it, so a resumed ``tell`` sees exactly what the first one saw."""
-    if row.get("result"):
-        return {**row["result"], "weights_path": row["weights"]}
-    return {  # stores written before the full result was kept
-        "id": row["id"],
-        "status": row["status"],
-        "reason": row["reason"],
-        "metrics": row["metrics"],
-        "train": row["train"],
-        "wall_seconds": row["wall_seconds"],
-        "weights_path": row["weights"],
-        "host": row["host"],
-        "device": row["device"],
-    }
+    if budget is None:
+        return []
+    count = config.training.final_training.models
+    chosen = search.best() if count == "all" else search.best()[: int(count)]
+    rows = []
+    for source_id in chosen:
+        row = store.evaluation(source_id)
+        if row is None or row["status"] != "ok":
+            continue
+        existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
+        if existing:  # resuming a run killed after this final training: not trained twice
+            rows.append(existing[-1])
+            continue
+        final_id = max(search.next_id, store.max_id() + 1)
+        candidate = Candidate(
+            final_id,
+            search.generation,
+            "final",
+            row["genome"],
+            derived_seed(config.seed, final_id),
+            parent_id=source_id,
+        )
+        task = EvalTask(
+            final_id,
+            candidate.genome,
+            grammar_text,
+            data_ref(config, final=True),
+            eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
+            candidate.seed,
+            weights_out=store.weights_path(final_id),
+            kind="final",
+        )
+        hooks("final", candidate=candidate, budget=budget)
+        result = EvalResult.coerce(evaluate(task))
+        scored = search.score(result)
+        store.record(
+            candidate.to_json(),
+            result.to_json(),
+            scored.fitness,
+            {"steps": budget.steps, "seconds": budget.seconds},
+            scored,
+        )
+        rows.append(store.evaluation(final_id))
+    return rows

@@ -70,14 +70,16 @@ CREATE TABLE IF NOT EXISTS evaluations (
     budget_steps INTEGER,
     budget_seconds REAL,
     measure_seconds REAL,
-    result TEXT
+    result TEXT,
+    score TEXT
 );
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
-    parent_id INTEGER NOT NULL,
+    parent_id INTEGER,
     best_fitness REAL,
     evaluations TEXT NOT NULL,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    record TEXT
 );
 """
 
@@ -89,8 +91,11 @@ _ADDED_COLUMNS = {
     "budget_seconds": "REAL",
     "measure_seconds": "REAL",
     "result": "TEXT",
+    "score": "TEXT",
 }
-_JSON_COLUMNS = ("mutations", "genome", "metrics", "train", "result")
+# the generation record of any search (survivors, front, hypervolume); first-version rows lack it
+_ADDED_GENERATION_COLUMNS = {"record": "TEXT"}
+_JSON_COLUMNS = ("mutations", "genome", "metrics", "train", "result", "score")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
@@ -275,6 +280,10 @@ class RunStore:
                 for name, kind in _ADDED_COLUMNS.items():
                     if name not in columns:
                         db.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
+                generation_columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+                for name, kind in _ADDED_GENERATION_COLUMNS.items():
+                    if name not in generation_columns:
+                        db.execute(f"ALTER TABLE generations ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -338,12 +347,14 @@ class RunStore:
         result: dict[str, Any],
         fitness: float | None,
         budget: dict[str, Any] | None = None,
+        score: Any = None,
     ) -> None:
         """Record one finished evaluation in its own transaction.
 
-        ``budget`` ({"steps": ..., "seconds": ...}) is what it was allowed, so a failed evaluation that
-        trained nothing still says what it was given. ``measure_seconds`` is the energy measurement's
-        wall time, from the result or its metrics when the evaluation reports one.
+        ``score`` is the search's ``Score`` of it (fitness or objective points), kept so a resumed run
+        reuses it instead of computing it again. ``budget`` ({"steps": ..., "seconds": ...}) is what it
+        was allowed, so a failed evaluation that trained nothing still says what it was given.
+        ``measure_seconds`` is the energy measurement's wall time, from the result or its metrics.
         """
         train = result.get("train") or {}
         budget = budget or {}
@@ -377,6 +388,7 @@ class RunStore:
             "budget_seconds": train.get("budget_seconds", budget.get("seconds")),
             "measure_seconds": measure,
             "result": json.dumps(full),
+            "score": None if score is None else json.dumps(score.to_json()),
         }
         columns = ", ".join(values)
         marks = ", ".join("?" * len(values))
@@ -418,26 +430,39 @@ class RunStore:
         )
 
     def record_generation(self, record: dict[str, Any]) -> None:
+        """A finished generation (``GenerationRecord.to_json()``): survivors, front, hypervolume."""
         self._write(
             f"generation {record['generation']}",
-            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO generations (generation, parent_id, best_fitness, evaluations, "
+            "recorded_at, record) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 record["generation"],
-                record["parent_id"],
-                record["best_fitness"],
+                record.get("parent_id"),
+                record.get("best_fitness"),
                 json.dumps(record["evaluations"]),
                 time.time(),
+                json.dumps(record),
             ),
         )
 
     def generations(self) -> list[dict[str, Any]]:
+        """Every generation record; a first-version row (ES parent only) reads as one with one survivor."""
+        has_record = "record" in {row[1] for row in self.db.execute("PRAGMA table_info(generations)")}
+        extra = ", record" if has_record else ", NULL"
         cursor = self.db.execute(
-            "SELECT generation, parent_id, best_fitness, evaluations FROM generations ORDER BY generation"
+            f"SELECT generation, parent_id, best_fitness, evaluations{extra} FROM generations "
+            "ORDER BY generation"
         )
-        return [
-            {"generation": g, "parent_id": p, "best_fitness": f, "evaluations": json.loads(e)}
-            for g, p, f, e in cursor.fetchall()
-        ]
+        rows = []
+        for g, p, f, e, r in cursor.fetchall():
+            data = json.loads(r) if r else {"generation": g, "parent_id": p, "best_fitness": f}
+            data["evaluations"] = json.loads(e)
+            data.setdefault("best_id", data.get("parent_id"))
+            data.setdefault("survivors", [] if data["best_id"] is None else [data["best_id"]])
+            data.setdefault("front", [])
+            data.setdefault("hypervolume", None)
+            rows.append(data)
+        return rows
 
     def prune_weights(self, keep: set[int], below: int | None = None) -> None:
         """Delete weights of evaluations that can no longer become parents.

@@ -10,7 +10,8 @@ All state is plain data (``state()`` / ``from_state``) so a checkpoint is JSON, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -20,30 +21,18 @@ from evowatt.config import RunConfig
 from evowatt.genome import Genome, random_genome
 from evowatt.grammar import Grammar
 from evowatt.mutation import ModuleSampler, Mutator
-from evowatt.search.fitness import fitness_of, rank_key
+from evowatt.records import EvalResult
+from evowatt.search.fitness import rank_key, score
+from evowatt.search.protocol import (
+    Candidate,
+    Evaluated,
+    GenerationRecord,
+    Score,
+    as_evaluated,
+    derived_seed,
+)
 
-
-def derived_seed(run_seed: int, evaluation_id: int) -> int:
-    """A per-evaluation seed that depends only on the run seed and the evaluation's id."""
-    return int(np.random.SeedSequence([run_seed, evaluation_id]).generate_state(1, np.uint32)[0])
-
-
-@dataclass
-class Candidate:
-    """One evaluation the search asks for; JSON-serialisable."""
-
-    id: int
-    generation: int
-    kind: str  # random | parent | mutant | train_longer
-    genome: dict[str, Any]
-    seed: int
-    parent_id: int | None = None
-    continue_from: int | None = None  # evaluation whose trained weights this one starts from
-    mutations: list[str] = field(default_factory=list)
-    measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Candidate", "EvolutionStrategy", "derived_seed"]
 
 
 @dataclass
@@ -112,31 +101,35 @@ class EvolutionStrategy:
         self.pending = batch
         return list(batch)
 
-    def tell(self, results: list[dict[str, Any]]) -> dict[str, Any]:
-        """Select the next parent from this generation's results (dicts from ``evaluate``, by id)."""
-        by_id = {r["id"]: r for r in results}
-        missing = [c.id for c in self.pending if c.id not in by_id]
-        if missing:
-            raise ValueError(f"results missing for evaluations {missing}")
-        for c in self.pending:
-            self._archive_modules(c, by_id[c.id])
-        scored = [(c, fitness_of(by_id[c.id], self.config.fitness)) for c in self.pending]
-        best, best_fitness = scored[0]
-        for candidate, fitness in scored[1:]:
-            if rank_key(fitness) > rank_key(best_fitness):
-                best, best_fitness = candidate, fitness
-        self.parent = Parent(best.id, best.genome, best_fitness)
-        record = {
-            "generation": self.generation,
-            "parent_id": best.id,
-            "best_fitness": best_fitness,
-            "evaluations": [c.id for c in self.pending],
-            "fitness": [[c.id, f] for c, f in scored],
-        }
-        self.history.append(record)
+    def score(self, result: EvalResult) -> Score:
+        fitness, reason = score(result, self.config.fitness)
+        return Score(fitness=fitness, reason=reason)
+
+    def tell(self, evaluated: Sequence[Evaluated | EvalResult | dict[str, Any]]) -> GenerationRecord:
+        """Select the next parent from this generation's results; the retrained parent wins ties."""
+        told = as_evaluated(evaluated, self.pending, self.score)
+        for item in told:
+            self._archive_modules(item.candidate, item.result)
+        best = told[0]
+        for item in told[1:]:
+            if rank_key(item.score.fitness) > rank_key(best.score.fitness):
+                best = item
+        self.parent = Parent(best.candidate.id, best.candidate.genome, best.score.fitness)
+        record = GenerationRecord(
+            generation=self.generation,
+            evaluations=[item.candidate.id for item in told],
+            survivors=[best.candidate.id],
+            best_id=best.candidate.id,
+            best_fitness=best.score.fitness,
+            fitness=[[item.candidate.id, item.score.fitness] for item in told],
+        )
+        self.history.append(record.to_json())
         self.pending = []
         self.generation += 1
         return record
+
+    def best(self) -> list[int]:
+        return [self.parent.id] if self.parent is not None else []
 
     def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
         if self.uses_archive and kind in ("random", "mutant"):
@@ -147,11 +140,11 @@ class EvolutionStrategy:
         self.next_id += 1
         return candidate
 
-    def _archive_modules(self, candidate: Candidate, result: dict[str, Any]) -> None:
+    def _archive_modules(self, candidate: Candidate, result: EvalResult) -> None:
         """Keep the modules this evaluation costed on its own (in id order: a reproducible archive)."""
-        if result.get("status") != "ok":
+        if not result.ok:
             return
-        for entry in result.get("modules") or []:
+        for entry in result.modules:
             cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
             self.archive.add(
                 entry["module"],

@@ -9,22 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from evowatt.config import FitnessConfig
+from evowatt.records import EvalResult
+
+Result = EvalResult | dict[str, Any]
 
 
-def metric_value(result: dict[str, Any], name: str) -> float | None:
+def metric_value(result: Result, name: str) -> float | None:
     """A metric's value from a result's metrics; ``x_0`` is the full model, stored under ``x``."""
-    metrics = result.get("metrics") or {}
-    entry = metrics.get(name)
-    if entry is None and name.endswith("_0"):
-        entry = metrics.get(name[:-2])
-    value = entry.get("value") if isinstance(entry, dict) else entry
-    return None if value is None else float(value)
+    return EvalResult.coerce(result).metric(name)
 
 
-def score(result: dict[str, Any], fitness: FitnessConfig) -> tuple[float | None, str | None]:
+def score(result: Result, fitness: FitnessConfig) -> tuple[float | None, str | None]:
     """(fitness, None) or (None, the reason there is none)."""
-    if result.get("status") != "ok":
-        return None, result.get("reason") or result.get("status")
+    result = EvalResult.coerce(result)
+    if not result.ok:
+        return None, result.reason or result.status.value
     total = 0.0
     for term in fitness.resolved_terms():
         holds = True
@@ -47,7 +46,7 @@ def score(result: dict[str, Any], fitness: FitnessConfig) -> tuple[float | None,
     return total, None
 
 
-def fitness_of(result: dict[str, Any], fitness: FitnessConfig) -> float | None:
+def fitness_of(result: Result, fitness: FitnessConfig) -> float | None:
     return score(result, fitness)[0]
 
 

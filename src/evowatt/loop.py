@@ -1,0 +1,166 @@
+"""The loop that joins a search, a runner and the store: ask, evaluate, record, tell, checkpoint.
+
+It knows no search in particular (any ``Search``), and everything around it is an object: the
+``StoreEvaluator`` reuses evaluations the store already holds (which is how a resumed run replays), the
+``TimeLimit`` says when to stop, and ``Hooks`` carry progress, the event log and crash injection.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evowatt.errors import EvowattError
+from evowatt.killpoint import killpoint
+from evowatt.records import EvalResult, Status
+from evowatt.search.protocol import Candidate, Evaluated, Score, Search
+from evowatt.store import RunStore
+
+Hook = Callable[..., None]
+
+
+class Hooks:
+    """Observers of the loop's events, called in order: ``hook(event, **info)``.
+
+    Events: start, generation, evaluate, recording (an evaluation is done, not yet recorded), result
+    (recorded), told (a round was told; ``record`` is None mid-generation), final, done.
+    """
+
+    def __init__(self, *hooks: Hook | None):
+        self.hooks = [h for h in hooks if h is not None]
+
+    def add(self, hook: Hook) -> None:
+        self.hooks.append(hook)
+
+    def __call__(self, event: str, **info: Any) -> None:
+        for hook in self.hooks:
+            hook(event, **info)
+
+
+def killpoint_hook(event: str, **_: Any) -> None:
+    """Crash injection for the resume tests (``EVOWATT_KILL_AT``): after training, after recording."""
+    if event == "recording":
+        killpoint("mid-training")
+    elif event == "result":
+        killpoint("after-record")
+
+
+class TimeLimit:
+    """The run's total wall-time budget, counting the time of earlier sessions of a resumed run."""
+
+    def __init__(self, seconds: float | None, elapsed_before: float = 0.0):
+        self.seconds = seconds
+        self.elapsed_before = elapsed_before
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def expired(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+
+def reusable(row: dict[str, Any] | None, candidate: Candidate) -> bool:
+    """A recorded evaluation stands for this candidate when it is the same individual trained the same way."""
+    return (
+        row is not None
+        and row["genome"] == candidate.genome
+        and row["kind"] == candidate.kind
+        and row["seed"] == candidate.seed
+    )
+
+
+def row_result(row: dict[str, Any]) -> EvalResult:
+    """The result as ``evaluate`` returned it, so a resumed ``tell`` sees exactly what the first one saw."""
+    if row.get("result"):
+        return EvalResult.from_json({**row["result"], "weights_path": row["weights"]})
+    return EvalResult.from_json({**row, "weights_path": row["weights"]})  # stores before the full result
+
+
+def _raise_if_disk_full(result: EvalResult, store: RunStore) -> None:
+    """A full disk is the run's problem, not the individual's: recorded as 'failed' it would stay failed
+    after the user frees space and resumes, and the run would no longer equal an uninterrupted one."""
+    reason = result.reason or ""
+    if result.status is Status.FAILED and reason.startswith(f"OSError: [Errno {errno.ENOSPC}]"):
+        detail = reason.removeprefix("OSError: ")
+        raise EvowattError(
+            f"disk full while evaluation {result.id} saved its weights ({detail});"
+            " the last checkpoint is intact and every recorded evaluation is kept: free space then "
+            f"`evowatt resume {store.dir}`"
+        )
+
+
+@dataclass
+class StoreEvaluator:
+    """Evaluates candidates through a runner, recording each result the moment it arrives.
+
+    A candidate whose evaluation the store already holds is not evaluated again (its recorded score is
+    reused), so resuming is the same loop over a fuller store.
+    """
+
+    store: RunStore
+    runner: Any  # runners.Runner: map(fn, tasks) yields results as each finishes
+    make_task: Callable[[Candidate], Any]
+    evaluate: Callable[[Any], EvalResult]
+    hooks: Hooks
+    budget: dict[str, Any]
+
+    def __call__(
+        self, candidates: Sequence[Candidate], score: Callable[[EvalResult], Score], limit: TimeLimit
+    ) -> list[Evaluated] | None:
+        """Every candidate evaluated and scored, or None when the time limit stopped the batch."""
+        by_id = {c.id: c for c in candidates}
+        done: dict[int, Evaluated] = {}
+        for c in candidates:
+            row = self.store.evaluation(c.id)
+            if reusable(row, c):
+                result = row_result(row)
+                recorded = Score.from_json(row["score"]) if row.get("score") else score(result)
+                done[c.id] = Evaluated(c, result, recorded)
+        if limit.expired():
+            return None
+        todo = [self.make_task(c) for c in candidates if c.id not in done]
+        for task in todo:
+            self.hooks("evaluate", candidate=by_id[task.id])
+        for result in self.runner.map(self.evaluate, todo):
+            result = EvalResult.coerce(result)
+            candidate = by_id[result.id]
+            _raise_if_disk_full(result, self.store)
+            scored = score(result)
+            if result.ok and scored.fitness is None and not scored.points and scored.reason:
+                result.reason = f"no fitness: {scored.reason}"  # e.g. a minimised metric that is missing
+            self.hooks("recording", candidate=candidate, result=result)
+            self.store.record(candidate.to_json(), result.to_json(), scored.fitness, self.budget, scored)
+            done[result.id] = Evaluated(candidate, result, scored)
+            self.hooks(
+                "result", candidate=candidate, result=result.to_json(), fitness=scored.fitness, score=scored
+            )
+            if len(done) < len(candidates) and limit.expired():
+                break  # the rest of this batch would overrun the time limit: it stays untold
+        if len(done) < len(candidates):
+            return None
+        return [done[c.id] for c in candidates]
+
+
+def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit: TimeLimit) -> str:
+    """Ask, evaluate, tell and checkpoint until the search is done or the time is up; says which."""
+    hooks = evaluate.hooks
+    while not search.done():
+        candidates = search.ask()
+        hooks("generation", generation=search.generation, candidates=len(candidates))
+        told = evaluate(candidates, search.score, limit)
+        if told is None:
+            return "time_limit"
+        record = search.tell(told)
+        if record is not None:
+            store.record_generation(record.to_json())
+        # the checkpoint names the weights it needs; only once it is on disk may others be pruned
+        keep = search.weights_to_keep()
+        store.save_checkpoint(search.state(), keep_weights=keep)
+        store.set_meta("elapsed_seconds", limit.elapsed())
+        store.prune_weights(keep, below=max(c.id for c in candidates) + 1)
+        hooks("told", record=record, search=search, parent=getattr(search, "parent", None))
+    return "generations"

@@ -1,0 +1,83 @@
+"""Typed records that cross layers: what ``evaluate`` returns and what the search and the store receive.
+
+Torch-free, so the search can use them. ``Metric`` is a TypedDict: a value with the method that produced
+it (``measured:nvml``, ``estimated:model``, ``counted:plan``, ...), stored as JSON unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, TypedDict
+
+
+class Status(str, Enum):
+    """How an evaluation ended; a ``str`` so it compares and serialises as its value."""
+
+    OK = "ok"
+    INVALID = "invalid"  # cannot become a network, over a cap, diverged, or lacks a metric it needs
+    FAILED = "failed"  # raised while training or measuring (e.g. out of memory)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Metric(TypedDict, total=False):
+    value: Any
+    method: str
+    ci: float
+
+
+@dataclass
+class EvalResult:
+    """One evaluation's outcome: status, metrics with their method, training and measurement details."""
+
+    id: int
+    status: Status
+    reason: str | None = None
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    train: dict[str, Any] | None = None
+    wall_seconds: float = 0.0
+    weights_path: str | None = None
+    host: str = ""
+    device: str = ""
+    measure_seconds: float | None = None  # time spent measuring energy (inference, modules)
+    measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
+    modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def metric(self, name: str) -> float | None:
+        """A metric's value; ``x_0`` (the full model) is stored under ``x``."""
+        entry = self.metrics.get(name)
+        if entry is None and name.endswith("_0"):
+            entry = self.metrics.get(name[:-2])
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        return None if value is None else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalResult:
+        """From ``to_json`` or an older store's row; unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("id", -1)  # a bare {status, metrics} (scoring a stored row) has no id
+        for key in ("metrics", "measurements"):
+            if values.get(key) is None:
+                values[key] = {}
+        if values.get("modules") is None:
+            values["modules"] = []
+        return cls(**values)
+
+    @classmethod
+    def coerce(cls, value: EvalResult | dict[str, Any]) -> EvalResult:
+        return value if isinstance(value, EvalResult) else cls.from_json(value)

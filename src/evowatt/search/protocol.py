@@ -1,0 +1,170 @@
+"""The protocol every search implements, and the records it exchanges with the loop.
+
+A search asks for candidates, is told their evaluated results (each already scored once, by the search's
+own ``score``), and says when it is done. Its whole state is plain JSON (``state`` / ``load_state``), so a
+checkpoint is a file and resuming is replaying ``tell`` with what the store holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from evowatt.records import EvalResult
+
+
+def derived_seed(run_seed: int, evaluation_id: int) -> int:
+    """A per-evaluation seed that depends only on the run seed and the evaluation's id."""
+    return int(np.random.SeedSequence([run_seed, evaluation_id]).generate_state(1, np.uint32)[0])
+
+
+@dataclass
+class Candidate:
+    """One evaluation the search asks for; JSON-serialisable."""
+
+    id: int
+    generation: int
+    kind: str  # random | parent | mutant | train_longer | final
+    genome: dict[str, Any]
+    seed: int
+    parent_id: int | None = None
+    continue_from: int | None = None  # evaluation whose trained weights this one starts from
+    mutations: list[str] = field(default_factory=list)
+    measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**data)
+
+
+@dataclass
+class Score:
+    """What a search makes of one result, computed once and recorded with it.
+
+    ``fitness`` is the weighted fitness (the ES); ``points`` holds one entry per model exit ("0" the full
+    model, "1" the early exit) with its objective values and total normalised constraint violation (the
+    Pareto search). ``reason`` says why there is no fitness or why a point is infeasible.
+    """
+
+    fitness: float | None = None
+    points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Score:
+        return cls(**(data or {}))
+
+
+@dataclass
+class Evaluated:
+    """A candidate with its result and that result's score: what ``tell`` receives."""
+
+    candidate: Candidate
+    result: EvalResult
+    score: Score
+
+
+@dataclass
+class GenerationRecord:
+    """What any search keeps of a finished generation: its evaluations, survivors and front.
+
+    ``best_id`` is the ES's parent (None for a population search); ``front`` lists the non-dominated
+    feasible points as ``{"id": ..., "exit": "0" | "1"}``; ``hypervolume`` is that front's, against the
+    run's fixed reference point.
+    """
+
+    generation: int
+    evaluations: list[int]
+    survivors: list[int]
+    best_id: int | None = None
+    best_fitness: float | None = None
+    front: list[dict[str, Any]] = field(default_factory=list)
+    hypervolume: float | None = None
+    fitness: list[list[Any]] = field(default_factory=list)  # [[id, fitness]] for the ES
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["parent_id"] = self.best_id  # the name stores and tools of the first version read
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        """Read like the first version's dict record (``record["parent_id"]``)."""
+        return self.to_json()[key]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationRecord:
+        """From ``to_json`` or a first-version row (generation, parent_id, best_fitness, evaluations)."""
+        best = data.get("best_id", data.get("parent_id"))
+        return cls(
+            generation=int(data["generation"]),
+            evaluations=[int(i) for i in data.get("evaluations") or []],
+            survivors=[int(i) for i in data.get("survivors") or ([] if best is None else [best])],
+            best_id=best,
+            best_fitness=data.get("best_fitness"),
+            front=list(data.get("front") or []),
+            hypervolume=data.get("hypervolume"),
+            fitness=list(data.get("fitness") or []),
+        )
+
+
+class Search(Protocol):
+    """ask -> (the loop evaluates, scores with ``score``, records) -> tell; repeat until ``done``."""
+
+    generation: int
+    next_id: int
+
+    def ask(self) -> list[Candidate]:
+        """The candidates to evaluate next; asking again before ``tell`` returns the same ones."""
+        ...
+
+    def score(self, result: EvalResult) -> Score:
+        """The result's fitness or objective points; computed once per result by the loop."""
+        ...
+
+    def tell(self, evaluated: Sequence[Evaluated]) -> GenerationRecord | None:
+        """Select from the asked candidates' results; None when this round did not end a generation."""
+        ...
+
+    def done(self) -> bool: ...
+
+    def best(self) -> list[int]:
+        """Evaluation ids the run hands to the user: the ES's parent, the Pareto search's front."""
+        ...
+
+    def weights_to_keep(self) -> set[int]:
+        """Evaluations whose trained weights a later candidate may still start from."""
+        ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+def as_evaluated(
+    items: Sequence[Evaluated | EvalResult | dict[str, Any]],
+    pending: Sequence[Candidate],
+    score: Callable[[EvalResult], Score],
+) -> list[Evaluated]:
+    """Results for the pending candidates, in order; bare results (tests, old callers) are scored here."""
+    by_id: dict[int, Evaluated] = {}
+    candidates = {c.id: c for c in pending}
+    for item in items:
+        if isinstance(item, Evaluated):
+            by_id[item.candidate.id] = item
+            continue
+        result = EvalResult.coerce(item)
+        if result.id in candidates:
+            by_id[result.id] = Evaluated(candidates[result.id], result, score(result))
+    missing = [c.id for c in pending if c.id not in by_id]
+    if missing:
+        raise ValueError(f"results missing for evaluations {missing}")
+    return [by_id[c.id] for c in pending]
