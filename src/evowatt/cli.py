@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -221,6 +222,12 @@ def _print_result(result: Any) -> None:
     console.print(f"{result.evaluations} evaluations in {result.wall_seconds:.1f} s ({stop})")
     if result.best:
         console.print(_best_table("best individual", result.best, grammar_text))
+    if result.generations and result.generations[-1].get("best_id") is None:
+        from evowatt.results import front
+
+        models = front(result.run_dir)
+        objectives = sorted({k for m in models for k in m.metrics} & {"accuracy", "energy"}, key=len)
+        console.print(_front_table(f"front ({len(models)} models)", models, objectives or ["accuracy"]))
     if result.final:
         console.print(_best_table("final training of the best genome (from scratch)", result.final, None))
     console.print(f"results: {result.run_dir}  (evowatt show {result.run_dir})")
@@ -233,7 +240,9 @@ def show_data(run_dir: str) -> dict[str, Any]:
     try:
         generations = store.generations()
         evaluations = store.evaluations()
-        best_id = generations[-1]["parent_id"] if generations else None
+        best_id = generations[-1]["best_id"] if generations else None
+        if best_id is None and generations:  # a population search: its most accurate front member
+            best_id = _most_accurate(generations[-1]["front"])
         by_id = {e["id"]: e for e in evaluations}
         finals = [e for e in evaluations if e["kind"] == "final"]
         statuses = Counter(e["status"] for e in evaluations if e["kind"] != "final")
@@ -250,19 +259,96 @@ def show_data(run_dir: str) -> dict[str, Any]:
         store.close()
 
 
+def _front_table(title: str, models: list[Any], objectives: list[str]) -> Table:
+    table = Table(title=title)
+    for column in ("model", *objectives, "test accuracy", "params", "FLOPs", "methods"):
+        table.add_column(column)
+    for m in models:
+        methods = sorted(
+            {str(m.metrics[o].get("method")) for o in objectives if o in m.metrics and o != "accuracy"}
+        )
+        table.add_row(
+            f"#{m.id} exit {m.exit}" + (" (early)" if m.exit == "1" else ""),
+            *[_objective_text(m, o) for o in objectives],
+            _fmt(m.value("test_accuracy")),
+            _fmt(_integral(m.value("params"))),
+            _fmt(_integral(m.value("flops"))),
+            escape(", ".join(methods)),
+        )
+    return table
+
+
+def _objective_text(model: Any, name: str) -> str:
+    value = model.value(name)
+    unit = _UNITS.get(name)
+    if value is None:
+        return "-"
+    return format_si(value, unit) if unit else _fmt(value)
+
+
+def _front_or_pick(args: argparse.Namespace) -> int:
+    from evowatt.results import front, pick, run_config
+    from evowatt.store import RunStore
+
+    store = RunStore(args.run_dir)
+    try:
+        objectives = [o.metric for o in run_config(store).search.objectives]
+    finally:
+        store.close()
+    if args.pick:
+        chosen = pick(args.run_dir, *args.pick)
+        if args.json:
+            print(json.dumps(chosen.to_json() if chosen else None, indent=2, default=str))
+        elif chosen is None:
+            console.print(
+                f"no model of {args.run_dir} meets {' and '.join(args.pick)} (and the run's constraints)"
+            )
+        else:
+            used = list(dict.fromkeys([*objectives, *_budget_metrics(args.pick)]))
+            console.print(_front_table(f"most accurate model with {' and '.join(args.pick)}", [chosen], used))
+        return 0 if chosen is not None or args.json else 1
+    models = front(args.run_dir)
+    if args.json:
+        print(json.dumps([m.to_json() for m in models], indent=2, default=str))
+    else:
+        console.print(_front_table(f"front of {args.run_dir} ({len(models)} models)", models, objectives))
+        console.print("objectives on evo_test; test accuracy reported only, never selected on")
+    return 0
+
+
+def _budget_metrics(budgets: list[str]) -> list[str]:
+    from evowatt.config import parse_constraint
+
+    names = []
+    for text in budgets:
+        with contextlib.suppress(ValueError):
+            names.append(parse_constraint(text)["metric"])
+    return names
+
+
+def _most_accurate(front: list[dict[str, Any]]) -> int | None:
+    """The front member whose first objective (accuracy by default) is best, from the generation record."""
+    if not front:
+        return None
+    return max(front, key=lambda p: (p["values"][0], -p["id"]))["id"]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.front or args.pick:
+        return _front_or_pick(args)
     data = show_data(args.run_dir)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
     table = Table(title=f"generations of {args.run_dir}")
-    for column in ("generation", "parent", "best fitness", "evaluations"):
+    for column in ("generation", "survivors", "best fitness / hypervolume", "evaluations"):
         table.add_column(column)
     for g in data["generations"]:
+        measure = _fmt(g["best_fitness"]) if g.get("hypervolume") is None else f"HV {g['hypervolume']:.4g}"
         table.add_row(
             str(g["generation"]),
-            f"#{g['parent_id']}",
-            _fmt(g["best_fitness"]),
+            ", ".join(f"#{i}" for i in g["survivors"]),
+            measure,
             ", ".join(f"#{i}" for i in g["evaluations"]),
         )
     console.print(table)
@@ -374,6 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run's generations and best individual")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--front", action="store_true", help="list the non-dominated models (objectives on evo_test)"
+    )
+    p.add_argument(
+        "--pick",
+        action="append",
+        metavar="BUDGET",
+        help='the most accurate model within a budget, e.g. --pick "energy<2e-6" (repeatable: all must hold)',
+    )
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("check-grammar", help="parse a grammar and try building sampled genomes")

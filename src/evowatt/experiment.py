@@ -43,7 +43,10 @@ Progress = Callable[..., None]
 
 def make_search(config: RunConfig, grammar: Grammar) -> Search:
     """The search the config names; each implements ``evowatt.search.Search``."""
-    return EvolutionStrategy(config, grammar)
+    from evowatt.search.pareto import ParetoSearch, RandomSearch
+
+    kinds = {"es": EvolutionStrategy, "pareto": ParetoSearch, "random": RandomSearch}
+    return kinds[config.search.algorithm](config, grammar)
 
 
 @dataclass

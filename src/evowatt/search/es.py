@@ -162,6 +162,7 @@ class EvolutionStrategy:
 
     def state(self) -> dict[str, Any]:
         return {
+            "algorithm": "es",
             "generation": self.generation,
             "next_id": self.next_id,
             "parent": asdict(self.parent) if self.parent else None,
@@ -172,6 +173,8 @@ class EvolutionStrategy:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("algorithm", "es") != "es":
+            raise ValueError(f"it was written by the {state['algorithm']} search, not the es")
         self.generation = int(state["generation"])
         self.next_id = int(state["next_id"])
         self.parent = Parent(**state["parent"]) if state["parent"] else None

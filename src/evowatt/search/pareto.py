@@ -1,0 +1,324 @@
+"""A constrained NSGA-II over Fast-DENSER genomes, and random search scored the same way.
+
+Every exit of a network (the full model and, with a partition gene, the early exit) is its own point on
+the front; an individual survives while any of its exits does. Feasible points dominate infeasible ones;
+infeasible ones rank by total normalised violation; a network that failed or lacks an objective metric has
+no point and ranks last, its reason recorded. Parents are chosen by binary tournament on (rank, crowding);
+offspring come from the same grammar mutations as the ES (module reuse included). The hypervolume of the
+feasible front is recorded each generation against a reference point fixed once (from the config, or
+from generation 0) and kept in the state, so the curve is comparable across generations and runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evowatt.archive import ModuleArchive
+from evowatt.config import RunConfig
+from evowatt.genome import Genome, random_genome
+from evowatt.grammar import Grammar
+from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.records import EvalResult
+from evowatt.search.front import (
+    constrained_ranks,
+    crowding_distance,
+    default_reference,
+    hv_contributions,
+    hypervolume,
+    minimisation,
+    points_of,
+)
+from evowatt.search.protocol import (
+    Candidate,
+    Evaluated,
+    GenerationRecord,
+    Score,
+    as_evaluated,
+    derived_seed,
+)
+
+
+@dataclass
+class Member:
+    """An individual of the population: its genome and its scored points (per exit)."""
+
+    id: int
+    genome: dict[str, Any]
+    points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rank: float = math.inf  # its best exit's rank (inf: no point at all)
+    crowding: float = 0.0  # that exit's crowding distance (or hypervolume share)
+
+    def to_json(self) -> dict[str, Any]:
+        rank = None if math.isinf(self.rank) else self.rank
+        crowding = "inf" if math.isinf(self.crowding) else self.crowding
+        return {
+            "id": self.id,
+            "genome": self.genome,
+            "points": self.points,
+            "rank": rank,
+            "crowding": crowding,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Member:
+        rank = math.inf if data.get("rank") is None else float(data["rank"])
+        crowding = data.get("crowding", 0.0)
+        return cls(int(data["id"]), data["genome"], dict(data.get("points") or {}), rank, float(crowding))
+
+
+class ParetoSearch:
+    """NSGA-II: μ survivors by constrained rank and crowding (or HV share), λ offspring a generation."""
+
+    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
+        self.config = config
+        self.grammar = grammar
+        search = config.search
+        self.objectives = list(search.objectives)
+        self.constraints = list(search.constraints)
+        self.mutator = Mutator(grammar, config.network, search.mutation)
+        self.archive = ModuleArchive(search.archive_size)
+        self.reuse_sampler = reuse_sampler or self.archive.sample
+        self.uses_archive = search.mutation.reuse_module > 0
+        names = {o.metric for o in self.objectives}
+        self.cost_metric = "power" if "power" in names else "energy"
+        self.rng = np.random.default_rng(config.seed)
+        self.generation = 0
+        self.next_id = 0
+        self.population: list[Member] = []
+        self.pending: list[Candidate] = []
+        self.history: list[dict[str, Any]] = []
+        self.reference: list[float] | None = None
+        if search.reference_point is not None:
+            raw = [[search.reference_point[o.metric] for o in self.objectives]]
+            self.reference = [float(v) for v in minimisation(raw, self.objectives)[0]]
+
+    # --- ask/tell ----------------------------------------------------------------------------------
+    def done(self) -> bool:
+        return self.generation > self.config.search.generations
+
+    def ask(self) -> list[Candidate]:
+        if self.pending:
+            return list(self.pending)
+        if self.generation == 0 or not self.population:
+            self.pending = [self._random() for _ in range(self.config.search.population)]
+        else:
+            self.pending = [self._offspring() for _ in range(self.config.search.lambda_)]
+        return list(self.pending)
+
+    def score(self, result: EvalResult) -> Score:
+        points, reason = points_of(result, self.objectives, self.constraints)
+        return Score(points=points, reason=reason)
+
+    def tell(self, evaluated: Sequence[Evaluated | EvalResult | dict[str, Any]]) -> GenerationRecord:
+        told = as_evaluated(evaluated, self.pending, self.score)
+        for item in told:
+            self._archive_modules(item.result)
+        pool = self.population + [
+            Member(item.candidate.id, item.candidate.genome, item.score.points) for item in told
+        ]
+        self.population = self._survivors(pool)
+        record = self._record([item.candidate.id for item in told])
+        self.history.append(record.to_json())
+        self.pending = []
+        self.generation += 1
+        return record
+
+    def best(self) -> list[int]:
+        """Members with a point on the feasible front, the most accurate (first objective) first."""
+        members = [m for m in self.population if any(self._on_front(m, e) for e in m.points)]
+        return [m.id for m in sorted(members, key=self._handover_key)]
+
+    # --- selection ---------------------------------------------------------------------------------
+    def _flat(self, pool: Sequence[Member]) -> tuple[list[tuple[int, str]], np.ndarray, list[float]]:
+        """Every point of the pool: (member index, exit), minimisation-form values, violations."""
+        where, values, violations = [], [], []
+        for index, member in enumerate(pool):
+            for exit_, point in sorted(member.points.items()):
+                where.append((index, exit_))
+                values.append(point["values"])
+                violations.append(float(point["violation"]))
+        return where, minimisation(values, self.objectives), violations
+
+    def _rank(self, pool: Sequence[Member]) -> dict[tuple[int, str], tuple[int, float]]:
+        """(rank, crowding or hypervolume share) of every point of the pool."""
+        where, points, violations = self._flat(pool)
+        if not where:
+            return {}
+        self._fix_reference(points, violations)
+        ranks = constrained_ranks(points, violations)
+        spread = np.zeros(len(where))
+        for rank in np.unique(ranks):
+            mask = (ranks == rank) & (np.asarray(violations) == 0)
+            if not mask.any():
+                continue
+            if self.config.search.survival == "hypervolume" and self.reference is not None:
+                spread[mask] = hv_contributions(points[mask], self.reference)
+            else:
+                spread[mask] = crowding_distance(points[mask])
+        return {w: (int(r), float(s)) for w, r, s in zip(where, ranks, spread, strict=True)}
+
+    def _survivors(self, pool: list[Member]) -> list[Member]:
+        """μ members, admitted point by point in (rank, -spread) order: a member stays while any exit does."""
+        ranked = self._rank(pool)
+        for index, member in enumerate(pool):
+            mine = [ranked[(index, e)] for e in member.points]
+            if mine:
+                rank, spread = min(mine, key=lambda rs: (rs[0], -rs[1]))
+                member.rank, member.crowding = float(rank), spread
+            else:
+                member.rank, member.crowding = math.inf, 0.0
+        order = sorted(
+            range(len(pool)),
+            key=lambda i: (pool[i].rank, -pool[i].crowding, pool[i].id),
+        )
+        return [pool[i] for i in order[: self.config.search.population]]
+
+    def _tournament(self) -> Member:
+        """Binary tournament: lower rank wins, then larger crowding; a full tie is a coin toss."""
+        if len(self.population) == 1:
+            return self.population[0]
+        a, b = (self.population[int(i)] for i in self.rng.choice(len(self.population), 2, replace=False))
+        key_a, key_b = (a.rank, -a.crowding), (b.rank, -b.crowding)
+        if key_a == key_b:
+            return a if self.rng.random() < 0.5 else b
+        return a if key_a < key_b else b
+
+    # --- the front -----------------------------------------------------------------------------------
+    def _front_points(self) -> list[tuple[Member, str]]:
+        """The feasible non-dominated points of the population."""
+        where, points, violations = self._flat(self.population)
+        if not where:
+            return []
+        ranks = constrained_ranks(points, violations)
+        return [
+            (self.population[i], e)
+            for (i, e), r, v in zip(where, ranks, violations, strict=True)
+            if r == 0 and v == 0
+        ]
+
+    def _on_front(self, member: Member, exit_: str) -> bool:
+        return any(m.id == member.id and e == exit_ for m, e in self._front_points())
+
+    def _handover_key(self, member: Member) -> tuple[float, int]:
+        first = self.objectives[0]
+        values = [p["values"][0] for p in member.points.values() if p["violation"] == 0]
+        best = (max(values) if first.objective == "maximize" else -min(values)) if values else -math.inf
+        return (-best, member.id)
+
+    def _fix_reference(self, points: np.ndarray, violations: Sequence[float]) -> None:
+        """The hypervolume reference, fixed once from the first feasible points and kept in the state."""
+        feasible = np.asarray(violations) == 0
+        if self.reference is None and feasible.any():
+            self.reference = default_reference(points[feasible])
+
+    def _record(self, evaluations: list[int]) -> GenerationRecord:
+        front = self._front_points()
+        hv = None
+        if self.reference is not None:
+            values = minimisation([m.points[e]["values"] for m, e in front], self.objectives)
+            hv = hypervolume(values, self.reference)
+        return GenerationRecord(
+            generation=self.generation,
+            evaluations=evaluations,
+            survivors=[m.id for m in self.population],
+            front=[{"id": m.id, "exit": e, "values": m.points[e]["values"]} for m, e in front],
+            hypervolume=hv,
+        )
+
+    # --- candidates ----------------------------------------------------------------------------------
+    def _random(self) -> Candidate:
+        genome = random_genome(self.grammar, self.config.network, self.rng).to_json()
+        return self._candidate("random", genome)
+
+    def _offspring(self) -> Candidate:
+        parent = self._tournament()
+        outcome = self.mutator.mutate(Genome.from_json(parent.genome), self.rng, self.reuse_sampler)
+        if outcome.train_longer:
+            return self._candidate(
+                "train_longer",
+                parent.genome,
+                parent_id=parent.id,
+                continue_from=parent.id,
+                mutations=outcome.applied,
+            )
+        return self._candidate(
+            "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied
+        )
+
+    def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
+        if self.uses_archive and kind in ("random", "mutant"):
+            extra["measure_modules"] = [i for i, m in enumerate(genome["modules"]) if m not in self.archive]
+        candidate = Candidate(
+            self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
+        )
+        self.next_id += 1
+        return candidate
+
+    def _archive_modules(self, result: EvalResult) -> None:
+        if not result.ok:
+            return
+        for entry in result.modules:
+            cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
+            self.archive.add(
+                entry["module"],
+                cost.get("value"),
+                self.cost_metric,
+                str(cost.get("method")),
+                entry.get("input_shape", []),
+                result.id,
+            )
+
+    # --- state ---------------------------------------------------------------------------------------
+    def weights_to_keep(self) -> set[int]:
+        """The population's weights: offspring may continue from them (train_longer)."""
+        return {m.id for m in self.population}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.config.search.algorithm,
+            "generation": self.generation,
+            "next_id": self.next_id,
+            "population": [m.to_json() for m in self.population],
+            "pending": [c.to_json() for c in self.pending],
+            "history": self.history,
+            "reference": self.reference,
+            "rng": self.rng.bit_generator.state,
+            "archive": self.archive.state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("algorithm", "es") != self.config.search.algorithm:
+            written, wanted = state.get("algorithm", "es"), self.config.search.algorithm
+            raise ValueError(f"it was written by the {written} search, not {wanted}")
+        self.generation = int(state["generation"])
+        self.next_id = int(state["next_id"])
+        self.population = [Member.from_json(m) for m in state["population"]]
+        self.pending = [Candidate.from_json(c) for c in state["pending"]]
+        self.history = list(state["history"])
+        self.reference = None if state.get("reference") is None else [float(v) for v in state["reference"]]
+        self.rng.bit_generator.state = state["rng"]
+        self.archive.load_state(state["archive"])
+
+
+class RandomSearch(ParetoSearch):
+    """λ random genomes a generation, no selection; the population is the feasible front of all seen."""
+
+    def ask(self) -> list[Candidate]:
+        if not self.pending:
+            self.pending = [self._random() for _ in range(self.config.search.lambda_)]
+        return list(self.pending)
+
+    def _survivors(self, pool: list[Member]) -> list[Member]:
+        ranked = self._rank(pool)
+        kept = []
+        for index, member in enumerate(pool):
+            mine = [ranked[(index, e)] for e in member.points if member.points[e]["violation"] == 0]
+            if any(rank == 0 for rank, _ in mine):
+                member.rank, member.crowding = 0.0, 0.0
+                kept.append(member)
+        return kept

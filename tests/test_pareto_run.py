@@ -1,0 +1,141 @@
+"""The Pareto search end to end on digits: deterministic, resumable to the same history, its front shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from evowatt.cli import main
+from evowatt.config import validate_config
+from evowatt.experiment import resume, run
+from evowatt.results import front, pick
+from evowatt.store import RunStore
+from tests.conftest import SMALL_NETWORK, config_dict
+from tests.test_resume import BASE as ES_BASE
+from tests.test_resume import _deterministic, _rows
+
+BASE: dict[str, Any] = {
+    **ES_BASE,
+    "network": {**SMALL_NETWORK, "macro_structure": ["learning", "model_partition"]},
+    "search": {
+        "algorithm": "pareto",
+        "population": 3,
+        "lambda": 3,
+        "generations": 2,
+        "mutation": {"train_longer": 0.4},
+        "constraints": ["accuracy > 0.05"],
+    },
+}
+TOTAL = 3 + 3 + 3
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pareto")
+    (path / "config.yaml").write_text(yaml.safe_dump(BASE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def killed(workdir: Path) -> Path:
+    """Killed after its 5th recorded evaluation (mid generation 1), started first to share the wait."""
+    out = workdir / "killed"
+    env = {**os.environ, "EVOWATT_KILL_AT": "after-record:5", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "evowatt.cli", "run", str(workdir / "config.yaml"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def reference(workdir: Path, killed) -> Path:
+    out = workdir / "reference"
+    result = run(validate_config(config_dict(BASE)), out=out)
+    assert result.evaluations == TOTAL and len(result.generations) == 3
+    return out
+
+
+def _comparable(run_dir: Path) -> dict[str, Any]:
+    weights = {p.name: p.read_bytes() for p in sorted((run_dir / "weights").iterdir())}
+    data: dict[str, Any] = {"evaluations": [_deterministic(r) for r in _rows(run_dir)], "weights": weights}
+    store = RunStore(run_dir)
+    try:
+        generations = [
+            {k: g[k] for k in ("survivors", "front", "hypervolume", "evaluations")}
+            for g in store.generations()
+        ]
+        checkpoint = store.load_checkpoint()
+    finally:
+        store.close()
+    data["generations"] = generations
+    data["checkpoint"] = {k: v for k, v in checkpoint.items() if k != "archive"}
+    return data
+
+
+def test_pareto_run_records_front_and_hypervolume(reference):
+    store = RunStore(reference)
+    try:
+        generations = store.generations()
+        rows = store.evaluations()
+    finally:
+        store.close()
+    assert all(g["best_id"] is None and g["hypervolume"] is not None for g in generations)
+    assert [len(g["survivors"]) for g in generations] == [3, 3, 3]
+    kinds = {r["kind"] for r in rows}
+    assert kinds <= {"random", "mutant", "train_longer"} and "random" in kinds
+    # a score is recorded once per evaluation: one point per exit for every ok one
+    for row in rows:
+        if row["status"] == "ok":
+            assert set(row["score"]["points"]) == {"0", "1"}
+    models = front(reference)
+    assert models and all(m.value("test_accuracy") is not None for m in models)  # reported, for the front
+    recorded = generations[-1]["front"]
+    assert {(m.id, m.exit) for m in models} == {(p["id"], p["exit"]) for p in recorded}
+
+
+def test_same_seed_same_pareto_run(reference, tmp_path):
+    again = tmp_path / "again"
+    run(validate_config(config_dict(BASE)), out=again)
+    assert _comparable(again) == _comparable(reference)
+
+
+def test_killed_pareto_run_resumes_to_the_identical_history(killed, reference, capsys):
+    out, proc = killed
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 137, err.decode()
+    assert main(["resume", str(out)]) == 0, capsys.readouterr().err
+    assert _comparable(out) == _comparable(reference)
+
+
+def test_show_front_and_pick(reference, capsys):
+    assert main(["show", str(reference), "--front", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(m["id"], m["exit"]) for m in listed] == [(m.id, m.exit) for m in front(reference)]
+    accuracies = [m["metrics"]["accuracy"]["value"] for m in listed]
+    assert accuracies == sorted(accuracies, reverse=True)
+    energies = sorted(m["metrics"]["energy"]["value"] for m in listed)
+    budget = f"energy < {energies[len(energies) // 2] * 1.0001:.6g}"
+    chosen = pick(reference, budget)
+    assert chosen is not None and chosen.value("energy") < float(budget.split("<")[1])
+    assert main(["show", str(reference), "--pick", budget]) == 0
+    assert f"#{chosen.id} exit {chosen.exit}" in capsys.readouterr().out
+    assert main(["show", str(reference), "--pick", "energy < 0"]) == 1
+    assert "no model" in capsys.readouterr().out
+    assert main(["show", str(reference), "--pick", "energy about 3"]) == 2
+    assert "expected 'metric < value'" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_algorithm(reference, tmp_path):
+    import shutil
+
+    from evowatt.errors import EvowattError
+
+    copy = Path(shutil.copytree(reference, tmp_path / "copy"))
+    with pytest.raises(EvowattError, match="search.algorithm"):
+        resume(copy, overrides=["search.algorithm=es"])
