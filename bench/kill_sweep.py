@@ -9,7 +9,8 @@ reference; and every evaluation recorded before the kill must be untouched (reus
 
 The config is digits under a step budget on one torch thread, so every evaluation is deterministic.
 
-    .venv/bin/python bench/kill_sweep.py --trials 20      # about 3-4 minutes on 2 cores
+    .venv/bin/python bench/kill_sweep.py --trials 20                      # about 3-4 minutes on 2 cores
+    .venv/bin/python bench/kill_sweep.py --trials 20 --algorithm pareto   # the Pareto search, two exits
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ CONFIG: dict[str, Any] = {
         "idle_s": 0.02,
     },
 }
+# the Pareto search: population 3, 3 offspring a generation, every network with an early exit
+PARETO = {
+    "network": {**CONFIG["network"], "macro_structure": ["learning", "model_partition"]},
+    "search": {
+        **CONFIG["search"],
+        "algorithm": "pareto",
+        "population": 3,
+        "constraints": ["accuracy > 0.05"],
+    },
+    "training": {**CONFIG["training"], "final_training": {"budget": {"steps": 30}, "models": 2}},
+}
 CLOCK_FIELDS = ("wall_seconds", "train_seconds", "measure_seconds", "recorded_at", "host")
 
 
@@ -73,7 +85,12 @@ def _rows(run_dir: Path) -> list[dict[str, Any]]:
 def _generations(run_dir: Path) -> list[tuple]:
     db = sqlite3.connect(f"{(run_dir / 'evowatt.sqlite').resolve().as_uri()}?mode=ro", uri=True)
     try:
-        query = "SELECT generation, parent_id, best_fitness, evaluations FROM generations ORDER BY generation"
+        columns = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+        record = ", record" if "record" in columns else ""  # survivors, front, hypervolume: no clock
+        query = (
+            f"SELECT generation, parent_id, best_fitness, evaluations{record} FROM generations "
+            "ORDER BY generation"
+        )
         return db.execute(query).fetchall()
     finally:
         db.close()
@@ -138,12 +155,13 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments")
     parser.add_argument("--workdir", help="keep run directories here (default: a temporary directory)")
+    parser.add_argument("--algorithm", choices=["es", "pareto"], default="es", help="the search to kill")
     args = parser.parse_args()
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kill-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump({**CONFIG, **(PARETO if args.algorithm == "pareto" else {})}))
     env = {**os.environ, "COLUMNS": "120"}
     env.pop("EVOWATT_KILL_AT", None)
 

@@ -98,3 +98,38 @@ def test_unreadable_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(EvowattError, match="cannot read ENERGIZE config"):
         import_energize_config(bad, GRAMMAR, "digits")
+
+
+@pytest.mark.parametrize("meter, energy", [("estimate", "energy"), ("rapl", "power")])
+def test_energize_config_imports_in_pareto_form(meter, energy):
+    imp = import_energize_config(
+        COMPAT / "energize_config.json", GRAMMAR, "fashion-mnist", meter, form="pareto"
+    )
+    config = validate_config(imp.config)
+    assert config.search.algorithm == "pareto" and "fitness" not in imp.config
+    assert [(o.metric, o.objective) for o in config.search.objectives] == [
+        ("accuracy", "maximize"),
+        (energy, "minimize"),
+    ]
+    # accuracy_1 > 0.7 is a constraint on every exit; accuracy_1 < 0.9 would exclude the best: dropped
+    assert [c.text() for c in config.search.constraints] == ["accuracy > 0.7"]
+    notes = " ".join(imp.notes)
+    assert "wrote the Pareto form" in notes and "accuracy_1 < 0.9 dropped" in notes
+
+
+def test_import_config_cli_says_which_form(capsys):
+    from evowatt.cli import main
+
+    args = [
+        "import-config",
+        str(COMPAT / "energize_config.json"),
+        "--grammar",
+        GRAMMAR,
+        "--dataset",
+        "digits",
+    ]
+    assert main([*args, "--meter", "estimate", "--form", "pareto"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# imported from") and "Pareto search form" in out and "algorithm: pareto" in out
+    assert main([*args, "--meter", "estimate"]) == 0
+    assert "weighted fitness (ES) form" in capsys.readouterr().out

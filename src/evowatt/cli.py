@@ -500,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="J",
         help="typical energy per inference used to rescale power weights for the estimate",
     )
+    p.add_argument(
+        "--form",
+        default="weighted",
+        choices=["weighted", "pareto"],
+        help="weighted: ENERGIZE's fitness for the ES (default); pareto: its terms as objectives, "
+        "its conditions as constraints",
+    )
     p.set_defaults(func=cmd_import_config)
 
     _add_energy_commands(sub)
@@ -512,13 +519,14 @@ def cmd_import_config(args: argparse.Namespace) -> int:
     from evowatt.compat import import_energize_config
 
     imp = import_energize_config(
-        args.energize_config, args.grammar, args.dataset, args.meter, args.energy_reference
+        args.energize_config, args.grammar, args.dataset, args.meter, args.energy_reference, args.form
     )
     for line in imp.warnings:
         print(f"evowatt: warning: {line}", file=sys.stderr)
     for line in imp.notes:
         print(f"evowatt: note: {line}", file=sys.stderr)
-    print(f"# imported from {args.energize_config} by evowatt import-config")
+    form = "Pareto search" if args.form == "pareto" else "weighted fitness (ES)"
+    print(f"# imported from {args.energize_config} by evowatt import-config: the {form} form")
     print(yaml.safe_dump(imp.config, sort_keys=False), end="")
     return 0
 

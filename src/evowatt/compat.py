@@ -80,8 +80,13 @@ def import_energize_config(
     dataset: str,
     meter: str = "auto",
     energy_reference_j: float = 1e-6,
+    form: str = "weighted",
 ) -> ConfigImport:
-    """Map an ENERGIZE JSON config to an evowatt config dict; raises EvowattError for what cannot map."""
+    """Map an ENERGIZE JSON config to an evowatt config dict; raises EvowattError for what cannot map.
+
+    ``form`` "weighted" keeps ENERGIZE's weighted fitness (the ES); "pareto" writes the Pareto search, its
+    terms becoming objectives and its conditions constraints.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -245,6 +250,8 @@ def import_energize_config(
     _apply_partition(imp, state["partition"])
     if state["fitness_terms"] is not None:
         imp.set("fitness", {"terms": _fitness_terms(state["fitness_terms"], meter, energy_reference_j, imp)})
+    if form == "pareto":
+        _to_pareto(imp)
     validate_config(imp.config, source=f"the config imported from {path}")
     return imp
 
@@ -305,3 +312,49 @@ def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp:
             new["conditions"] = conditions
         out.append(new)
     return out
+
+
+def _to_pareto(imp: ConfigImport) -> None:
+    """The weighted fitness as a Pareto search: each term's metric an objective (on every exit), no weights.
+
+    A ``greater_than`` condition becomes a constraint. A ``less_than`` condition on a maximised metric
+    (ENERGIZE's ``accuracy_1 < 0.9``, which stops rewarding power past that accuracy) is dropped: as a
+    constraint it would make the most accurate models infeasible, and a front needs no such switch.
+    """
+    fitness = imp.config.pop("fitness", {"metric": "accuracy"})
+    terms = fitness.get("terms") or [{"metric": fitness.get("metric", "accuracy"), "objective": "maximize"}]
+    objectives: dict[str, str] = {}
+    constraints: list[str] = []
+    for term in terms:
+        metric = _bare(str(term["metric"]))
+        objective = term.get("objective", "maximize")
+        if objectives.get(metric, objective) != objective:
+            raise EvowattError(f"fitness terms both maximise and minimise {metric}; keep one")
+        objectives[metric] = objective
+        for condition in term.get("conditions", []):
+            name, kind = _bare(str(condition["metric"])), condition["type"]
+            text = f"{name} {'<' if kind == 'less_than' else '>'} {float(condition['value']):g}"
+            if kind == "less_than" and objectives.get(name, "maximize") == "maximize":
+                imp.notes.append(
+                    f"condition {condition['metric']} < {condition['value']} dropped: as a constraint it "
+                    "would make the most accurate models infeasible; the front shows the trade-off instead"
+                )
+            elif text not in constraints:
+                constraints.append(text)
+    imp.set("search.algorithm", "pareto")
+    imp.set("search.objectives", [{"metric": m, "objective": o} for m, o in objectives.items()])
+    if constraints:
+        imp.set("search.constraints", constraints)
+    weights = [t.get("weight") for t in terms if t.get("weight") not in (None, 1, 1.0)]
+    imp.notes.append(
+        "wrote the Pareto form (search.algorithm: pareto): objectives "
+        + ", ".join(f"{o} {m}" for m, o in objectives.items())
+        + (f"; constraints {', '.join(constraints)}" if constraints else "")
+        + (f"; the weights {weights} are not needed" if weights else "")
+        + "; every exit (full model, early exit) is its own point on the front"
+    )
+
+
+def _bare(metric: str) -> str:
+    """Objectives and constraints apply to every exit: accuracy_1 -> accuracy."""
+    return metric[:-2] if metric.endswith(("_0", "_1")) else metric
