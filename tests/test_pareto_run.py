@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from evowatt.cli import main
-from evowatt.config import validate_config
+from evowatt.config import load_config, validate_config
 from evowatt.experiment import resume, run
 from evowatt.results import front, pick
 from evowatt.store import RunStore
-from tests.conftest import SMALL_NETWORK, config_dict
+from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 from tests.test_resume import BASE as ES_BASE
 from tests.test_resume import _deterministic, _rows
 
@@ -139,3 +139,26 @@ def test_resume_refuses_another_algorithm(reference, tmp_path):
     copy = Path(shutil.copytree(reference, tmp_path / "copy"))
     with pytest.raises(EvowattError, match="search.algorithm"):
         resume(copy, overrides=["search.algorithm=es"])
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_loads(path):
+    config = load_config(path)
+    if "pareto" in path.name:
+        assert config.search.algorithm == "pareto"
+
+
+def test_digits_pareto_example_ends_by_printing_its_front(tmp_path, capsys):
+    shrink = [
+        "search.generations=1",
+        "search.population=3",
+        "search.lambda=2",
+        "training.budget={steps: 5}",
+        "training.threads=1",
+        "training.final_training.budget=null",
+        "energy.meter=estimate",
+    ]
+    args = ["run", str(EXAMPLES / "digits-pareto.yaml"), "--out", str(tmp_path / "run")]
+    assert main([*args, *[a for s in shrink for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "front (" in out and " exit " in out
