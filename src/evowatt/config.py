@@ -245,6 +245,10 @@ class TrainingConfig(_Strict):
     max_epochs: int = Field(10_000, gt=0)
     eval_batch_size: int = Field(1024, gt=0)
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice")
+    report_test: bool = Field(
+        False,
+        description="also score every evaluation on the test split (benchmarks); reported, never selected on",
+    )
     final_training: FinalTrainingConfig = FinalTrainingConfig()
 
 

@@ -94,7 +94,7 @@ def eval_settings(
         threads=t.threads,
         max_params=config.search.caps.max_params,
         max_flops=config.search.caps.max_flops,
-        report_test=report_test,
+        report_test=report_test or t.report_test,
     )
 
 
