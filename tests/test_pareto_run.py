@@ -122,6 +122,11 @@ def test_show_front_and_pick(reference, capsys):
     energies = sorted(m["metrics"]["energy"]["value"] for m in listed)
     budget = f"energy < {energies[len(energies) // 2] * 1.0001:.6g}"
     chosen = pick(reference, budget)
+    import evowatt
+
+    assert evowatt.pick(str(reference), budget) == chosen and evowatt.front(str(reference)) == front(
+        reference
+    )
     assert chosen is not None and chosen.value("energy") < float(budget.split("<")[1])
     assert main(["show", str(reference), "--pick", budget]) == 0
     assert f"#{chosen.id} exit {chosen.exit}" in capsys.readouterr().out
@@ -162,3 +167,26 @@ def test_digits_pareto_example_ends_by_printing_its_front(tmp_path, capsys):
     assert main([*args, *[a for s in shrink for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "front (" in out and " exit " in out
+
+
+def test_run_of_the_previous_store_version_still_opens(reference, tmp_path, capsys):
+    """A first-version store: no score column, no generation record, parent_id NOT NULL."""
+    import shutil
+    import sqlite3
+
+    old = Path(shutil.copytree(reference, tmp_path / "old"))
+    db = sqlite3.connect(old / "evowatt.sqlite")
+    db.execute("ALTER TABLE evaluations DROP COLUMN score")
+    db.execute("ALTER TABLE generations DROP COLUMN record")
+    db.commit()
+    db.close()
+    store = RunStore(old)  # opening adds the columns back, empty
+    try:
+        generations = store.generations()
+        assert [g["evaluations"] for g in generations] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+        assert all(g["front"] == [] and g["hypervolume"] is None for g in generations)
+        assert all(r["score"] is None for r in store.evaluations())
+    finally:
+        store.close()
+    assert main(["show", str(old)]) == 0
+    assert "generations of" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """evowatt: power-aware neuroevolution for PyTorch.
 
-``evowatt.run(config)`` runs a search; ``evowatt.load_config(path)`` reads and validates a config file.
+``evowatt.run(config)`` runs a search; ``evowatt.load_config(path)`` reads and validates a config file;
+``evowatt.front(run_dir)`` and ``evowatt.pick(run_dir, "energy<2e-6")`` read what a run found.
 torch is imported only when a run starts, so the search side stays importable without it.
 """
 
@@ -13,10 +14,11 @@ from evowatt.errors import EvowattError
 if TYPE_CHECKING:
     from evowatt.config import RunConfig
     from evowatt.experiment import RunResult
+    from evowatt.results import FrontModel
 
 __version__ = "0.1.0"
 
-__all__ = ["EvowattError", "__version__", "load_config", "run"]
+__all__ = ["EvowattError", "__version__", "front", "load_config", "pick", "run"]
 
 
 def load_config(path: str, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
@@ -32,3 +34,17 @@ def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunRe
     if isinstance(config, str):
         config = load_config(config)
     return _run(config, out=out, **kwargs)
+
+
+def front(run_dir: str) -> list[FrontModel]:
+    """The run's non-dominated models (objectives on evo_test), the most accurate first."""
+    from evowatt.results import front as _front
+
+    return _front(run_dir)
+
+
+def pick(run_dir: str, *budgets: str) -> FrontModel | None:
+    """The most accurate model of the run within every budget, e.g. ``pick(run, "energy<2e-6")``."""
+    from evowatt.results import pick as _pick
+
+    return _pick(run_dir, *budgets)
