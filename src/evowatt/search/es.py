@@ -14,15 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from evowatt.archive import ModuleArchive
 from evowatt.config import RunConfig
 from evowatt.genome import Genome, random_genome
 from evowatt.grammar import Grammar
-from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.mutation import ModuleSampler
 from evowatt.records import EvalResult
 from evowatt.search.fitness import rank_key, score
+from evowatt.search.genomes import GenomeSearch
 from evowatt.search.protocol import (
     Candidate,
     Evaluated,
@@ -42,28 +40,15 @@ class Parent:
     fitness: float | None
 
 
-class EvolutionStrategy:
+class EvolutionStrategy(GenomeSearch):
     def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
-        self.config = config
-        self.grammar = grammar
-        self.mutator = Mutator(grammar, config.network, config.search.mutation)
-        self.archive = ModuleArchive(config.search.archive_size)
-        self.reuse_sampler = reuse_sampler or self.archive.sample
         # module reuse draws by 1/cost; the cost follows the fitness: power if it uses power, else energy
-        self.uses_archive = config.search.mutation.reuse_module > 0
         used = config.fitness.metrics_used()
-        self.cost_metric = "power" if any(m.startswith("power") for m in used) else "energy"
-        self.rng = np.random.default_rng(config.seed)
-        self.generation = 0
-        self.next_id = 0
+        cost = "power" if any(m.startswith("power") for m in used) else "energy"
+        super().__init__(config, grammar, cost, reuse_sampler)
         self.parent: Parent | None = None
-        self.pending: list[Candidate] = []
-        self.history: list[dict[str, Any]] = []
 
     # --- ask/tell ----------------------------------------------------------------------------------
-    def done(self) -> bool:
-        return self.generation > self.config.search.generations
-
     def ask(self) -> list[Candidate]:
         """The evaluations of the current generation (asking twice returns the same ones)."""
         if self.pending:
@@ -109,7 +94,7 @@ class EvolutionStrategy:
         """Select the next parent from this generation's results; the retrained parent wins ties."""
         told = as_evaluated(evaluated, self.pending, self.score)
         for item in told:
-            self._archive_modules(item.candidate, item.result)
+            self._archive_modules(item.result)
         best = told[0]
         for item in told[1:]:
             if rank_key(item.score.fitness) > rank_key(best.score.fitness):
@@ -130,30 +115,6 @@ class EvolutionStrategy:
 
     def best(self) -> list[int]:
         return [self.parent.id] if self.parent is not None else []
-
-    def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
-        if self.uses_archive and kind in ("random", "mutant"):
-            extra["measure_modules"] = [i for i, m in enumerate(genome["modules"]) if m not in self.archive]
-        candidate = Candidate(
-            self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
-        )
-        self.next_id += 1
-        return candidate
-
-    def _archive_modules(self, candidate: Candidate, result: EvalResult) -> None:
-        """Keep the modules this evaluation costed on its own (in id order: a reproducible archive)."""
-        if not result.ok:
-            return
-        for entry in result.modules:
-            cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
-            self.archive.add(
-                entry["module"],
-                cost.get("value"),
-                self.cost_metric,
-                str(cost.get("method")),
-                entry.get("input_shape", []),
-                candidate.id,
-            )
 
     # --- state -------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.archive import ModuleArchive
 from evowatt.config import RunConfig
-from evowatt.genome import Genome, random_genome
+from evowatt.genome import Genome
 from evowatt.grammar import Grammar
-from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.mutation import ModuleSampler
 from evowatt.records import EvalResult
 from evowatt.search.front import (
     constrained_ranks,
@@ -33,13 +32,13 @@ from evowatt.search.front import (
     minimisation,
     points_of,
 )
+from evowatt.search.genomes import GenomeSearch
 from evowatt.search.protocol import (
     Candidate,
     Evaluated,
     GenerationRecord,
     Score,
     as_evaluated,
-    derived_seed,
 )
 
 
@@ -71,36 +70,22 @@ class Member:
         return cls(int(data["id"]), data["genome"], dict(data.get("points") or {}), rank, float(crowding))
 
 
-class ParetoSearch:
+class ParetoSearch(GenomeSearch):
     """NSGA-II: μ survivors by constrained rank and crowding (or HV share), λ offspring a generation."""
 
     def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
-        self.config = config
-        self.grammar = grammar
         search = config.search
+        cost = "power" if "power" in {o.metric for o in search.objectives} else "energy"
+        super().__init__(config, grammar, cost, reuse_sampler)
         self.objectives = list(search.objectives)
         self.constraints = list(search.constraints)
-        self.mutator = Mutator(grammar, config.network, search.mutation)
-        self.archive = ModuleArchive(search.archive_size)
-        self.reuse_sampler = reuse_sampler or self.archive.sample
-        self.uses_archive = search.mutation.reuse_module > 0
-        names = {o.metric for o in self.objectives}
-        self.cost_metric = "power" if "power" in names else "energy"
-        self.rng = np.random.default_rng(config.seed)
-        self.generation = 0
-        self.next_id = 0
         self.population: list[Member] = []
-        self.pending: list[Candidate] = []
-        self.history: list[dict[str, Any]] = []
         self.reference: list[float] | None = None
         if search.reference_point is not None:
             raw = [[search.reference_point[o.metric] for o in self.objectives]]
             self.reference = [float(v) for v in minimisation(raw, self.objectives)[0]]
 
     # --- ask/tell ----------------------------------------------------------------------------------
-    def done(self) -> bool:
-        return self.generation > self.config.search.generations
-
     def ask(self) -> list[Candidate]:
         if self.pending:
             return list(self.pending)
@@ -231,10 +216,6 @@ class ParetoSearch:
         )
 
     # --- candidates ----------------------------------------------------------------------------------
-    def _random(self) -> Candidate:
-        genome = random_genome(self.grammar, self.config.network, self.rng).to_json()
-        return self._candidate("random", genome)
-
     def _offspring(self) -> Candidate:
         parent = self._tournament()
         outcome = self.mutator.mutate(Genome.from_json(parent.genome), self.rng, self.reuse_sampler)
@@ -249,29 +230,6 @@ class ParetoSearch:
         return self._candidate(
             "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied
         )
-
-    def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
-        if self.uses_archive and kind in ("random", "mutant"):
-            extra["measure_modules"] = [i for i, m in enumerate(genome["modules"]) if m not in self.archive]
-        candidate = Candidate(
-            self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
-        )
-        self.next_id += 1
-        return candidate
-
-    def _archive_modules(self, result: EvalResult) -> None:
-        if not result.ok:
-            return
-        for entry in result.modules:
-            cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
-            self.archive.add(
-                entry["module"],
-                cost.get("value"),
-                self.cost_metric,
-                str(cost.get("method")),
-                entry.get("input_shape", []),
-                result.id,
-            )
 
     # --- state ---------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:

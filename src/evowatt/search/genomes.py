@@ -1,0 +1,72 @@
+"""What every search over Fast-DENSER genomes shares: the run's generator, ids and seeds, the grammar
+mutations and the module archive that module reuse draws from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evowatt.archive import ModuleArchive
+from evowatt.config import RunConfig
+from evowatt.genome import random_genome
+from evowatt.grammar import Grammar
+from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.records import EvalResult
+from evowatt.search.protocol import Candidate, derived_seed
+
+
+class GenomeSearch:
+    """Base of the ES and the Pareto search; ``cost_metric`` is what module reuse draws by (1 / cost)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        grammar: Grammar,
+        cost_metric: str,
+        reuse_sampler: ModuleSampler | None = None,
+    ):
+        self.config = config
+        self.grammar = grammar
+        self.mutator = Mutator(grammar, config.network, config.search.mutation)
+        self.archive = ModuleArchive(config.search.archive_size)
+        self.reuse_sampler = reuse_sampler or self.archive.sample
+        self.uses_archive = config.search.mutation.reuse_module > 0
+        self.cost_metric = cost_metric
+        self.rng = np.random.default_rng(config.seed)
+        self.generation = 0
+        self.next_id = 0
+        self.pending: list[Candidate] = []
+        self.history: list[dict[str, Any]] = []
+
+    def done(self) -> bool:
+        return self.generation > self.config.search.generations
+
+    def _random(self) -> Candidate:
+        genome = random_genome(self.grammar, self.config.network, self.rng).to_json()
+        return self._candidate("random", genome)
+
+    def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
+        """The next id and its derived seed; new modules are costed on their own for the archive."""
+        if self.uses_archive and kind in ("random", "mutant"):
+            extra["measure_modules"] = [i for i, m in enumerate(genome["modules"]) if m not in self.archive]
+        candidate = Candidate(
+            self.next_id, self.generation, kind, genome, derived_seed(self.config.seed, self.next_id), **extra
+        )
+        self.next_id += 1
+        return candidate
+
+    def _archive_modules(self, result: EvalResult) -> None:
+        """Keep the modules this evaluation costed on its own (in id order: a reproducible archive)."""
+        if not result.ok:
+            return
+        for entry in result.modules:
+            cost = (entry.get("metrics") or {}).get(self.cost_metric) or {}
+            self.archive.add(
+                entry["module"],
+                cost.get("value"),
+                self.cost_metric,
+                str(cost.get("method")),
+                entry.get("input_shape", []),
+                result.id,
+            )
