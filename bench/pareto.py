@@ -13,7 +13,9 @@ Figures per run: the hypervolume of that front in (test accuracy up, log10 energ
 reference point shared by every run (chance accuracy 0.1, and 0.1 decade beyond the costliest model any run
 evaluated), and the energy of the cheapest model within 0.5 percentage points of the accuracy-only ES's
 most accurate model of the same seed. Energies come from the run's meter, with its method label.
-Each run is appended to the JSON-lines file as it ends, so the comparison can stop and continue.
+Each run is appended to the JSON-lines file as it ends, so the comparison can stop and continue; each row
+records the machine's 1-minute load average before and after it, since a shared machine makes equal
+wall time unequal work (`--max-load` leaves rows above it out of the table).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -111,8 +114,10 @@ def points(run_dir: Path) -> list[dict[str, Any]]:
 
 def run_one(name: str, seed: int, minutes: float, seconds: float, root: Path) -> dict[str, Any]:
     start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     result = run(validate_config(configuration(name, seed, minutes, seconds)), out=root / f"{name}-{seed}")
     return {
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-min load average, before / after
         "configuration": name,
         "seed": seed,
         "minutes": minutes,
@@ -135,7 +140,10 @@ def report(rows: list[dict[str, Any]]) -> str:
         return "no results yet"
     reference = [-0.1, math.log10(max(p["energy"] for p in everything)) + 0.1]
     methods = sorted({p["energy_method"] for p in everything})
+    loads = [x for r in rows for x in (r.get("load") or [])]
     lines = [
+        f"runs: {len(rows)}; 1-minute load average during them: "
+        + (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"),
         f"reference point: test accuracy 0.1, log10 energy {reference[1]:.2f} (J); energy method(s): "
         + ", ".join(methods),
         "",
@@ -189,6 +197,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="training budget of each individual")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="only print the table of recorded runs")
+    parser.add_argument("--max-load", type=float, help="leave out runs recorded under a higher load average")
     args = parser.parse_args()
     recorded = []
     if args.results.exists():
@@ -205,7 +214,10 @@ def main() -> int:
                         handle.write(json.dumps(row) + "\n")
                     recorded.append(row)
                     print(f"{name} seed {seed}: {row['evaluations']} evaluations", flush=True)
-    print(report([r for r in recorded if r["minutes"] == args.minutes]))
+    rows = [r for r in recorded if r["minutes"] == args.minutes]
+    if args.max_load is not None:
+        rows = [r for r in rows if max(r.get("load") or [math.inf]) <= args.max_load]
+    print(report(rows))
     return 0
 
 
