@@ -394,7 +394,8 @@ def cmd_check_grammar(args: argparse.Namespace) -> int:
         network, caps = NetworkConfig(modules=modules, macro_structure=macro, output=output), CapsConfig()
     problems = check_network_against_grammar(grammar, network)
     if problems:
-        raise EvowattError("the network does not match the grammar:\n  " + "\n  ".join(problems))
+        listed = "\n  ".join(problems)
+        raise EvowattError(f"the grammar {grammar.source} and the network section do not fit:\n  {listed}")
     rng = np.random.default_rng(args.seed)
     built, reasons = 0, Counter()
     for i in range(args.samples):

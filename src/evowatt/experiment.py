@@ -103,7 +103,8 @@ def prepare(config: RunConfig) -> tuple[Grammar, str]:
     grammar = load_grammar(config.grammar)
     problems = check_network_against_grammar(grammar, config.network)
     if problems:
-        raise EvowattError("the network section does not match the grammar:\n  " + "\n  ".join(problems))
+        listed = "\n  ".join(problems)
+        raise EvowattError(f"the grammar {grammar.source} and the network section do not fit:\n  {listed}")
     data_ref(config).load()
     return grammar, Path(grammar.source).read_text(encoding="utf-8")
 

@@ -129,7 +129,8 @@ def random_genome(grammar: Grammar, network: NetworkConfig, rng: np.random.Gener
 
 
 def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> list[str]:
-    """Problems that make a network config unusable with a grammar: rule names that do not exist."""
+    """Problems that make a network config unusable with a grammar: rule names that do not exist, layers
+    that cannot be built (see ``evowatt.layers``), an unusable learning rule. One line each."""
     problems = []
     needed = [(m.name, "network.modules name") for m in network.modules]
     needed += [
@@ -141,4 +142,13 @@ def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> l
             problems.append(
                 f"{key} '{name}' is not a rule of {grammar.source} (rules: {', '.join(grammar.rules)})"
             )
-    return problems
+    if problems:
+        return problems
+    from evowatt.layers import check_layer_rule, check_learning_rule, check_output_rule
+
+    for module in dict.fromkeys(m.name for m in network.modules):
+        problems += check_layer_rule(grammar, module)
+    problems += check_output_rule(grammar, network.output)
+    if "learning" in network.macro_structure:
+        problems += check_learning_rule(grammar, "learning")
+    return list(dict.fromkeys(problems))

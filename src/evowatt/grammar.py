@@ -79,6 +79,7 @@ class Grammar:
 
     rules: dict[str, list[tuple[Symbol, ...]]]
     source: str = "<text>"
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # rule -> line in the source
 
     def __contains__(self, name: str) -> bool:
         return name in self.rules
@@ -307,7 +308,8 @@ def parse_grammar(text: str, source: str = "<text>") -> Grammar:
                         f"{source}, line {lines[name]}: <{name}> uses <{symbol.name}>, which has no rule"
                     )
     _check_no_left_recursion(rules, lines, source)
-    return Grammar(rules, source)
+    _check_no_cycle(rules, lines, source)
+    return Grammar(rules, source, lines)
 
 
 def _parse_symbol(token: str, where: str) -> Symbol:
@@ -358,6 +360,34 @@ def _check_no_left_recursion(rules: dict, lines: dict, source: str) -> None:
             raise EvowattError(
                 f"{source}, line {lines[name]}: <{name}> never finishes expanding (it recurses)"
             )
+
+
+def _check_no_cycle(rules: dict, lines: dict, source: str) -> None:
+    """Refuse recursion: a derivation is one layer (or macro gene), so it must be bounded; a module's layer
+    count comes from network_structure, not from a recursive rule. Sampling and mutation recurse per rule."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for alternative in rules[name]:
+            for symbol in alternative:
+                if not isinstance(symbol, NonTerminal):
+                    continue
+                if state.get(symbol.name) == 1:
+                    cycle = path[path.index(symbol.name) :] + [symbol.name]
+                    raise EvowattError(
+                        f"{source}, line {lines[name]}: <{name}> recurses "
+                        f"({' -> '.join(f'<{c}>' for c in cycle)}); evowatt derives one layer per rule "
+                        "expansion, so rules must not refer back to themselves (a module's layer count "
+                        "comes from network_structure)"
+                    )
+                if symbol.name not in state:
+                    visit(symbol.name, [*path, symbol.name])
+        state[name] = 2
+
+    for name in rules:
+        if name not in state:
+            visit(name, [name])
 
 
 def load_grammar(spec: str | Path) -> Grammar:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,20 @@ class StoreEvaluator:
         return [done[c.id] for c in candidates]
 
 
+def refuse_if_none_valid(told: Sequence[Evaluated], store: RunStore) -> None:
+    """A first generation without one valid individual means the grammar or config cannot work: more
+    generations would only mutate invalid parents. Stop with the reasons counted (they stay recorded)."""
+    if any(e.result.ok and (e.score.fitness is not None or e.score.points) for e in told):
+        return
+    reasons = Counter(e.result.reason or e.score.reason or str(e.result.status) for e in told)
+    listed = "\n  ".join(f"{n} x {reason}" for reason, n in reasons.most_common())
+    raise EvowattError(
+        f"generation 0 holds no valid individual ({len(told)} evaluated, recorded in {store.db_path}):\n  "
+        f"{listed}\nFix the grammar or the network section (`evowatt check-grammar GRAMMAR --config CONFIG` "
+        "samples genomes and says why they do not build), then start a new run"
+    )
+
+
 def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit: TimeLimit) -> str:
     """Ask, evaluate, tell and checkpoint until the search is done or the time is up; says which."""
     hooks = evaluate.hooks
@@ -154,6 +169,8 @@ def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit:
         told = evaluate(candidates, search.score, limit)
         if told is None:
             return "time_limit"
+        if search.generation == 0:
+            refuse_if_none_valid(told, store)
         record = search.tell(told)
         if record is not None:
             store.record_generation(record.to_json())

@@ -128,9 +128,28 @@ def _check_choices(kind: str, spec: dict[str, Any], where: str) -> None:
             raise InvalidNetwork(f"{where}: unknown activation '{act}'; expected one of {allowed}")
 
 
+def _positive(spec: dict[str, Any], key: str, where: str) -> int:
+    """An integer field a layer kind needs (a hand-edited genome or grammar may lack it or break it)."""
+    value = spec.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        what = "missing" if value is None else f"{value!r}"
+        raise InvalidNetwork(f"{where}: {key} is {what}; it must be an integer >= 1")
+    return value
+
+
+_NEEDED = {
+    "conv": ("out_channels", "kernel_size", "stride"),
+    "pool": ("kernel_size", "stride"),
+    "fc": ("out_features",),
+    "output": ("out_features",),
+}
+
+
 def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> LayerPlan:
     where = f"layer {index} ({kind})"
     _check_choices(kind, spec, where)
+    for key in _NEEDED.get("pool" if kind.startswith("pool") else kind, ()):
+        _positive(spec, key, where)
     if kind == "conv" or kind.startswith("pool"):
         if len(shape) != 3:
             raise InvalidNetwork(f"{where} needs an image input but receives a vector of {shape[0]} features")
@@ -156,8 +175,8 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
         channels = shape[0]
         return LayerPlan(kind, spec, [], shape, shape, 2 * channels, 2 * _numel(shape))
     if kind == "dropout":
-        rate = float(spec.get("rate", 0.5))
-        if not 0 <= rate < 1:
+        rate = spec.get("rate", 0.5)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise InvalidNetwork(f"{where}: dropout rate {rate} outside [0, 1)")
         return LayerPlan(kind, spec, [], shape, shape, 0, 0)
     if kind in ("fc", "output"):
