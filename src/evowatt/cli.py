@@ -34,6 +34,29 @@ def input_shape_arg(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _bounded(kind: type, low: float, strict: bool, what: str):
+    """An argparse type: a number of ``kind`` at least (or, ``strict``, above) ``low``; argparse names the
+    option and exits 2 when it does not hold."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or (value <= low if strict else value < low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse shows the type's name in some messages
+    return parse
+
+
+positive_int = _bounded(int, 1, False, "a positive integer (1 or more)")
+non_negative_int = _bounded(int, 0, False, "a non-negative integer (0 or more)")
+positive_float = _bounded(float, 0, True, "a positive number")
+class_count = _bounded(int, 2, False, "a class count of 2 or more")
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -442,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set search.generations=3 (repeatable)",
     )
-    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a killed run from its last checkpoint")
@@ -474,12 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-grammar", help="parse a grammar and try building sampled genomes")
     p.add_argument("grammar", help="grammar file, or the name of a shipped grammar (cnn)")
-    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--samples", type=positive_int, default=100, help="genomes to sample (1 or more)")
     p.add_argument("--input-shape", type=input_shape_arg, default=(1, 28, 28), metavar="C,H,W")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=class_count, default=10, help="output classes (2 or more)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
-        "--build", type=int, default=20, help="allocate the first N that plan, to check they build"
+        "--build",
+        type=non_negative_int,
+        default=20,
+        help="allocate the first N that plan, to check they build",
     )
     p.add_argument("--config", help="take the network section (modules, caps) from this config")
     p.set_defaults(func=cmd_check_grammar)
@@ -496,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--energy-reference",
-        type=float,
+        type=positive_float,
         default=1e-6,
         metavar="J",
         help="typical energy per inference used to rescale power weights for the estimate",
@@ -541,7 +567,10 @@ def _add_energy_commands(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse refused an argument (its message is printed; code 2)
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except EvowattError as exc:

@@ -345,7 +345,7 @@ class RunnerConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     grammar: str = "cnn"
     dataset: DatasetConfig = DatasetConfig()
     network: NetworkConfig

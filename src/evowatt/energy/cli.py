@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from evowatt.cli import input_shape_arg
+from evowatt.cli import input_shape_arg, non_negative_int, positive_float, positive_int
 from evowatt.energy.settings import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
@@ -52,10 +52,23 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--input-shape", type=input_shape_arg, required=True, metavar="C,H,W")
     p.add_argument("--meter", choices=get_args(MeterName), default="auto")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="measurement batch (default 64)")
-    p.add_argument("--time-cap", type=float, default=None, help="seconds of repeats at most (default 2)")
     p.add_argument(
-        "--nvml-index", type=int, default=None, help="NVML GPU index (PCI order; default: the CUDA ordinal)"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help=f"measurement batch (default {MeasureSettings().batch_size})",
+    )
+    p.add_argument(
+        "--time-cap",
+        type=positive_float,
+        default=None,
+        help=f"seconds of repeats at most (default {MeasureSettings().time_cap_s:g})",
+    )
+    p.add_argument(
+        "--nvml-index",
+        type=non_negative_int,
+        default=None,
+        help="NVML GPU index (PCI order; default: the CUDA ordinal)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_measure)
