@@ -80,6 +80,7 @@ class LiveProgress:
     def __init__(self, total: int):
         self.best: float | None = None
         self.generation = 0
+        self.started = False
         self.bar = Progress(
             TextColumn("[bold]gen {task.fields[generation]}"),
             BarColumn(),
@@ -93,14 +94,19 @@ class LiveProgress:
         self.task = self.bar.add_task("starting", total=total, generation=0, best="-")
 
     def __enter__(self) -> LiveProgress:
-        self.bar.__enter__()
+        # the bar appears with the loop's "start" event: a command refused by its checks prints only its error
+        self.started = False
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
+        if self.started:
+            self.bar.__exit__(*exc)
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
+            if not self.started:
+                self.bar.start()
+                self.started = True
             console.print(f"run directory: [bold]{info['run_dir']}[/]")
             meter = info.get("meter")
             if meter:

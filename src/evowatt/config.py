@@ -376,8 +376,21 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def _override_for(loc: tuple, overrides: list[str]) -> str | None:
+    """The --set text that put a value at ``loc`` (the last one wins, as when applying them)."""
+    path = [str(p) for p in loc]
+    found = None
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        parts = [p for p in key.split(".") if p]
+        if parts and (path[: len(parts)] == parts or parts[: len(path)] == path):
+            found = text
+    return found
+
+
+def _format_errors(error: ValidationError, source: str, overrides: list[str] | None = None) -> str:
+    lines = []
+    from_file = False
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
@@ -387,8 +400,16 @@ def _format_errors(error: ValidationError, source: str) -> str:
             message = "required key is missing"
         elif "input" in item and item["type"] not in ("model_type",):
             message += f" (got {item['input']!r})"
+        given = _override_for(item["loc"], overrides or [])
+        if given is not None:
+            message += f"; given by --set {given}"
+        else:
+            from_file = True
         lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+    head = (
+        f"invalid configuration in {source}:" if from_file else f"invalid --set value (applied to {source}):"
+    )
+    return "\n".join([head, *lines])
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -437,11 +458,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+def validate_config(
+    data: dict[str, Any], source: str = "config", overrides: list[str] | None = None
+) -> RunConfig:
+    """``overrides``: the --set texts applied to ``data``, so an error they caused names them."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise EvowattError(_format_errors(exc, source)) from None
+        raise EvowattError(_format_errors(exc, source, overrides)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
@@ -455,4 +479,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
         candidate = Path(path).parent / grammar
         if candidate.exists():
             data["grammar"] = str(candidate.resolve())
-    return validate_config(data, source=str(path))
+    return validate_config(data, source=str(path), overrides=overrides)

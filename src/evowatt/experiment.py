@@ -36,7 +36,7 @@ from evowatt.records import EvalResult
 from evowatt.runners import make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
 from evowatt.search.protocol import derived_seed
-from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, write_config_files
+from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
 
 Progress = Callable[..., None]
 
@@ -140,13 +140,15 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
     grammar, grammar_text = prepare(config)
     meter = choose_meter(config)
     run_dir = Path(out) if out is not None else default_run_dir(config)
-    if (run_dir / "evowatt.sqlite").exists():
-        raise EvowattError(
-            f"{run_dir} already holds a run; use 'evowatt resume {run_dir}' or choose another --out"
-        )
-    # the config files first, the store last: a run killed in between has no store and simply runs again
-    write_config_files(run_dir, config.to_dict(), grammar_text)
-    store = RunStore(run_dir, create=True, lock=True)
+    lock = claim_new_run_dir(run_dir)  # before anything is written: a refused run changes nothing
+    try:
+        # the config files first, the store last: a run killed in between has no store and runs again
+        write_config_files(run_dir, config.to_dict(), grammar_text)
+        store = RunStore(run_dir, create=True, lock=lock or False)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
     try:
         store.record_config(config.to_dict(), grammar_text)
         store.set_meta("evowatt_version", __version__)
@@ -186,7 +188,7 @@ def resume(
         recorded, grammar_text = _recorded_config(store)
         if config is None:
             wanted = apply_overrides(_read_yaml(run_dir / CONFIG_NAME), list(overrides or []))
-            config = validate_config(wanted, source=str(run_dir / CONFIG_NAME))
+            config = validate_config(wanted, str(run_dir / CONFIG_NAME), list(overrides or []))
         changed = config_changes(recorded, config.to_dict(), allow_larger_budget, run_dir)
         grammar = parse_grammar(grammar_text, source=str(run_dir / GRAMMAR_NAME))
         data_ref(config).load()

@@ -177,17 +177,94 @@ def write_config_files(run_dir: Path | str, config: dict[str, Any], grammar_text
         raise write_failed(run_dir / CONFIG_NAME, exc, run_dir) from None
 
 
+class RunLock:
+    """An exclusive flock on run.lock: the OS drops it when the process dies, so no crash leaves it."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def _open_lock_file(path: Path) -> Any:
+    return open(path, "a")  # noqa: SIM115 - held open for the store's lifetime
+
+
+def lock_run_dir(run_dir: Path) -> RunLock | None:
+    """Take the run's lock before anything in the directory is written, or say why not (exit 2)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    try:
+        handle = _open_lock_file(run_dir / LOCK_NAME)
+    except OSError as exc:
+        raise EvowattError(
+            f"cannot write in the run directory {run_dir} ({exc.strerror or exc}): running or resuming a run "
+            "writes its evaluations there. Make it writable (e.g. chmod u+w), or copy the run directory "
+            "somewhere writable and resume the copy; `evowatt show` reads a run as it is"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise EvowattError(
+            f"{run_dir} is in use by another evowatt process (it holds {LOCK_NAME}); wait for it to "
+            "finish or stop it first; nothing was changed"
+        ) from None
+    return RunLock(handle)
+
+
+def claim_new_run_dir(run_dir: Path) -> RunLock | None:
+    """The directory of a new run: created if missing, locked, and refused if it already holds a run.
+
+    Nothing is written into the directory before the lock is held, so a refused run changes nothing.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise EvowattError(
+            f"the run directory {run_dir} (--out) is an existing file, not a directory; give a directory "
+            "for the new run (it is created if missing)"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvowattError(
+            f"cannot create the run directory {run_dir} (--out): {exc.strerror or exc}; give a directory "
+            "in a place you can write"
+        ) from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise EvowattError(
+            f"the run directory {run_dir} (--out) is not writable; give a directory you can write"
+        )
+    lock = lock_run_dir(run_dir)
+    if (run_dir / DB_NAME).exists():
+        if lock is not None:
+            lock.close()
+        raise EvowattError(
+            f"{run_dir} already holds a run; use 'evowatt resume {run_dir}' or choose another --out"
+        )
+    return lock
+
+
 class RunStore:
     """One run directory. ``create`` makes a new one; ``lock`` holds it against a second writer."""
 
-    def __init__(self, run_dir: str | Path, create: bool = False, lock: bool = False):
+    def __init__(self, run_dir: str | Path, create: bool = False, lock: bool | RunLock = False):
+        """``lock``: True takes the run's lock; a ``RunLock`` (from ``claim_new_run_dir``) is adopted."""
         self.dir = Path(run_dir)
         self.db_path = self.dir / DB_NAME
-        self._lock_handle: Any = None
-        if create:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "weights").mkdir(exist_ok=True)
-        if lock:
+        self._lock_handle: Any = lock if isinstance(lock, RunLock) else None
+        try:
+            if create:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                (self.dir / "weights").mkdir(exist_ok=True)
+        except OSError as exc:
+            self._unlock()
+            raise write_failed(self.dir / "weights", exc, self.dir) from None
+        if lock is True:
             self._lock()
         try:
             if not self.db_path.is_file():
@@ -204,21 +281,7 @@ class RunStore:
 
     # --- opening ----------------------------------------------------------------------------------
     def _lock(self) -> None:
-        """An exclusive flock on run.lock: the OS drops it when the process dies, so no crash leaves it."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return
-        handle = open(self.dir / LOCK_NAME, "a")  # noqa: SIM115 - held open for the store's lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise EvowattError(
-                f"{self.dir} is in use by another evowatt process (it holds {LOCK_NAME}); wait for it to "
-                "finish or stop it before resuming"
-            ) from None
-        self._lock_handle = handle
+        self._lock_handle = lock_run_dir(self.dir)
 
     def _unlock(self) -> None:
         if self._lock_handle is not None:
