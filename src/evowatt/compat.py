@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evowatt.config import MutationConfig, validate_config
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, require_file
 
 # ENERGIZE's power weights are tuned to a GPU drawing about this much during inference
 ENERGIZE_REFERENCE_WATTS = 100.0
@@ -87,10 +87,9 @@ def import_energize_config(
     ``form`` "weighted" keeps ENERGIZE's weighted fitness (the ES); "pareto" writes the Pareto search, its
     terms becoming objectives and its conditions constraints.
     """
+    require_file(path, "ENERGIZE config", "give ENERGIZE's (or Fast-DENSER's) JSON run configuration")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvowattError(f"ENERGIZE config {path} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvowattError(f"cannot read ENERGIZE config {path}: {exc}") from None
     if not isinstance(data, dict):

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evowatt.energy.settings import EnergySettings
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, require_file
 
 
 class _Strict(BaseModel):
@@ -444,8 +444,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise EvowattError(f"config file {path} not found; see examples/digits.yaml for a reference config")
+    require_file(path, "config file", "give a YAML or JSON config file (see examples/digits.yaml)")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, require_file
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "npz")
 
@@ -148,6 +148,7 @@ def load_splits(
     num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1)
     if len(y_train) == 0 or len(y_test) == 0:
         raise EvowattError(f"Dataset {name!r} has an empty training or test set.")
+    _check_classes(name, path, y_train, y_test)
 
     if train_subset is not None and train_subset < len(y_train):
         idx = _stratified_subset(y_train, int(train_subset), _step_seed(seed, 1), "train_subset")
@@ -221,13 +222,49 @@ def _split_indices(
 
     try:
         first, second = train_test_split(idx, test_size=n_second, stratify=y, random_state=random_state)
-    except ValueError as e:
-        raise EvowattError(f"Too few samples to stratify {what}: {e}.{fix}") from None
+    except ValueError:  # sklearn's wording names its own arguments: say what the data holds instead
+        classes, counts = np.unique(y, return_counts=True)
+        rarest = int(np.argmin(counts))
+        c, k = int(classes[rarest]), int(counts[rarest])
+        held = f"{len(y)} samples of {len(classes)} classes, the rarest ({c}) with {k}"
+        raise EvowattError(
+            f"Too few samples to stratify {what}: it holds {held}; splitting off {n_second} needs at "
+            f"least 2 samples of every class and one of every class on each side.{fix}"
+        ) from None
     return np.asarray(first), np.asarray(second)
 
 
+def _check_classes(name: str, path: object, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """Every class the test set holds must be learnable: evo_train/evo_validation/evo_test come from the
+    training set, so a class it never shows could never be predicted. And a classifier needs two."""
+    where = f"{path}" if path is not None else f"dataset {name!r}"
+    train_classes = np.unique(y_train)
+    if len(train_classes) < 2:
+        raise EvowattError(
+            f"{where}: the training labels hold a single class ({int(train_classes[0])}); a classifier "
+            "needs at least 2 classes."
+        )
+    unseen, counts = np.unique(y_test[~np.isin(y_test, train_classes)], return_counts=True)
+    if len(unseen):
+        listed = ", ".join(f"{int(c)} ({int(k)} test samples)" for c, k in zip(unseen, counts, strict=True))
+        raise EvowattError(
+            f"{where}: the test labels hold class(es) {listed} that the training labels never show; "
+            f"the training set ({len(train_classes)} classes) is split into evo_train/evo_validation/"
+            "evo_test, so every class must appear in it. Add training samples of those classes or drop "
+            "them from the test set."
+        )
+
+
 def _stratified_subset(y: np.ndarray, n: int, random_state: int, what: str) -> np.ndarray:
-    classes = np.unique(y)
+    classes, counts = np.unique(y, return_counts=True)
+    rare = [(int(c), int(k)) for c, k in zip(classes, counts, strict=True) if k < 2]
+    if rare:
+        listed = ", ".join(f"class {c}: {k} sample" for c, k in rare)
+        raise EvowattError(
+            f"{what}={n} cannot be drawn stratified: {listed} in the {len(y)} samples it is drawn from; a "
+            f"stratified subset needs at least 2 samples of every class. Add samples of that class, remove "
+            f"it, or leave {what} unset to keep the whole set."
+        )
     if n < len(classes) or len(y) - n < len(classes):
         raise EvowattError(
             f"{what}={n} cannot be drawn stratified from {len(y)} samples of {len(classes)} classes: it "
@@ -262,10 +299,11 @@ def _three_way_split(
             f"one sample per class ({len(classes)}). Use more training data or larger fractions."
         )
     rarest = int(np.argmin(counts))
+    need = max(3, math.ceil(1 / min(fractions)), math.ceil(2 / (fractions[1] + fractions[2])))
     fix = (
         f" The rarest class, {int(classes[rarest])}, has {int(counts[rarest])} training samples: too few for "
-        f"one in each of evo_train/evo_validation/evo_test at fractions {fractions}. Use more training data "
-        f"(a larger or no train_subset)."
+        f"one in each of evo_train/evo_validation/evo_test at fractions {fractions}, which needs about "
+        f"{need} per class. Use more training data (a larger or no train_subset) or larger fractions."
     )
     idx = np.arange(n)
     i_tr, rest = _split_indices(idx, y, n_val + n_test, random_states[0], "evo_train", fix)
@@ -341,6 +379,10 @@ def _not_found(name: str, looked: list[str], path: str | os.PathLike[str] | None
     )
 
 
+def _not_a_dir(path: Path) -> str:
+    return "a file, not a directory" if path.exists() else "no such directory"
+
+
 def _find_file(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
@@ -356,7 +398,7 @@ def _load_idx_dataset(name: str, path: str | os.PathLike[str] | None) -> Raw:
         if len(files) == len(IDX_FILES):
             return _read_idx_pair(files[0], files[1]) + _read_idx_pair(files[2], files[3])
         missing = ", ".join(f"{stem}[.gz]" for stem, f in found.items() if f is None)
-        state = "missing " + missing if directory.is_dir() else "no such directory"
+        state = "missing " + missing if directory.is_dir() else _not_a_dir(directory)
         looked.append(f"{directory} ({origin}): {state}")
     raise _not_found(name, looked, path)
 
@@ -446,7 +488,7 @@ def _load_cifar10(path: str | os.PathLike[str] | None) -> Raw:
             x_train = np.concatenate([p[0] for p in parts[:5]])
             y_train = np.concatenate([p[1] for p in parts[:5]])
             return x_train, y_train, parts[5][0], parts[5][1]
-        state = "no such directory" if not directory.is_dir() else "missing " + ", ".join(missing)
+        state = _not_a_dir(directory) if not directory.is_dir() else "missing " + ", ".join(missing)
         looked.append(f"{directory} ({origin}): {state}")
     raise _not_found("cifar10", looked, path)
 
@@ -480,18 +522,28 @@ def _load_npz(path: str | os.PathLike[str] | None) -> Raw:
     if path is None:
         raise EvowattError(f"Dataset 'npz' needs a file: {how}.")
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise EvowattError(f"Dataset 'npz': {file} does not exist or is not a file; {how}.")
+    require_file(file, "Dataset 'npz': dataset.path", f"{how}.")
+    _check_npz_magic(file, how)
+    arrays = {}
+    key = None
     try:
         with np.load(file, allow_pickle=False) as npz:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
             if missing:
                 raise EvowattError(f"{file} lacks {', '.join(missing)}; {how}.")
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            for key in ("x_train", "y_train", "x_test", "y_test"):
+                arrays[key] = npz[key]
     except EvowattError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise EvowattError(f"Cannot read {file}: {e}. {how}.") from None
+    except ValueError as e:
+        if "pickle" in str(e).lower():  # numpy's wording suggests unsafe loading: evowatt never does it
+            raise EvowattError(
+                f"{file}: {key} holds Python objects (an object array, stored as a pickle), which evowatt "
+                f"never loads; store numeric arrays (e.g. x.astype('float32'), y.astype('int64')). {how}."
+            ) from None
+        raise EvowattError(f"Cannot read {file} ({key}): {e}. {how}.") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise EvowattError(f"Cannot read {file}: it is a damaged .npz archive ({e}). {how}.") from None
 
     x_train = _npz_images(arrays["x_train"], f"{file}:x_train")
     x_test = _npz_images(arrays["x_test"], f"{file}:x_test")
@@ -511,6 +563,26 @@ def _load_npz(path: str | os.PathLike[str] | None) -> Raw:
     classes = np.unique(np.concatenate(ys))
     y_train, y_test = (np.searchsorted(classes, y).astype(np.int64) for y in ys)
     return x_train, y_train, x_test, y_test
+
+
+def _check_npz_magic(file: Path, how: str) -> None:
+    """An .npz is a zip of .npy arrays; anything else is named for what it is before numpy reads it."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+    except OSError as e:
+        raise EvowattError(f"Cannot read {file}: {e.strerror or e}. {how}.") from None
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        what = "a single .npy array, not an .npz archive"
+    elif not head:
+        what = "empty"
+    else:
+        what = f"not an .npz archive (a zip of .npy arrays): it starts with the bytes {head.hex(' ')}"
+    raise EvowattError(
+        f"{file} is {what}; {how}: numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+    )
 
 
 def _npz_images(x: np.ndarray, source: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, require_file
 
 GRAMMAR_DIR = Path(__file__).parent / "grammars"
 
@@ -395,11 +395,8 @@ def load_grammar(spec: str | Path) -> Grammar:
     path = Path(spec)
     if not path.exists() and (GRAMMAR_DIR / f"{spec}.grammar").exists():
         path = GRAMMAR_DIR / f"{spec}.grammar"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.grammar")))
-        raise EvowattError(
-            f"grammar file {spec} not found; give a path to a grammar file or one of: {shipped}"
-        )
+    shipped = ", ".join(sorted(p.stem for p in GRAMMAR_DIR.glob("*.grammar")))
+    require_file(path, "grammar file", f"give a path to a grammar file or one of: {shipped}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from evowatt.energy.protocol import Measurement, MeasureSettings, measure_idle, measure_model, synthetic_batch
 from evowatt.energy.select import list_meters, select_meter
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, require_file
 from evowatt.units import format_si
 
 _UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
@@ -40,11 +40,9 @@ def meters_command(as_json: bool = False, console: Console | None = None, **opti
 
 def _load(model_path: str, device: torch.device) -> torch.jit.ScriptModule:
     path = Path(model_path)
-    if not path.is_file():
-        raise EvowattError(
-            f"model file {path} not found — pass a TorchScript file saved with "
-            "torch.jit.save(torch.jit.script(model), path)"
-        )
+    require_file(
+        path, "model file", "pass a TorchScript file saved with torch.jit.save(torch.jit.script(model), path)"
+    )
     try:
         model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError or zip errors here
