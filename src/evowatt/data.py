@@ -476,7 +476,8 @@ def _labels_to_int(y: np.ndarray, source: Path | str) -> np.ndarray:
 
 def _load_cifar10(path: str | os.PathLike[str] | None) -> Raw:
     """CIFAR-10's "python version": the dataset's own distribution format is pickled dicts (`data` uint8
-    (N, 3072), `labels`), so reading it needs pickle (encoding='bytes', the files come from Python 2).
+    (N, 3072), `labels`), read with an unpickler that builds only those (`_CifarUnpickler`; encoding="bytes",
+    the files come from Python 2).
     Only files the user points at are opened."""
     looked: list[str] = []
     for directory, origin in _search_dirs(
@@ -493,11 +494,57 @@ def _load_cifar10(path: str | os.PathLike[str] | None) -> Raw:
     raise _not_found("cifar10", looked, path)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds: builtin containers, bytes, str and numbers (built by
+    pickle's own opcodes, which run no code) and numpy arrays. Any other global a pickle names (a function
+    or class that a crafted file would call) is refused before anything is called."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        allowed = _cifar_globals().get((module, name))
+        if allowed is None:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return allowed
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
+@functools.lru_cache(maxsize=1)
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """numpy's array reconstruction, under the module names numpy 1 and 2 pickle it with."""
+    reconstruct = np.ndarray((0,)).__reduce__()[0]
+    core = getattr(np, "_core", None) or np.core
+    frombuffer = getattr(core.numeric, "_frombuffer", None)  # protocol 5 pickles
+    out: dict[tuple[str, str], object] = {}
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        if frombuffer is not None:
+            out[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    out[("_codecs", "encode")] = _latin1_bytes  # how Python 3 writes bytes at pickle protocol 2
+    out[("numpy", "ndarray")] = np.ndarray
+    out[("numpy", "dtype")] = np.dtype
+    return out
+
+
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(file, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the dataset's own format, see _load_cifar10
-    except Exception as e:  # unpickling a damaged file can raise almost anything
+            # the dataset's own format, see _load_cifar10; never plain pickle.load on a user's file
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except _ForbiddenGlobal as e:
+        raise EvowattError(
+            f"{file} is not a CIFAR-10 batch: it asks to call {e}, which a CIFAR-10 batch never does "
+            "(it holds a dict of bytes, lists and a numpy array). It was refused before anything ran; "
+            "replace the file with the one from the official archive."
+        ) from None
+    except Exception as e:  # unpickling a damaged file can raise almost anything; nothing else runs
         raise EvowattError(f"Cannot read CIFAR-10 batch {file}: {e}. Re-download the dataset.") from None
     if not isinstance(batch, dict):
         raise EvowattError(f"{file} is not a CIFAR-10 batch (expected a dict with data and labels).")
