@@ -224,7 +224,10 @@ def test_checkpoint_names_the_weights_it_needs(reference):
         (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "corrupt or truncated"),
         (lambda p: p.write_bytes(b"\x00\xff garbage"), "corrupt or truncated"),
         (lambda p: p.write_text("[1, 2]"), "not an evowatt checkpoint"),
-        (lambda p: p.write_text('{"generation": 3}'), "not a valid evowatt checkpoint (KeyError"),
+        (
+            lambda p: p.write_text('{"generation": 3}'),
+            "not a valid evowatt checkpoint: field 'next_id': required field is missing",
+        ),
     ],
     ids=["truncated", "garbage", "not-a-checkpoint", "missing-keys"],
 )

@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from evowatt.console import OutputConsole
 from evowatt.errors import EvowattError
 from evowatt.units import format_si
 
-console = Console()
+console = OutputConsole()
 
 
 def input_shape_arg(text: str) -> tuple[int, int, int]:
@@ -571,20 +574,76 @@ def _add_energy_commands(sub: Any) -> None:
     energy_cli.add_commands(sub)
 
 
+def _stop_now(signum: int, frame: Any) -> None:
+    """A second Ctrl-C while the first is being handled (a run shutting down, workers finishing): stop at
+    once with the same status. Every recorded evaluation and the last checkpoint are already on disk."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # process-runner workers: no orphan outlives us
+        child.terminate()
+    os.write(2, b"\nevowatt: interrupted again; stopped at once. 'evowatt resume RUN_DIR' continues a run\n")
+    os._exit(130)
+
+
+def _first_interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, _stop_now)
+    raise KeyboardInterrupt
+
+
+def _interrupts() -> Any:
+    """Ctrl-C raises KeyboardInterrupt once (the run stops cleanly, exit 130); a second one stops at once,
+    also with 130, whatever the shutdown was doing. Returns the previous handler, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, _first_interrupt)
+
+
+def _closed_stdout() -> int:
+    """The reader of our output went away (`evowatt show --json | head -c 10`): stop quietly with the
+    status of a command ended by SIGPIPE; stdout goes to /dev/null so the final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse refused an argument (its message is printed; code 2)
         return int(exc.code or 0)
+    previous = _interrupts()
     try:
         return int(args.func(args) or 0)
     except EvowattError as exc:
         print(f"evowatt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if previous is not None:
+            # the run is shut down; what is left is this message and the interpreter's exit, during which
+            # Python resets its own handlers to the default (a Ctrl-C then would kill us with SIGINT, not
+            # exit 130): ignoring further ones keeps the status 130
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            previous = None
         print("evowatt: interrupted; a run can be continued with 'evowatt resume RUN_DIR'", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
+    except Exception as exc:  # a bug, not the user's input: say so, exit 1 (user errors exit 2)
+        if os.environ.get("EVOWATT_DEBUG"):
+            raise
+        print(
+            f"evowatt: internal error: {type(exc).__name__}: {exc}\nThis is a bug in evowatt, not in your "
+            "input: please report it with the command you ran (EVOWATT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

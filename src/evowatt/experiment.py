@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
+from evowatt.checkpoint import CheckpointError
 from evowatt.config import RunConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import (
@@ -293,6 +294,8 @@ def _load_search_state(search: Search, state: dict[str, Any], store: RunStore) -
     """Load the checkpoint into the search; one message when it does not fit this search or this store."""
     try:
         search.load_state(state)
+    except CheckpointError as exc:
+        raise store._bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
     missing = [i for i in search.best() if store.evaluation(i) is None]

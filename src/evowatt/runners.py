@@ -25,10 +25,31 @@ class SequentialRunner:
 
 
 def _limit_threads(threads: int) -> None:
-    """Workers share the cores: each gets its share of torch threads, or they slow each other badly."""
+    """Workers share the cores: each gets its share of torch threads, or they slow each other badly.
+
+    Ctrl-C reaches every process of the terminal's group: the driver handles it (it stops the run and
+    shuts the pool down), so a worker ignores it instead of printing its own KeyboardInterrupt traceback."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+
+
+def _without_interrupts(start: Callable[[], Any]) -> Any:
+    """Workers are spawned on submit; spawned with SIGINT ignored (inherited across exec, and Python then
+    installs no handler), a Ctrl-C during their start-up cannot end one of them with a traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ProcessRunner:
@@ -44,7 +65,7 @@ class ProcessRunner:
         )
 
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
-        futures = [self.pool.submit(fn, task) for task in tasks]
+        futures = _without_interrupts(lambda: [self.pool.submit(fn, task) for task in tasks])
         for future in as_completed(futures):
             yield future.result()
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from evowatt.checkpoint import CheckpointError, check_row, check_store_section
 from evowatt.errors import EvowattError
 from evowatt.killpoint import killpoint
 
@@ -468,7 +469,14 @@ class RunStore:
         for values in cursor.fetchall():
             row = {**dict.fromkeys(_ADDED_COLUMNS), **dict(zip(names, values, strict=True))}
             for column in _JSON_COLUMNS:
-                row[column] = json.loads(row[column]) if row[column] is not None else None
+                try:
+                    row[column] = json.loads(row[column]) if row[column] is not None else None
+                except (TypeError, ValueError):
+                    raise self._corrupt(f"evaluation {row.get('id')}: column {column} is not JSON") from None
+            try:
+                check_row({c: row[c] for c in _JSON_COLUMNS}, row.get("id"))
+            except CheckpointError as exc:
+                raise self._corrupt(str(exc)) from None
             row["weights"] = self._absolute(row["weights"])
             rows.append(row)
         return rows
@@ -586,17 +594,22 @@ class RunStore:
             raise self._bad_checkpoint(f"corrupt or truncated ({exc})") from None
         if not isinstance(state, dict) or "generation" not in state:
             raise self._bad_checkpoint("corrupt: not an evowatt checkpoint")
-        section = state.pop(CHECKPOINT_KEY, None) or {}
-        if section.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+        raw = state.pop(CHECKPOINT_KEY, None) or {}
+        found = raw.get("format") if isinstance(raw, dict) else None
+        if isinstance(found, int) and not isinstance(found, bool) and found > CHECKPOINT_FORMAT:
             raise EvowattError(
-                f"checkpoint {path} was written by a newer evowatt (format {section['format']}); "
+                f"checkpoint {path} was written by a newer evowatt (format {found}); "
                 "upgrade evowatt to resume it"
             )
-        for evaluation_id, entry in (section.get("weights") or {}).items():
-            weights = self.dir / entry["file"]
+        try:
+            section = check_store_section(raw)
+        except CheckpointError as exc:
+            raise self._bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
+        for evaluation_id, entry in section.weights.items():
+            weights = self.dir / entry.file
             if not weights.is_file():
                 problem = "is missing"
-            elif weights.stat().st_size != entry["bytes"] or file_digest(weights) != entry["sha256"]:
+            elif weights.stat().st_size != entry.bytes or file_digest(weights) != entry.sha256:
                 problem = "is damaged (its size or checksum differs from the checkpoint's)"
             else:
                 continue

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from evowatt.console import OutputConsole
 from evowatt.energy.protocol import Measurement, MeasureSettings, measure_idle, measure_model, synthetic_batch
 from evowatt.energy.select import list_meters, select_meter
 from evowatt.errors import EvowattError, require_file
@@ -23,7 +26,7 @@ _UNITS.update({"latency": "s", "flops": "FLOP", "params": ""})
 def meters_command(as_json: bool = False, console: Console | None = None, **options: Any) -> int:
     """List every meter with whether it can be read here and why; always exit 0 (it is a diagnosis)."""
     statuses = list_meters(**options)
-    out = console or Console()
+    out = console or OutputConsole()
     if as_json:
         rows = [{"name": s.name, "available": s.available, "reason": s.reason} for s in statuses]
         out.file.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
@@ -76,6 +79,42 @@ def _device(device: str) -> torch.device:
     return dev
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_batch_fits(shape: tuple[int, ...], batch_size: int, device: torch.device) -> None:
+    """Refuse an input batch that cannot fit before allocating it (like the search's network caps): the
+    batch is built in host memory, then copied to the device; the model's activations need more still."""
+    need = 4 * batch_size * math.prod(shape)  # float32
+    shown = ",".join(str(d) for d in shape)
+    for where in {torch.device("cpu"), device}:
+        free = available_memory(where)
+        if free is not None and need > free // 2:
+            raise EvowattError(
+                f"--input-shape {shown} with a measurement batch of {batch_size} needs "
+                f"{format_si(need, 'B')} for the input batch alone, more than half of the "
+                f"{format_si(free, 'B')} available on {where}: give the model's real input shape "
+                "(C,H,W of one sample, e.g. 1,28,28) or a smaller --batch-size"
+            )
+
+
 def _print_measurement(out: Console, m: Measurement, title: str, reason: str) -> None:
     out.print(reason)
     table = Table(title=title)
@@ -109,9 +148,10 @@ def measure_command(
     if len(input_shape) == 0 or any(int(d) < 1 for d in input_shape):
         raise EvowattError(f"input shape {input_shape} must be positive sizes, e.g. --input-shape 1,28,28")
     dev = _device(device)
+    _check_batch_fits(tuple(int(d) for d in input_shape), settings.batch_size, dev)
     model = _load(model_path, dev)
     chosen, reason = select_meter(meter, dev, **options)
-    out = console or Console()
+    out = console or OutputConsole()
     with chosen:
         idle = measure_idle(chosen, settings)
         inputs = synthetic_batch(tuple(int(d) for d in input_shape), settings.batch_size, dev)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evowatt.checkpoint import check_es_state
 from evowatt.config import RunConfig
 from evowatt.genome import Genome, random_genome
 from evowatt.grammar import Grammar
@@ -136,6 +137,7 @@ class EvolutionStrategy(GenomeSearch):
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("algorithm", "es") != "es":
             raise ValueError(f"it was written by the {state['algorithm']} search, not the es")
+        check_es_state(state, self.grammar)  # each field checked, a bad one named (CheckpointError)
         self.generation = int(state["generation"])
         self.next_id = int(state["next_id"])
         self.parent = Parent(**state["parent"]) if state["parent"] else None
