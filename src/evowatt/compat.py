@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evowatt.config import MutationConfig, validate_config
+from pydantic import ValidationError
+
+from evowatt.config import MutationConfig, RunConfig
 from evowatt.errors import EvowattError, require_file
 
 # ENERGIZE's power weights are tuned to a GPU drawing about this much during inference
@@ -26,8 +28,12 @@ class ConfigImport:
         self.config: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.notes: list[str] = []
+        # evowatt dotted key -> the JSON path in the ENERGIZE file it came from, to name it in errors
+        self.origin: dict[str, str] = {}
 
-    def set(self, dotted: str, value: Any) -> None:
+    def set(self, dotted: str, value: Any, source: str | None = None) -> None:
+        if source is not None:
+            self.origin[dotted] = source
         node = self.config
         *parents, last = dotted.split(".")
         for part in parents:
@@ -58,11 +64,26 @@ def _section(handlers: dict[str, Any]):
     return apply
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", str: "a string", list: "a list", float: "a number"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    """JSON types: true is not an integer, and an integer is a number."""
+    if kind is not bool and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
 def _to(target: str, kind: type | None = None):
     def apply(value: Any, name: str, imp: ConfigImport) -> None:
-        if kind is not None and not isinstance(value, kind):
-            raise EvowattError(f"ENERGIZE config key '{name}' must be {kind.__name__}, got {value!r}")
-        imp.set(target, value)
+        if kind is not None and not _is(value, kind):
+            raise EvowattError(
+                f"ENERGIZE config key '{name}' must be {kind.__name__} ({_KIND_NAMES.get(kind, 'JSON')}), "
+                f"got {value!r}"
+            )
+        imp.set(target, value, source=name)
 
     return apply
 
@@ -101,7 +122,9 @@ def import_energize_config(
     state: dict[str, Any] = {"partition": None, "fitness_terms": None}
 
     def checkpoints(value: Any, name: str, imp: ConfigImport) -> None:
-        target = Path(str(value))
+        if not isinstance(value, str) or not value:
+            raise EvowattError(f"ENERGIZE config key '{name}' must be a path (a string), got {value!r}")
+        target = Path(value)
         imp.set("output.dir", str(target.parent))
         imp.set("output.name", target.name)
 
@@ -112,9 +135,9 @@ def import_energize_config(
             )
 
     def measurements(value: Any, name: str, imp: ConfigImport) -> None:
-        if not isinstance(value, int) or value < 2:
+        if not _is(value, int) or value < 2:
             raise EvowattError(f"'{name}' must be an integer of at least 2, got {value!r}")
-        imp.set("energy.max_repeats", value)
+        imp.set("energy.max_repeats", value, source=name)
         imp.set("energy.min_repeats", min(5, value))
         imp.notes.append(
             f"'{name}' {value} -> energy.max_repeats {value}: ENERGIZE repeats {value} fixed passes; evowatt "
@@ -126,7 +149,9 @@ def import_energize_config(
             imp.notes.append(f"'{name}' is false: evowatt costs modules whenever reuse_module > 0")
 
     def partition(value: Any, name: str, imp: ConfigImport) -> None:
-        state["partition"] = bool(value)
+        if not isinstance(value, bool):
+            raise EvowattError(f"ENERGIZE config key '{name}' must be true or false, got {value!r}")
+        state["partition"] = value
 
     def partition_n(value: Any, name: str, imp: ConfigImport) -> None:
         if value != 2:
@@ -136,7 +161,7 @@ def import_energize_config(
 
     def mutation(value: Any, name: str, imp: ConfigImport) -> None:
         if not isinstance(value, dict):
-            raise EvowattError(f"ENERGIZE config key '{name}' must be an object")
+            raise EvowattError(f"ENERGIZE config key '{name}' must be an object, got {value!r}")
         for key in MutationConfig.model_fields:
             if key not in value:  # e.g. Fast-DENSER has no module mutations: they stay off
                 imp.set(f"search.mutation.{key}", 0.0)
@@ -147,7 +172,9 @@ def import_energize_config(
                     f"unknown mutation '{name}.{key}'; evowatt knows: "
                     f"{', '.join(MutationConfig.model_fields)}"
                 )
-            imp.set(f"search.mutation.{key}", rate)
+            if not _is(rate, float):
+                raise EvowattError(f"'{name}.{key}' must be a rate (a number in [0, 1]), got {rate!r}")
+            imp.set(f"search.mutation.{key}", rate, source=f"{name}.{key}")
 
     def fitness_function(value: Any, name: str, imp: ConfigImport) -> None:
         if not isinstance(value, list) or not value:
@@ -156,25 +183,39 @@ def import_energize_config(
 
     def modules(value: Any, name: str, imp: ConfigImport) -> None:
         if not isinstance(value, list):
-            raise EvowattError(f"'{name}' must be a list of modules")
+            raise EvowattError(f"'{name}' must be a list of modules, got {value!r}")
         out = []
         for i, module in enumerate(value):
             known = {"name", "network_structure_init", "network_structure", "levels_back"}
+            if not isinstance(module, dict):
+                raise EvowattError(
+                    f"'{name}[{i}]' must be an object with {', '.join(sorted(known))}; got {module!r}"
+                )
+            imp.origin[f"network.modules.{i}"] = f"{name}[{i}]"
             unknown = set(module) - known
             if unknown:
                 raise EvowattError(
                     f"unknown key(s) {sorted(unknown)} in '{name}[{i}]'; known: {sorted(known)}"
                 )
             out.append(dict(module))
-        imp.set("network.modules", out)
+        imp.set("network.modules", out, source=name)
 
     def splits(value: Any, name: str, imp: ConfigImport) -> None:
+        for i, key in enumerate(("evo_train", "evo_validation", "evo_test")):
+            imp.origin[f"dataset.splits.{i}"] = f"{name}.{key}"
         try:
-            imp.set("dataset.splits", [value["evo_train"], value["evo_validation"], value["evo_test"]])
+            imp.set(
+                "dataset.splits",
+                [value["evo_train"], value["evo_validation"], value["evo_test"]],
+                source=name,
+            )
         except (KeyError, TypeError):
             raise EvowattError(
                 f"'{name}' must give evo_train, evo_validation and evo_test fractions"
             ) from None
+        for key in ("evo_train", "evo_validation", "evo_test"):
+            if not _is(value[key], float):
+                raise EvowattError(f"'{name}.{key}' must be a fraction (a number), got {value[key]!r}")
         extra = set(value) - {"evo_train", "evo_validation", "evo_test"}
         if extra:
             raise EvowattError(f"unknown split(s) {sorted(extra)} in '{name}'")
@@ -184,9 +225,10 @@ def import_energize_config(
             raise EvowattError(f"'{name}' is {value!r}: evowatt does supervised learning only")
 
     def train_time(value: Any, name: str, imp: ConfigImport) -> None:
-        if not isinstance(value, (int, float)) or value <= 0:
+        if not _is(value, float) or value <= 0:
             raise EvowattError(f"'{name}' must be a positive number of seconds, got {value!r}")
-        imp.set("training.budget", {"seconds": value})
+        imp.set("training.budget", {"seconds": value}, source=name)
+        imp.origin["training.budget.seconds"] = name
 
     handlers = {
         "checkpoints_path": checkpoints,
@@ -224,7 +266,7 @@ def import_energize_config(
             {
                 "architecture": _section(
                     {
-                        "reuse_layer": _to("network.reuse_layer"),
+                        "reuse_layer": _to("network.reuse_layer", float),
                         "macro_structure": _to("network.macro_structure", list),
                         "output": _to("network.output", str),
                         "modules": modules,
@@ -251,8 +293,40 @@ def import_energize_config(
         imp.set("fitness", {"terms": _fitness_terms(state["fitness_terms"], meter, energy_reference_j, imp)})
     if form == "pareto":
         _to_pareto(imp)
-    validate_config(imp.config, source=f"the config imported from {path}")
+    _validate(imp, path)
     return imp
+
+
+def _json_path(loc: tuple, origin: dict[str, str]) -> str:
+    """The ENERGIZE JSON path of an evowatt config location, from the longest recorded origin."""
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        source = origin.get(".".join(parts[:n]))
+        if source is not None:
+            rest = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts[n:])
+            return source + rest
+    return ""
+
+
+def _validate(imp: ConfigImport, path: str | Path) -> None:
+    """The imported config checked by evowatt's model; a problem is named by the JSON path it came from."""
+    try:
+        RunConfig.model_validate(imp.config)
+    except ValidationError as exc:
+        lines = [f"the ENERGIZE config {path} does not convert to a valid evowatt config:"]
+        for item in exc.errors():
+            where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif item["type"] == "missing":
+                message = "required key is missing"
+            elif "input" in item:
+                message += f" (got {item['input']!r})"
+            source = _json_path(item["loc"], imp.origin)
+            named = f"'{source}' (evowatt's {where})" if source else f"evowatt's {where}"
+            lines.append(f"  {named}: {message}")
+        raise EvowattError("\n".join(lines)) from None
 
 
 def _apply_partition(imp: ConfigImport, partition: bool | None) -> None:
@@ -279,9 +353,27 @@ def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp:
             raise EvowattError(
                 f"unknown key(s) {sorted(set(term) - known)} in evolutionary.fitness_function[{i}]"
             )
+        where = f"evolutionary.fitness_function[{i}]"
+        imp.origin[f"fitness.terms.{i}"] = where
+        if not isinstance(term["metric"], str):
+            raise EvowattError(f"'{where}.metric' must be a metric name (a string), got {term['metric']!r}")
+        if "weight" in term and not _is(term["weight"], float):
+            raise EvowattError(f"'{where}.weight' must be a number, got {term['weight']!r}")
         new = {k: term[k] for k in known if k in term}
-        conditions = [dict(c) for c in term.get("conditions", [])]
-        metric = str(term["metric"])
+        raw = term.get("conditions", [])
+        if not isinstance(raw, list):
+            raise EvowattError(f"'{where}.conditions' must be a list of conditions, got {raw!r}")
+        conditions = []
+        for j, condition in enumerate(raw):
+            if not isinstance(condition, dict):
+                raise EvowattError(
+                    f"'{where}.conditions[{j}]' must be an object with metric, type (greater_than or "
+                    f'less_than) and value, e.g. {{"metric": "accuracy_1", "type": "greater_than", '
+                    f'"value": 0.7}}; got {condition!r}'
+                )
+            imp.origin[f"fitness.terms.{i}.conditions.{j}"] = f"{where}.conditions[{j}]"
+            conditions.append(dict(condition))
+        metric = term["metric"]
         if metric.startswith("power"):
             if meter == "estimate":
                 energy = "energy" + metric[len("power") :]
