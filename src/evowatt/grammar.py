@@ -376,10 +376,10 @@ def _check_no_cycle(rules: dict, lines: dict, source: str) -> None:
                 if state.get(symbol.name) == 1:
                     cycle = path[path.index(symbol.name) :] + [symbol.name]
                     raise EvowattError(
-                        f"{source}, line {lines[name]}: <{name}> recurses "
-                        f"({' -> '.join(f'<{c}>' for c in cycle)}); evowatt derives one layer per rule "
-                        "expansion, so rules must not refer back to themselves (a module's layer count "
-                        "comes from network_structure)"
+                        f"{source}, line {lines[name]}: <{name}> refers back to <{symbol.name}>, so its "
+                        f"derivations recurse ({' -> '.join(f'<{c}>' for c in cycle)}); evowatt derives "
+                        "one layer per rule expansion, so rules must not refer back to themselves (a "
+                        "module's layer count comes from network_structure)"
                     )
                 if symbol.name not in state:
                     visit(symbol.name, [*path, symbol.name])

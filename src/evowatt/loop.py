@@ -8,6 +8,7 @@ It knows no search in particular (any ``Search``), and everything around it is a
 from __future__ import annotations
 
 import errno
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -151,8 +152,16 @@ def refuse_if_none_valid(told: Sequence[Evaluated], store: RunStore) -> None:
     generations would only mutate invalid parents. Stop with the reasons counted (they stay recorded)."""
     if any(e.result.ok and (e.score.fitness is not None or e.score.points) for e in told):
         return
-    reasons = Counter(e.result.reason or e.score.reason or str(e.result.status) for e in told)
-    listed = "\n  ".join(f"{n} x {reason}" for reason, n in reasons.most_common())
+    reasons = [e.result.reason or e.score.reason or str(e.result.status) for e in told]
+    # the same problem in other sizes counts once ("kernel 25 ... -8x-8" and "kernel 23 ... -7x-7")
+    kinds = Counter(re.sub(r"\d+", "#", r) for r in reasons)
+    example: dict[str, str] = {}
+    for r in reasons:
+        example.setdefault(re.sub(r"\d+", "#", r), r)
+    listed = "\n  ".join(
+        f"{n} x {example[kind]}" + (f" (and {n - 1} alike)" if n > 1 else "")
+        for kind, n in kinds.most_common()
+    )
     raise EvowattError(
         f"generation 0 holds no valid individual ({len(told)} evaluated, recorded in {store.db_path}):\n  "
         f"{listed}\nFix the grammar or the network section (`evowatt check-grammar GRAMMAR --config CONFIG` "
