@@ -38,8 +38,8 @@ TINY_RUN = {
     "dataset": {"name": "digits"},
     "network": {
         "modules": [
-            {"name": "features", "network_structure_init": [1], "network_structure": [0, 2]},
-            {"name": "classification", "network_structure_init": [1], "network_structure": [0, 1]},
+            {"name": "features", "network_structure_init": [1], "network_structure": [1, 2]},
+            {"name": "classification", "network_structure_init": [1], "network_structure": [1, 1]},
         ]
     },
     "search": {"generations": 1, "lambda": 1},

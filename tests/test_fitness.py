@@ -134,7 +134,11 @@ def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
             "fitness": {"terms": [{"metric": "accuracy_1"}]},  # no hidden layer: no early-exit model
         }
     )
-    run(config, out=tmp_path / "r")
+    from evowatt.errors import EvowattError
+
+    # no individual of generation 0 has a fitness: the run stops there, the reasons recorded and counted
+    with pytest.raises(EvowattError, match="(?s)no valid individual.*no fitness: metric accuracy_1"):
+        run(config, out=tmp_path / "r")
     store = RunStore(tmp_path / "r")
     rows = [r for r in store.evaluations() if r["kind"] != "final"]
     store.close()

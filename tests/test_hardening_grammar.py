@@ -213,7 +213,7 @@ def test_a_first_generation_without_a_valid_individual_stops_the_run(kernel, why
         ["run", cfg, "--out", tmp_path / "r"],
         "generation 0 holds no valid individual",
         "3 x layer 0 (conv)",
-        "(and 2 alike)",
+        "(sizes vary)",
         why,
     )
     assert "check-grammar" in err

@@ -134,7 +134,7 @@ class EvolutionState(_Model):
 def _describe(error: ValidationError, prefix: str = "") -> str:
     items = error.errors()
     first = items[0]
-    where = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
+    where = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".").replace(".[key]", " (a key)")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         message = "required field is missing"

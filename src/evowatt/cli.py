@@ -232,8 +232,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from evowatt.store import RunStore
 
     store = RunStore(args.run_dir)
-    done = len(store.evaluations())
-    store.close()
+    try:
+        done = len(store.evaluations())
+    finally:
+        store.close()  # also when a row is refused: a connection left open leaves -wal/-shm files behind
     config = load_config(args.config, args.set) if args.config else None
     with LiveProgress(None) as progress:
         progress.bar.update(progress.task, completed=done)

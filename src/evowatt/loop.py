@@ -155,11 +155,11 @@ def refuse_if_none_valid(told: Sequence[Evaluated], store: RunStore) -> None:
     reasons = [e.result.reason or e.score.reason or str(e.result.status) for e in told]
     # the same problem in other sizes counts once ("kernel 25 ... -8x-8" and "kernel 23 ... -7x-7")
     kinds = Counter(re.sub(r"\d+", "#", r) for r in reasons)
-    example: dict[str, str] = {}
+    variants: dict[str, set[str]] = {}
     for r in reasons:
-        example.setdefault(re.sub(r"\d+", "#", r), r)
+        variants.setdefault(re.sub(r"\d+", "#", r), set()).add(r)
     listed = "\n  ".join(
-        f"{n} x {example[kind]}" + (f" (and {n - 1} alike)" if n > 1 else "")
+        f"{n} x {min(variants[kind])}" + (" (sizes vary)" if len(variants[kind]) > 1 else "")
         for kind, n in kinds.most_common()
     )
     raise EvowattError(
