@@ -343,6 +343,22 @@ def _apply_partition(imp: ConfigImport, partition: bool | None) -> None:
         imp.set("network.macro_structure", macro)
 
 
+def _check_condition(condition: dict[str, Any], where: str) -> None:
+    """One ENERGIZE condition: metric, type and value, each of its type (both import forms read them)."""
+    unknown = sorted(set(condition) - {"metric", "type", "value"})
+    if unknown:
+        raise EvowattError(f"unknown key(s) {unknown} in '{where}'; a condition has metric, type and value")
+    missing = [k for k in ("metric", "type", "value") if k not in condition]
+    if missing:
+        raise EvowattError(f"'{where}' lacks {', '.join(missing)}; a condition has metric, type and value")
+    if not isinstance(condition["metric"], str):
+        raise EvowattError(f"'{where}.metric' must be a metric name (a string), got {condition['metric']!r}")
+    if condition["type"] not in ("greater_than", "less_than"):
+        raise EvowattError(f"'{where}.type' must be greater_than or less_than, got {condition['type']!r}")
+    if not _is(condition["value"], float):
+        raise EvowattError(f"'{where}.value' must be a number, got {condition['value']!r}")
+
+
 def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp: ConfigImport) -> list[dict]:
     out = []
     for i, term in enumerate(terms):
@@ -372,6 +388,7 @@ def _fitness_terms(terms: list[Any], meter: str, energy_reference_j: float, imp:
                     f'"value": 0.7}}; got {condition!r}'
                 )
             imp.origin[f"fitness.terms.{i}.conditions.{j}"] = f"{where}.conditions[{j}]"
+            _check_condition(condition, f"{where}.conditions[{j}]")
             conditions.append(dict(condition))
         metric = term["metric"]
         if metric.startswith("power"):
