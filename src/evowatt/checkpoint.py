@@ -214,6 +214,7 @@ class StoredColumns(_Model):
     mutations: list[str] | None = None
     train: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    score: dict[str, Any] | None = None
 
 
 def check_row(columns: dict[str, Any], evaluation_id: Any) -> None:
