@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -255,3 +256,29 @@ def test_all_pairs_on_the_front_are_mutually_non_dominated():
         better = a["values"][0] >= b["values"][0] and a["values"][1] <= b["values"][1]
         strictly = a["values"][0] > b["values"][0] or a["values"][1] < b["values"][1]
         assert not (better and strictly)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda s: s.update(population="x"), "population"),
+        (lambda s: s["population"][0].update(points={"0": {"values": "a", "violation": 0}}), "population.0"),
+        (lambda s: s["population"][0]["points"]["0"].update(values=[1.0]), "values"),
+        (lambda s: s["population"][0]["points"]["0"].update(violation=-1), "violation"),
+        (lambda s: s.update(reference=[0.0]), "reference"),
+        (lambda s: s.update(next_id=1), "next_id"),
+        (lambda s: s["pending"][0].update(kind="alien"), "pending.0.kind"),
+    ],
+)
+def test_pareto_checkpoint_fields_of_the_wrong_shape_are_named(edit, field):
+    from evowatt.checkpoint import CheckpointError
+
+    search = ParetoSearch(config(), GRAMMAR)
+    search.ask()
+    search.tell([result(c.id, 0.5 + 0.1 * c.id, 1.0 + c.id) for c in search.ask()])
+    search.ask()
+    state = json.loads(json.dumps(search.state()))
+    ParetoSearch(config(), GRAMMAR).load_state(json.loads(json.dumps(state)))  # the unedited one loads
+    edit(state)
+    with pytest.raises(CheckpointError, match=field.replace(".", r"\.")):
+        ParetoSearch(config(), GRAMMAR).load_state(state)

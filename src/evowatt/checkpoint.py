@@ -4,8 +4,9 @@
 tool can give a section the wrong type (a list where an object belongs, a string for an id). Each model
 here names the first such field by its path (``pending.0.genome.modules``), so resume says which field is
 wrong instead of failing somewhere later. The store's own section is ``StoreSection``; the (1+λ)-ES's
-search state is ``EvolutionState`` (``check_es_state``, called by its ``load_state``). A new search adds
-its model here the same way. Torch-free and search-side: pydantic only.
+search state is ``EvolutionState`` (``check_es_state``, called by its ``load_state``), the Pareto and
+random searches' ``ParetoState`` (``check_pareto_state``). A new search adds its model here the same
+way. Torch-free and search-side: pydantic only.
 """
 
 from __future__ import annotations
@@ -131,6 +132,51 @@ class EvolutionState(_Model):
     archive: ArchiveState | None = None
 
 
+# --- the Pareto and random searches ---------------------------------------------------------------
+class PointState(_Model):
+    values: list[float]
+    violation: float = Field(ge=0)
+    reason: str | None = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:  # JSON ints are objective values too (e.g. params)
+        return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+
+
+class MemberState(_Model):
+    id: int = Field(ge=0)
+    genome: GenomeState
+    points: dict[Literal["0", "1"], PointState] = {}
+    rank: float | None = None
+    crowding: float | Literal["inf"] = 0.0
+
+
+class FrontPointState(_Model):
+    id: int = Field(ge=0)
+    exit: Literal["0", "1"]
+
+
+class RecordState(_Model):
+    generation: int = Field(ge=0)
+    evaluations: list[int]
+    survivors: list[int]
+    front: list[FrontPointState] = []
+    hypervolume: float | None = None
+
+
+class ParetoState(_Model):
+    algorithm: Literal["pareto", "random"]
+    generation: int = Field(ge=0)
+    next_id: int = Field(ge=0)
+    population: list[MemberState]
+    pending: list[CandidateState]
+    history: list[RecordState]
+    reference: list[float] | None
+    rng: RngState
+    archive: ArchiveState
+
+
 def _describe(error: ValidationError, prefix: str = "") -> str:
     items = error.errors()
     first = items[0]
@@ -191,6 +237,33 @@ def check_es_state(state: Any, grammar: Any = None) -> EvolutionState:
     if any(i >= next_id for i in ids):
         raise CheckpointError(f"field 'next_id': {next_id} is not above the pending ids {ids}")
     return checked  # type: ignore[return-value]
+
+
+def check_pareto_state(state: Any, grammar: Any = None, objectives: int | None = None) -> ParetoState:
+    """The Pareto (or random) search's state; with ``grammar``, its genomes are checked against it, and
+    every point and the reference point must have one value per objective."""
+    checked: ParetoState = validate(ParetoState, state)  # type: ignore[assignment]
+    if grammar is not None:
+        for i, member in enumerate(state["population"]):
+            check_genome(member["genome"], grammar, f"population.{i}.genome")
+        for i, candidate in enumerate(state["pending"]):
+            check_genome(candidate["genome"], grammar, f"pending.{i}.genome")
+    if objectives is not None:
+        for i, member in enumerate(checked.population):
+            for exit_, point in member.points.items():
+                if len(point.values) != objectives:
+                    raise CheckpointError(
+                        f"field 'population.{i}.points.{exit_}.values': {len(point.values)} values for "
+                        f"{objectives} objectives"
+                    )
+        if checked.reference is not None and len(checked.reference) != objectives:
+            raise CheckpointError(
+                f"field 'reference': {len(checked.reference)} values for {objectives} objectives"
+            )
+    ids = [c.id for c in checked.pending] + [m.id for m in checked.population]
+    if any(i >= checked.next_id for i in ids):
+        raise CheckpointError(f"field 'next_id': {checked.next_id} is not above the ids it holds")
+    return checked
 
 
 def check_store_section(section: Any) -> StoreSection:

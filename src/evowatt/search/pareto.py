@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from evowatt.checkpoint import check_pareto_state
 from evowatt.config import RunConfig
 from evowatt.genome import Genome
 from evowatt.grammar import Grammar
@@ -250,9 +251,10 @@ class ParetoSearch(GenomeSearch):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("algorithm", "es") != self.config.search.algorithm:
-            written, wanted = state.get("algorithm", "es"), self.config.search.algorithm
-            raise ValueError(f"it was written by the {written} search, not {wanted}")
+        if not isinstance(state, dict) or state.get("algorithm", "es") != self.config.search.algorithm:
+            written = state.get("algorithm", "es") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"it was written by the {written} search, not {self.config.search.algorithm}")
+        check_pareto_state(state, self.grammar, len(self.objectives))
         self.generation = int(state["generation"])
         self.next_id = int(state["next_id"])
         self.population = [Member.from_json(m) for m in state["population"]]
