@@ -137,6 +137,85 @@ class LiveProgress:
             self.bar.update(self.task, description=f"final training of the best genome ({text})")
 
 
+class PlainProgress:
+    """For a log, not a terminal (a job log, CI, nohup): one plain line per evaluation, printed at once."""
+
+    def __init__(self, total: int | None, done: int = 0, out: Any = None):
+        self.total = total
+        self.done = done
+        self.best: float | None = None
+        self.generation = 0
+        self.out = out
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if event == "start":
+            self._print(f"run directory: {info['run_dir']}")
+            meter = info.get("meter")
+            if meter:
+                self._print(f"energy meter: {meter['name']} ({meter['reason']})")
+        elif event == "generation":
+            self.generation = info["generation"]
+        elif event in ("result", "final_result"):
+            c, result, fitness = info["candidate"], info["result"], info["fitness"]
+            if event == "result":
+                self.done += 1
+            if event == "result" and fitness is not None and (self.best is None or fitness > self.best):
+                self.best = fitness
+            count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+            status = result["status"] + (f" ({result['reason']})" if result.get("reason") else "")
+            accuracy = _metric(result, "accuracy")
+            energy = _metric(result, "energy")
+            train = result.get("train") or {}
+            parts = [
+                "final training" if event == "final_result" else f"gen {self.generation} [{count}]",
+                f"individual {c.id} ({c.kind})",
+                status,
+                f"fitness {_fmt(fitness)}",
+                f"accuracy {_fmt(accuracy)}",
+            ]
+            if energy is not None:
+                parts.append(f"energy {format_si(float(energy), 'J')}")
+            if train.get("seconds") is not None:
+                parts.append(f"trained {train['seconds']:.1f} s / {train.get('steps')} steps")
+            if event == "result":
+                parts.append(f"best {_fmt(self.best)}")
+            self._print("  ".join(parts))
+        elif event == "told":
+            from evowatt.events import jsonable
+
+            record = jsonable(info.get("record"))
+            if not isinstance(record, dict):  # a round that did not end a generation
+                return
+            best = record.get("best_fitness")
+            self._print(
+                f"generation {self.generation} done: parent {getattr(info.get('parent'), 'id', '-')}"
+                f", best fitness {_fmt(best)}"
+            )
+        elif event == "final":
+            budget = info["budget"]
+            text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
+            self._print(f"final training of the best genome ({text})")
+
+
+def make_progress(total: int | None, done: int = 0) -> LiveProgress | PlainProgress:
+    """The live bar on a terminal; plain lines, one per evaluation, anywhere else."""
+    if sys.stdout.isatty():
+        progress = LiveProgress(total)
+        if done:
+            progress.bar.update(progress.task, completed=done)
+        return progress
+    return PlainProgress(total, done)
+
+
 _UNITS = {
     "energy": "J",
     "energy_gross": "J",
@@ -220,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set, args.seed)
     total = config.search.lambda_ * (config.search.generations + 1) + config.search.generations
-    with LiveProgress(total) as progress:
+    with make_progress(total) as progress:
         result = run(config, out=args.out, progress=progress)
     _print_result(result)
     return 0
@@ -237,8 +316,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     finally:
         store.close()  # also when a row is refused: a connection left open leaves -wal/-shm files behind
     config = load_config(args.config, args.set) if args.config else None
-    with LiveProgress(None) as progress:
-        progress.bar.update(progress.task, completed=done)
+    with make_progress(None, done) as progress:
         result = resume(
             args.run_dir,
             progress=progress,

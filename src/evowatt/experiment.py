@@ -30,6 +30,7 @@ from evowatt.evaluate import (
     resolve_device,
     score_on_test,
 )
+from evowatt.events import EventLog, tee
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
 from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
@@ -331,9 +332,15 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
 def _loop(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
+    events = EventLog(store.dir)  # events.jsonl beside the store, fed the same events as the display
+    progress = tee(events, progress)
     try:
         return _loop_body(config, grammar_text, search, store, progress)
+    except BaseException as exc:
+        events("error", type=type(exc).__name__, message=str(exc))
+        raise
     finally:
+        events.close()
         store.close()
 
 
@@ -445,5 +452,6 @@ def _final_training(
             {"steps": budget.steps, "seconds": budget.seconds},
             scored,
         )
+        hooks("final_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
         rows.append(store.evaluation(final_id))
     return rows

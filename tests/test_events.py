@@ -1,0 +1,79 @@
+"""events.jsonl: one JSON object a line, flushed as the run goes; plain progress lines off a terminal."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from evowatt.config import validate_config
+from evowatt.events import EVENTS_NAME, EventLog, read_events
+from evowatt.experiment import run
+from evowatt.store import RunStore
+from tests.conftest import SMALL_NETWORK, config_dict
+
+BASE = {
+    "seed": 0,
+    "grammar": "cnn",
+    "dataset": {"name": "digits"},
+    "network": SMALL_NETWORK,
+    "search": {"generations": 1, "lambda": 2},
+    "training": {"budget": {"steps": 10}, "threads": 1, "final_training": {"budget": {"steps": 10}}},
+}
+
+
+def test_events_parse_line_by_line_and_equal_the_store(tmp_path):
+    result = run(validate_config(config_dict(BASE)), out=tmp_path / "r")
+    lines = (result.run_dir / EVENTS_NAME).read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("generation") == 2  # generation 0 and 1, each as the store records it
+    assert "final_training" in kinds and "final_result" in kinds
+    store = RunStore(result.run_dir)
+    rows = {r["id"]: r for r in store.evaluations()}
+    generations = store.generations()
+    store.close()
+    logged = [e for e in events if e["event"] in ("evaluation", "final_result")]
+    assert sorted(e["id"] for e in logged) == sorted(rows)
+    for e in logged:
+        row = rows[e["id"]]
+        assert e["status"] == row["status"] and e["fitness"] == row["fitness"]
+        assert e["kind"] == row["kind"] and e["steps"] == row["steps"]
+        # test accuracy is added to the store afterwards (reported only); every logged figure is the store's
+        assert {k: v for k, v in row["metrics"].items() if k in e["metrics"]} == e["metrics"]
+        assert e["metrics"]["accuracy"]["method"] == "computed:evo_test"
+    assert [e["parent_id"] for e in events if e["event"] == "generation"] == [
+        g["parent_id"] for g in generations
+    ]
+    assert all(isinstance(e["time"], float) for e in events)
+
+
+def test_event_log_appends_after_a_torn_line_and_records_errors(tmp_path):
+    (tmp_path / EVENTS_NAME).write_text('{"event": "start", "time": 1}\n{"event": "evalu')
+    log = EventLog(tmp_path)
+    log("error", type="EvowattError", message="disk full")
+    log.close()
+    events = read_events(tmp_path)
+    assert [e["event"] for e in events] == ["start", "error"]
+    assert events[1]["message"] == "disk full"
+
+
+def test_non_terminal_run_prints_a_line_per_evaluation(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    out = subprocess.run(
+        [sys.executable, "-m", "evowatt.cli", "run", str(cfg), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    store = RunStore(tmp_path / "r")
+    ids = [r["id"] for r in store.evaluations("WHERE kind != 'final'")]
+    store.close()
+    lines = [line for line in out.stdout.splitlines() if line.startswith("gen ")]
+    assert len(lines) == len(ids)
+    for line, evaluation_id in zip(lines, ids, strict=True):
+        assert f"individual {evaluation_id} " in line and "fitness" in line
+    assert any(line.startswith("final training of the best genome") for line in out.stdout.splitlines())
