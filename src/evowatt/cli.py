@@ -625,8 +625,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_import_config)
 
+    p = sub.add_parser("export", help="export a run's models (ONNX, .pt2, TorchScript) with model cards")
+    p.add_argument("run_dir")
+    p.add_argument("ids", nargs="*", type=int, help="evaluation ids to export")
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="the final training of the best genome, or the best individual when the run has none",
+    )
+    p.add_argument("--front", action="store_true", help="the last generation's front (non-dominated models)")
+    p.add_argument(
+        "--format",
+        action="append",
+        dest="formats",
+        metavar="FORMAT",
+        help="onnx, pt2 or torchscript; repeatable or comma-separated (default: onnx and pt2)",
+    )
+    p.add_argument("--out", help="output directory (default: RUN_DIR/export)")
+    p.add_argument(
+        "--no-normalise",
+        dest="normalise",
+        action="store_false",
+        help="take the normalised input the search trained on, not raw pixel values",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a run (figures inline)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file (default: RUN_DIR/report.html); PNGs are written beside it")
+    p.set_defaults(func=cmd_report)
+
     _add_energy_commands(sub)
     return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evowatt.export import DEFAULT_FORMATS, export_run
+
+    formats = [f.strip() for item in (args.formats or []) for f in item.split(",") if f.strip()]
+    exported = export_run(
+        args.run_dir,
+        ids=args.ids,
+        best=args.best,
+        front=args.front,
+        formats=formats or DEFAULT_FORMATS,
+        out=args.out,
+        normalise=args.normalise,
+    )
+    table = Table(title="exported models, verified against evowatt's model on real test images")
+    for column in ("evaluation", "exit", "format", "file", "max |diff|"):
+        table.add_column(column)
+    for model in exported:
+        for fmt, path in model.files.items():
+            table.add_row(
+                f"#{model.evaluation_id}", str(model.exit), fmt, path.name, f"{model.max_abs_diff[fmt]:.3g}"
+            )
+    console.print(table)
+    if exported:
+        console.print(f"in {exported[0].card_json.parent}, each with a model card (.card.json, .card.md)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evowatt.report import write_report
+
+    path = write_report(args.run_dir, args.out)
+    console.print(f"report: {path}")
+    return 0
 
 
 def cmd_import_config(args: argparse.Namespace) -> int:

@@ -72,6 +72,42 @@ _HOW_TO_GET = {
     ),
 }
 
+# The class names of the datasets that have them, in label order (for model cards and reports).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "digits": tuple(str(d) for d in range(10)),
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    ),
+}  # fmt: skip
+
+
+def raw_scale(name: str, path: str | os.PathLike[str] | None = None) -> tuple[float, str]:
+    """What the dataset's files hold per pixel, as the divisor evowatt applied and a description.
+
+    evowatt scales stored pixels to [0, 1] before normalising: IDX and CIFAR bytes (and uint8 npz arrays)
+    are divided by 255, sklearn's digits (0..16) by 16; float npz arrays are kept as they are.
+    """
+    if name == "digits":
+        return 16.0, "sklearn digits pixel values, 0..16"
+    if name in ("fashion-mnist", "mnist", "cifar10"):
+        return 255.0, "uint8 pixel values as the dataset files hold them, 0..255"
+    if name == "npz" and path is not None:
+        try:
+            with np.load(Path(path).expanduser(), allow_pickle=False) as npz:
+                dtype = npz["x_train"].dtype
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise EvowattError(f"Cannot read {path}: {e}.") from None
+        if dtype == np.uint8:
+            return 255.0, "uint8 pixel values as x_train holds them, 0..255"
+        return 1.0, f"{dtype} values as x_train holds them"
+    raise EvowattError(f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}.")
+
+
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): data is big-endian.
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
