@@ -154,3 +154,18 @@ def test_user_errors_are_one_message(exported, tmp_path, capsys):
         assert "weights of evaluation" in capsys.readouterr().err
     assert main(["export", str(run_dir), "--best", "--format", "tflite", "--out", str(tmp_path)]) == 2
     assert "unknown format tflite" in capsys.readouterr().err
+
+
+def test_front_is_the_non_dominated_kept_exits(exported):
+    from evowatt.export import choose
+
+    run_dir, models = exported
+    store = RunStore(run_dir)
+    try:
+        chosen = choose(store, front=True)
+        rows = {r["id"]: r for r in store.evaluations()}
+        assert chosen and all(rows[i]["weights"] for i in chosen)
+        assert all(exits and exits <= {0, 1} for exits in chosen.values())
+        assert choose(store, best=True) == {models[0].evaluation_id: None}
+    finally:
+        store.close()

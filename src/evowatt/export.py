@@ -83,65 +83,74 @@ class ExportedModel:
 
 
 def _best_id(store: RunStore) -> int:
-    finals = store.evaluations("WHERE kind = 'final'")
-    if finals:
-        return int(finals[-1]["id"])
+    """The final training of the best genome when the run has one, else the best individual."""
     generations = store.generations()
-    if not generations:
+    best = generations[-1].get("best_id", generations[-1].get("parent_id")) if generations else None
+    finals = store.evaluations("WHERE kind = 'final'")
+    if best is not None:
+        trained = [f for f in finals if f["parent_id"] == best]
+        return int(trained[-1]["id"]) if trained else int(best)
+    if finals:
+        return int(finals[0]["id"])
+    if generations:
         raise EvowattError(
-            f"{store.dir} has no finished generation yet, so no best individual; export an evaluation "
-            "by id, or wait for generation 0 to end"
+            f"{store.dir} is a Pareto run: it has a front, not one best model; use --front or an id"
         )
-    return int(generations[-1]["parent_id"])
+    raise EvowattError(
+        f"{store.dir} has no finished generation yet, so no best individual; export an evaluation "
+        "by id, or wait for generation 0 to end"
+    )
 
 
 def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] >= b[0] and a[1] <= b[1] and a != b
 
 
-def front_ids(store: RunStore) -> list[int]:
-    """The last generation record's front, where the search records one; else the non-dominated
-    (accuracy up, energy down) evaluations among those whose weights are kept."""
+def front_members(store: RunStore) -> dict[int, set[int]]:
+    """{evaluation id: exits on the front}: the last generation record's front where the search keeps
+    one (the Pareto search), else the non-dominated (accuracy up, energy down) exits of the evaluations
+    whose weights are kept."""
     generations = store.generations()
     if generations and generations[-1].get("front"):
-        return sorted({int(_member_id(m)) for m in generations[-1]["front"]})
-    points: dict[int, tuple[float, float]] = {}
+        members: dict[int, set[int]] = {}
+        for m in generations[-1]["front"]:
+            members.setdefault(int(m["id"]), set()).add(int(m.get("exit") or 0))
+        return members
+    points: dict[tuple[int, int], tuple[float, float]] = {}
     for row in store.evaluations("WHERE status = 'ok' AND weights IS NOT NULL"):
         metrics = row["metrics"] or {}
-        for suffix in ("", "_1"):
+        for exit_index, suffix in ((0, ""), (1, "_1")):
             acc, energy = metrics.get(f"accuracy{suffix}"), metrics.get(f"energy{suffix}")
             if acc and energy and acc.get("value") is not None and energy.get("value") is not None:
-                point = (float(acc["value"]), float(energy["value"]))
-                if row["id"] not in points or _dominates(point, points[row["id"]]):
-                    points[row["id"]] = point
-    front = [i for i, p in points.items() if not any(_dominates(q, p) for q in points.values())]
+                points[(row["id"], exit_index)] = (float(acc["value"]), float(energy["value"]))
+    front: dict[int, set[int]] = {}
+    for key, p in points.items():
+        if not any(_dominates(q, p) for q in points.values()):
+            front.setdefault(key[0], set()).add(key[1])
     if not front:
         raise EvowattError(
             f"{store.dir} has no evaluation with accuracy, energy and kept weights to form a front; "
             "export by id or with --best"
         )
-    return sorted(front)
-
-
-def _member_id(member: Any) -> int:
-    if isinstance(member, dict):
-        return int(member.get("id", member.get("evaluation_id")))
-    if isinstance(member, (list, tuple)):
-        return int(member[0])
-    return int(member)
+    return front
 
 
 def choose(
     store: RunStore, ids: list[int] | None = None, best: bool = False, front: bool = False
-) -> list[int]:
-    chosen: list[int] = list(ids or [])
+) -> dict[int, set[int] | None]:
+    """{evaluation id: the exits to export (None: every exit)}."""
+    chosen: dict[int, set[int] | None] = {int(i): None for i in ids or []}
     if best:
-        chosen.append(_best_id(store))
+        chosen[_best_id(store)] = None
     if front:
-        chosen.extend(front_ids(store))
+        for evaluation_id, exits in front_members(store).items():
+            if evaluation_id not in chosen:
+                chosen[evaluation_id] = exits
+            elif chosen[evaluation_id] is not None:
+                chosen[evaluation_id] |= exits
     if not chosen:
         raise EvowattError("name what to export: evaluation ids, --best or --front")
-    return list(dict.fromkeys(chosen))
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------- rebuilding
@@ -330,7 +339,12 @@ def export_run(
 
 
 def _export(
-    store: RunStore, chosen: list[int], formats: tuple[str, ...], out: Path, normalise: bool, n_images: int
+    store: RunStore,
+    chosen: dict[int, set[int] | None],
+    formats: tuple[str, ...],
+    out: Path,
+    normalise: bool,
+    n_images: int,
 ) -> list[ExportedModel]:
     from evowatt.config import validate_config
     from evowatt.experiment import data_ref
@@ -354,9 +368,11 @@ def _export(
     out.mkdir(parents=True, exist_ok=True)
     meter = store.meta("meter") or {}
     exported: list[ExportedModel] = []
-    for evaluation_id in chosen:
+    for evaluation_id, exits in chosen.items():
         rebuilt = rebuild(store, evaluation_id, splits.input_shape, splits.num_classes)
         for exit_index, model in rebuilt.models.items():
+            if exits is not None and exit_index not in exits:
+                continue
             suffix = "" if exit_index == 0 else f"_{exit_index}"
             wrapped = RawInput(model, scale, splits.mean, splits.std).eval() if normalise else model
             x = verify_raw if normalise else verify_norm
