@@ -132,14 +132,26 @@ def test_verification_failure_names_the_difference(exported, tmp_path, monkeypat
     assert not list(tmp_path.glob("*.onnx"))  # an unverified file is not left behind
 
 
-def test_export_without_normalisation_takes_the_normalised_input(exported, tmp_path):
+def test_measure_of_an_exported_model_reproduces_its_card(exported, tmp_path, capsys):
     run_dir, models = exported
     (model, *_) = export_run(
-        run_dir, ids=[models[0].evaluation_id], formats=["pt2"], out=tmp_path, normalise=False
+        run_dir, ids=[models[0].evaluation_id], formats=["pt2", "onnx"], out=tmp_path, normalise=False
     )
     card = json.loads(model.card_json.read_text())
     assert card["input"]["normalisation_baked_in"] is False
     assert model.max_abs_diff["pt2"] == 0.0
+    for fmt, path in model.files.items():
+        assert main(["measure", str(path), "--input-shape", "1,8,8", "--json", "--time-cap", "0.2"]) == 0
+        metrics = json.loads(capsys.readouterr().out)["metrics"]
+        for name in ("energy", "latency", "flops", "params"):
+            assert metrics[name]["method"] == card["metrics"][name]["method"], (fmt, name)
+        if fmt == "pt2":  # the same torch operations, counted by the same estimate: the card's figures
+            for name in ("energy", "flops", "params"):
+                assert metrics[name]["value"] == pytest.approx(card["metrics"][name]["value"], rel=1e-9)
+        else:  # the ONNX exporter may fold a batch norm into its convolution: never more work
+            assert metrics["params"]["value"] <= card["metrics"]["params"]["value"]
+            assert metrics["flops"]["value"] <= card["metrics"]["flops"]["value"]
+            assert metrics["energy"]["value"] <= card["metrics"]["energy"]["value"] * 1.001
 
 
 def test_user_errors_are_one_message(exported, tmp_path, capsys):

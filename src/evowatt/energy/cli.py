@@ -47,8 +47,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_meters)
 
-    p = sub.add_parser("measure", help="measure a saved TorchScript model's inference energy")
-    p.add_argument("model", help="TorchScript file (torch.jit.save)")
+    p = sub.add_parser("measure", help="measure a saved model's inference energy (.onnx, .pt2, TorchScript)")
+    p.add_argument(
+        "model", help="ONNX (.onnx, through onnxruntime), torch.export (.pt2) or TorchScript (torch.jit.save)"
+    )
     p.add_argument("--input-shape", type=input_shape_arg, required=True, metavar="C,H,W")
     p.add_argument("--meter", choices=get_args(MeterName), default="auto")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -41,19 +41,23 @@ def meters_command(as_json: bool = False, console: Console | None = None, **opti
     return 0
 
 
-def _load(model_path: str, device: torch.device) -> torch.jit.ScriptModule:
+def _load(model_path: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    from evowatt.energy.exported import FORMAT_HINT, load_model
+
     path = Path(model_path)
-    require_file(
-        path, "model file", "pass a TorchScript file saved with torch.jit.save(torch.jit.script(model), path)"
+    require_file(path, "model file", FORMAT_HINT)
+    return load_model(path, device)
+
+
+def _onnxruntime_errors(fmt: str) -> tuple[type[Exception], ...]:
+    """The exceptions onnxruntime raises for an input it rejects (they derive from Exception only)."""
+    if fmt != "onnx":
+        return ()
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(
+        getattr(state, n) for n in ("InvalidArgument", "Fail", "RuntimeException") if hasattr(state, n)
     )
-    try:
-        model = torch.jit.load(str(path), map_location=device)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError or zip errors here
-        raise EvowattError(
-            f"{path} is not a readable TorchScript model ({_gist(exc)}) — save it with "
-            "torch.jit.save(torch.jit.script(model), path)"
-        ) from exc
-    return model
 
 
 def _gist(exc: BaseException) -> str:
@@ -143,27 +147,37 @@ def measure_command(
     console: Console | None = None,
     **options: Any,
 ) -> int:
-    """Measure a saved TorchScript model with the search's protocol. Exit 0, or 1 if the result is invalid."""
+    """Measure a saved model (TorchScript, .pt2 or .onnx) with the search's protocol.
+
+    Exit 0, or 1 if the result is invalid."""
     settings = settings or MeasureSettings()
     if len(input_shape) == 0 or any(int(d) < 1 for d in input_shape):
         raise EvowattError(f"input shape {input_shape} must be positive sizes, e.g. --input-shape 1,28,28")
     dev = _device(device)
     _check_batch_fits(tuple(int(d) for d in input_shape), settings.batch_size, dev)
-    model = _load(model_path, dev)
+    model, fmt = _load(model_path, dev)
     chosen, reason = select_meter(meter, dev, **options)
+    cost = None
+    if fmt == "onnx":
+        from evowatt.energy.estimate import EstimateMeter
+        from evowatt.energy.exported import onnx_estimate
+
+        constants = chosen.constants if isinstance(chosen, EstimateMeter) else settings.estimate
+        cost = onnx_estimate(Path(model_path), constants)
     out = console or OutputConsole()
     with chosen:
         idle = measure_idle(chosen, settings)
         inputs = synthetic_batch(tuple(int(d) for d in input_shape), settings.batch_size, dev)
         try:
-            result = measure_model(model, inputs, chosen, settings, idle=idle)
-        except RuntimeError as exc:
+            result = measure_model(model, inputs, chosen, settings, idle=idle, cost=cost)
+        except (RuntimeError, *_onnxruntime_errors(fmt)) as exc:  # torch's and onnxruntime's refusals
             raise EvowattError(
                 f"the model rejected a batch of shape {tuple(inputs.shape)} ({_gist(exc)}) — "
                 "check --input-shape C,H,W"
             ) from exc
     if as_json:
-        payload = {"model": str(model_path), "input_shape": list(input_shape), "device": str(dev)}
+        payload = {"model": str(model_path), "format": fmt, "input_shape": list(input_shape)}
+        payload["device"] = str(dev)
         payload.update({"meter_reason": reason, **result.to_dict()})
         out.file.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     else:

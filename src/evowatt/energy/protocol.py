@@ -199,11 +199,13 @@ def measure_model(
     settings: MeasureSettings,
     idle: IdleBaseline | None = None,
     clock: Clock = time.perf_counter,
+    cost: Callable[[int], EnergyEstimate] | None = None,
 ) -> Measurement:
     """Measure inference of `model` on `inputs` (a batch already on the model's device).
 
     Hardware meters need the run's `idle` baseline (see `measure_idle`); the stopping rule then follows
     the net energy per inference. The estimate meter's energy is exact, so its loop follows latency.
+    ``cost`` (batch size -> estimate) counts a model torch cannot see into (an onnxruntime session).
     """
     hardware = isinstance(meter, HardwareMeter)
     if hardware and idle is None:
@@ -228,7 +230,10 @@ def measure_model(
             passes = max(1, math.ceil(settings.min_window_s / pass_s))
             # counted after a plain pass, so a model that rejects the batch fails with torch's own message
             estimator = meter if isinstance(meter, EstimateMeter) else EstimateMeter(settings.estimate)
-            estimate = estimator.estimate(model, batch[:1], batch_size=n_batch)  # per-sample counts
+            if cost is not None:
+                estimate = cost(n_batch)
+            else:
+                estimate = estimator.estimate(model, batch[:1], batch_size=n_batch)  # per-sample counts
             latencies: list[float] = []
             gross_e: list[float] = []
             net_e: list[float] = []
