@@ -116,3 +116,42 @@ def test_report_opens_in_headless_chromium(finished_run, tmp_path):
         assert image["width"] > 100 and image["height"] > 100 and image["shown"] > 0, image
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
     assert "exported models" in path.read_text(encoding="utf-8")
+
+
+def test_report_of_a_pareto_store_highlights_the_front_and_plots_hypervolume(tmp_path):
+    from evowatt.report import fig_generations, highlighted, load_run
+    from evowatt.store import RunStore
+
+    store = RunStore(tmp_path / "p", create=True)
+    store.set_meta("config", {"seed": 3, "dataset": {"name": "digits"}})
+    for i, (acc, energy) in enumerate([(0.9, 2e-8), (0.8, 1e-8), (0.7, 3e-8)]):
+        metrics = {
+            "accuracy": {"value": acc, "method": "computed:evo_test"},
+            "energy": {"value": energy, "method": "estimated:model"},
+            "accuracy_1": {"value": acc - 0.1, "method": "computed:evo_test"},
+            "energy_1": {"value": energy / 2, "method": "estimated:model"},
+        }
+        result = {"id": i, "status": "ok", "metrics": metrics, "wall_seconds": 1.0, "measure_seconds": 0.1}
+        store.record({"kind": "random", "generation": 0, "genome": {}, "seed": i}, result, None)
+    front = [{"id": 0, "exit": "0"}, {"id": 1, "exit": "0"}, {"id": 1, "exit": "1"}]
+    for g, volume in ((0, 0.5), (1, 0.6)):
+        store.record_generation(
+            {
+                "generation": g,
+                "evaluations": [0, 1, 2],
+                "survivors": [0, 1],
+                "best_id": None,
+                "front": front,
+                "hypervolume": volume,
+                "best_fitness": None,
+            }  # fmt: skip
+        )
+    store.close()
+    data = load_run(tmp_path / "p")
+    assert highlighted(data) == ({(0, 0), (1, 0), (1, 1)}, "front")
+    figure = fig_generations(data)
+    assert [line.get_label() for ax in figure.axes for line in ax.get_lines()] == ["hypervolume"]
+    text = write_report(tmp_path / "p").read_text(encoding="utf-8")
+    _self_contained(text)
+    assert "<h2>the front</h2>" in text and "has not finished" in text
+    assert text.count("<tr><td>#") == 3  # the three front members, each with its figures
