@@ -170,7 +170,11 @@ def fig_tradeoff(data: RunData):
         _empty(ax, "no evaluation with accuracy and cost yet")
     else:
         for exit_index, marker, label in ((0, "o", "exit 0 (full)"), (1, "^", "exit 1 (early exit)")):
-            group = [p for p in usable if p.exit == exit_index and (p.id, p.exit) not in marked]
+            group = [
+                p
+                for p in usable
+                if p.exit == exit_index and (p.id, p.exit) not in marked and p.kind != "final"
+            ]
             if group:
                 ax.scatter([p.cost for p in group], [p.accuracy for p in group], marker=marker, s=22,
                            color="0.65", label=f"{label}")  # fmt: skip
@@ -179,6 +183,11 @@ def fig_tradeoff(data: RunData):
                 ax.scatter([p.cost for p in top], [p.accuracy for p in top], marker=marker, s=46,
                            color="tab:red", edgecolor="black", linewidth=0.6,
                            label=f"{label}: {what}")  # fmt: skip
+        finals = [p for p in usable if p.kind == "final"]
+        if finals:
+            ax.scatter([p.cost for p in finals], [p.accuracy for p in finals], marker="*", s=110,
+                       color="tab:blue", edgecolor="black", lw=0.5, label="final training")  # fmt: skip
+        labelled = []
         for p in usable:
             tags = []
             if p.id == best and p.exit == 0:
@@ -188,8 +197,11 @@ def fig_tradeoff(data: RunData):
             if p.kind == "final":
                 tags.append("final")
             if tags:
-                ax.annotate(f"#{p.id}/{p.exit} {', '.join(tags)}", (p.cost, p.accuracy),
-                            textcoords="offset points", xytext=(6, 4), fontsize=8)  # fmt: skip
+                labelled.append((p, f"#{p.id}/{p.exit} {', '.join(tags)}"))
+        labelled.sort(key=lambda item: -item[0].accuracy)
+        for k, (p, text) in enumerate(labelled):  # staggered: the best and its final often coincide
+            ax.annotate(text, (p.cost, p.accuracy), textcoords="offset points", xytext=(8, 6 - 12 * k),
+                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})  # fmt: skip
         ax.set_xscale("log")
         ax.legend(fontsize=8, loc="lower right")
     method = data.meter.get("method") or ""
