@@ -168,16 +168,21 @@ def test_user_errors_are_one_message(exported, tmp_path, capsys):
     assert "unknown format tflite" in capsys.readouterr().err
 
 
-def test_front_is_the_non_dominated_kept_exits(exported):
+def test_front_and_pick_choose_kept_models(exported):
     from evowatt.export import choose
+    from evowatt.results import front
 
     run_dir, models = exported
     store = RunStore(run_dir)
     try:
-        chosen = choose(store, front=True)
+        chosen, skipped = choose(store, front=True)
         rows = {r["id"]: r for r in store.evaluations()}
         assert chosen and all(rows[i]["weights"] for i in chosen)
-        assert all(exits and exits <= {0, 1} for exits in chosen.values())
-        assert choose(store, best=True) == {models[0].evaluation_id: None}
+        on_front = {f"#{m.id}/{m.exit}" for m in front(run_dir)}
+        exported_points = {f"#{i}/{e}" for i, exits in chosen.items() for e in exits}
+        assert exported_points | set(skipped) == on_front and not exported_points & set(skipped)
+        assert choose(store, best=True) == ({models[0].evaluation_id: None}, [])
+        with pytest.raises(EvowattError, match="no model of"):
+            choose(store, pick=["params<1"])
     finally:
         store.close()

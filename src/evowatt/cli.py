@@ -633,7 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the final training of the best genome, or the best individual when the run has none",
     )
-    p.add_argument("--front", action="store_true", help="the last generation's front (non-dominated models)")
+    p.add_argument(
+        "--front", action="store_true", help="the run's front (as `show --front`), those with kept weights"
+    )
+    p.add_argument(
+        "--pick",
+        action="append",
+        metavar="BUDGET",
+        help='the most accurate model within a budget, as `show --pick`, e.g. "energy<2e-6" (repeatable)',
+    )
     p.add_argument(
         "--format",
         action="append",
@@ -660,18 +668,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import warnings
+
     from evowatt.export import DEFAULT_FORMATS, export_run
 
     formats = [f.strip() for item in (args.formats or []) for f in item.split(",") if f.strip()]
-    exported = export_run(
-        args.run_dir,
-        ids=args.ids,
-        best=args.best,
-        front=args.front,
-        formats=formats or DEFAULT_FORMATS,
-        out=args.out,
-        normalise=args.normalise,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        exported = export_run(
+            args.run_dir,
+            ids=args.ids,
+            best=args.best,
+            front=args.front,
+            pick=args.pick,
+            formats=formats or DEFAULT_FORMATS,
+            out=args.out,
+            normalise=args.normalise,
+        )
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "not exported" in str(warning.message):
+            print(f"evowatt: note: {warning.message}", file=sys.stderr)
     table = Table(title="exported models, verified against evowatt's model on real test images")
     for column in ("evaluation", "exit", "format", "file", "max |diff|"):
         table.add_column(column)

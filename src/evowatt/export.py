@@ -102,55 +102,62 @@ def _best_id(store: RunStore) -> int:
     )
 
 
-def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] >= b[0] and a[1] <= b[1] and a != b
+def front_members(store: RunStore) -> tuple[dict[int, set[int]], list[str]]:
+    """{evaluation id: its exits on the run's front} (`evowatt show --front`'s models) among the
+    evaluations whose weights are kept, and the front members left out because theirs were pruned."""
+    from evowatt.results import front
 
-
-def front_members(store: RunStore) -> dict[int, set[int]]:
-    """{evaluation id: exits on the front}: the last generation record's front where the search keeps
-    one (the Pareto search), else the non-dominated (accuracy up, energy down) exits of the evaluations
-    whose weights are kept."""
-    generations = store.generations()
-    if generations and generations[-1].get("front"):
-        members: dict[int, set[int]] = {}
-        for m in generations[-1]["front"]:
-            members.setdefault(int(m["id"]), set()).add(int(m.get("exit") or 0))
-        return members
-    points: dict[tuple[int, int], tuple[float, float]] = {}
-    for row in store.evaluations("WHERE status = 'ok' AND weights IS NOT NULL"):
-        metrics = row["metrics"] or {}
-        for exit_index, suffix in ((0, ""), (1, "_1")):
-            acc, energy = metrics.get(f"accuracy{suffix}"), metrics.get(f"energy{suffix}")
-            if acc and energy and acc.get("value") is not None and energy.get("value") is not None:
-                points[(row["id"], exit_index)] = (float(acc["value"]), float(energy["value"]))
-    front: dict[int, set[int]] = {}
-    for key, p in points.items():
-        if not any(_dominates(q, p) for q in points.values()):
-            front.setdefault(key[0], set()).add(key[1])
-    if not front:
+    members: dict[int, set[int]] = {}
+    skipped = []
+    kept = {r["id"] for r in store.evaluations("WHERE weights IS NOT NULL")}
+    for model in front(store.dir):
+        if model.id in kept:
+            members.setdefault(model.id, set()).add(int(model.exit))
+        else:
+            skipped.append(f"#{model.id}/{model.exit}")
+    if not members:
         raise EvowattError(
-            f"{store.dir} has no evaluation with accuracy, energy and kept weights to form a front; "
-            "export by id or with --best"
+            f"no front member of {store.dir} has kept weights (an ES run keeps only its parents' and final "
+            "models'); export by id or with --best"
         )
-    return front
+    return members, skipped
 
 
 def choose(
-    store: RunStore, ids: list[int] | None = None, best: bool = False, front: bool = False
-) -> dict[int, set[int] | None]:
-    """{evaluation id: the exits to export (None: every exit)}."""
+    store: RunStore,
+    ids: list[int] | None = None,
+    best: bool = False,
+    front: bool = False,
+    pick: list[str] | None = None,
+) -> tuple[dict[int, set[int] | None], list[str]]:
+    """{evaluation id: the exits to export (None: every exit)}, and the front members left out."""
     chosen: dict[int, set[int] | None] = {int(i): None for i in ids or []}
+    skipped: list[str] = []
+
+    def add(evaluation_id: int, exits: set[int]) -> None:
+        if evaluation_id not in chosen:
+            chosen[evaluation_id] = set(exits)
+        elif chosen[evaluation_id] is not None:
+            chosen[evaluation_id] |= exits
+
     if best:
         chosen[_best_id(store)] = None
     if front:
-        for evaluation_id, exits in front_members(store).items():
-            if evaluation_id not in chosen:
-                chosen[evaluation_id] = exits
-            elif chosen[evaluation_id] is not None:
-                chosen[evaluation_id] |= exits
+        members, skipped = front_members(store)
+        for evaluation_id, exits in members.items():
+            add(evaluation_id, exits)
+    if pick:
+        from evowatt.results import pick as pick_model
+
+        model = pick_model(store.dir, *pick)
+        if model is None:
+            raise EvowattError(
+                f"no model of {store.dir} meets {' and '.join(pick)} (and the run's constraints)"
+            )
+        add(model.id, {int(model.exit)})
     if not chosen:
-        raise EvowattError("name what to export: evaluation ids, --best or --front")
-    return chosen
+        raise EvowattError("name what to export: evaluation ids, --best, --front or --pick")
+    return chosen, skipped
 
 
 # ------------------------------------------------------------------------------------------- rebuilding
@@ -318,6 +325,7 @@ def export_run(
     ids: list[int] | None = None,
     best: bool = False,
     front: bool = False,
+    pick: list[str] | None = None,
     formats: tuple[str, ...] | list[str] = DEFAULT_FORMATS,
     out: str | Path | None = None,
     normalise: bool = True,
@@ -330,7 +338,11 @@ def export_run(
         raise EvowattError(f"unknown format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     store = RunStore(run_dir)  # read only: a run still in progress can be exported from
     try:
-        chosen = choose(store, ids, best, front)
+        chosen, skipped = choose(store, ids, best, front, pick)
+        if skipped:
+            warnings.warn(
+                f"front members without kept weights are not exported: {', '.join(skipped)}", stacklevel=2
+            )
         return _export(
             store, chosen, formats, Path(out) if out else store.dir / "export", normalise, verify_images
         )
