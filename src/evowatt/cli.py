@@ -195,10 +195,15 @@ class PlainProgress:
             record = jsonable(info.get("record"))
             if not isinstance(record, dict):  # a round that did not end a generation
                 return
-            best = record.get("best_fitness")
+            if record.get("best_id") is None and record.get("front") is not None:  # a population search
+                self._print(
+                    f"generation {self.generation} done: front of {len(record['front'])}, hypervolume "
+                    f"{_fmt(record.get('hypervolume'))}"
+                )
+                return
             self._print(
-                f"generation {self.generation} done: parent {getattr(info.get('parent'), 'id', '-')}"
-                f", best fitness {_fmt(best)}"
+                f"generation {self.generation} done: parent {record.get('best_id', record.get('parent_id'))}"
+                f", best fitness {_fmt(record.get('best_fitness'))}"
             )
         elif event == "final":
             budget = info["budget"]
