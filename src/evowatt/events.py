@@ -154,7 +154,7 @@ class EventLog:
             )
         elif event == "error":
             self.write("error", type=info.get("type"), message=info.get("message"))
-        elif event != "evaluate":  # "evaluate" (queued) is noise in a log; anything new is kept as it is
+        elif event not in ("evaluate", "recording"):  # queued, or the evaluation before it is recorded
             self.write(event, **info)
 
     def close(self) -> None:
