@@ -235,3 +235,18 @@ def test_the_python_api_raises_the_same_error(tmp_path):
     )
     with pytest.raises(EvowattError, match="generation 0 holds no valid individual"):
         run(validate_config({**TINY_RUN, "grammar": str(path)}), out=tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    ("edit", "rule"),
+    [
+        (("[stride,int,1,1,2]", "[stride,int,1,1,_]"), "<convolution>"),
+        (("out_features:10", "[out_features,int,1,_,10]"), "<softmax>"),
+        (("[early_stop,int,1,3,10]", "[early_stop,int,1,3,_]"), "<learning>"),
+    ],
+)
+def test_a_dynamic_bound_outside_the_partition_point_is_refused(edit, rule, tmp_path, capsys):
+    """Found by the property test: '_' is filled only for partition_point in a macro rule."""
+    path = tmp_path / "g.grammar"
+    path.write_text(grammar().replace(*edit))
+    fails(capsys, ["check-grammar", path, "--samples", "3"], rule, "has a dynamic bound '_'")

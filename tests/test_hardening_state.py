@@ -259,3 +259,24 @@ def test_show_reads_a_run_it_cannot_write(copy, capsys, monkeypatch):
     )
     assert main(["show", str(copy), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["evaluations"] == 3
+
+
+# --- export (it landed after the issue was filed): a refused export changes nothing -----------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["999"], "has no evaluation 999"),
+        (["--best", "--format", "xyz"], "unknown format xyz"),
+        ([], "name what to export"),
+        (["--pick", "nonsense"], "budget 'nonsense'"),
+        (["--best", "--out", "{file}"], "--out {file} is an existing file, not a directory"),
+        (["--best", "--out", "{file}/sub"], "cannot create the export directory {file}/sub (--out)"),
+    ],
+)
+def test_a_refused_export_changes_nothing(args, message, copy, tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    before = snapshot(copy)
+    fails(capsys, ["export", copy, *[a.format(file=file) for a in args]], message.format(file=file))
+    assert snapshot(copy) == before
+    assert file.read_text() == "mine"

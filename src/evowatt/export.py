@@ -336,6 +336,11 @@ def export_run(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise EvowattError(f"unknown format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise EvowattError(
+            f"--out {out} is an existing file, not a directory; give a directory for the exported models "
+            "(it is created if missing)"
+        )
     store = RunStore(run_dir)  # read only: a run still in progress can be exported from
     try:
         chosen, skipped = choose(store, ids, best, front, pick)
@@ -377,11 +382,17 @@ def _export(
     if scale in (16.0, 255.0):
         raw = raw.round()  # the files hold integers; undo the float round-off of normalising
     verify_raw = raw.float()
-    out.mkdir(parents=True, exist_ok=True)
     meter = store.meta("meter") or {}
     exported: list[ExportedModel] = []
     for evaluation_id, exits in chosen.items():
         rebuilt = rebuild(store, evaluation_id, splits.input_shape, splits.num_classes)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvowattError(
+                f"cannot create the export directory {out} (--out): {exc.strerror or exc}; give a "
+                "directory in a place you can write"
+            ) from None
         for exit_index, model in rebuilt.models.items():
             if exits is not None and exit_index not in exits:
                 continue

@@ -144,11 +144,15 @@ def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> l
             )
     if problems:
         return problems
-    from evowatt.layers import check_layer_rule, check_learning_rule, check_output_rule
+    from evowatt.layers import check_dynamic_bounds, check_layer_rule, check_learning_rule, check_output_rule
 
     for module in dict.fromkeys(m.name for m in network.modules):
+        problems += check_dynamic_bounds(grammar, module)
         problems += check_layer_rule(grammar, module)
+    problems += check_dynamic_bounds(grammar, network.output)
     problems += check_output_rule(grammar, network.output)
+    for rule in network.macro_structure:
+        problems += check_dynamic_bounds(grammar, rule, allowed=(PARTITION_PARAM,))
     if "learning" in network.macro_structure:
         problems += check_learning_rule(grammar, "learning")
     return list(dict.fromkeys(problems))

@@ -233,5 +233,31 @@ def check_learning_rule(grammar: Grammar, start: str) -> list[str]:
     return _unique(problems)
 
 
+def _dynamic(symbol: object) -> bool:
+    return isinstance(symbol, Parameter) and (symbol.low is None or symbol.high is None)
+
+
+def check_dynamic_bounds(grammar: Grammar, start: str, allowed: tuple[str, ...] = ()) -> list[str]:
+    """A '_' bound gets its value only where evowatt supplies one (partition_point, in a macro rule):
+    anywhere else sampling could never draw the parameter. Every rule ``start`` reaches is checked."""
+    problems, seen, todo = [], set(), [start]
+    while todo:
+        rule = todo.pop()
+        if rule in seen or rule not in grammar.rules:
+            continue
+        seen.add(rule)
+        for alternative in grammar.rules[rule]:
+            for symbol in alternative:
+                if isinstance(symbol, NonTerminal):
+                    todo.append(symbol.name)
+                elif _dynamic(symbol) and symbol.name not in allowed:
+                    where = f"only {', '.join(allowed)} may have one here" if allowed else "none may here"
+                    problems.append(
+                        f"{_where(grammar, rule)}: parameter '{symbol.name}' has a dynamic bound '_', "
+                        f"which evowatt fills only for partition_point in a macro rule ({where})"
+                    )
+    return _unique(problems)
+
+
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
