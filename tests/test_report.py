@@ -119,9 +119,15 @@ def test_report_opens_in_headless_chromium(finished_run, tmp_path):
 
 
 def test_report_of_a_pareto_store_highlights_the_front_and_plots_hypervolume(tmp_path):
+    import numpy as np
+
+    from evowatt.config import NetworkConfig
+    from evowatt.genome import random_genome
+    from evowatt.grammar import load_grammar
     from evowatt.report import fig_generations, highlighted, load_run
     from evowatt.store import RunStore
 
+    genome = random_genome(load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK), np.random.default_rng(0))
     store = RunStore(tmp_path / "p", create=True)
     store.set_meta("config", {"seed": 3, "dataset": {"name": "digits"}})
     for i, (acc, energy) in enumerate([(0.9, 2e-8), (0.8, 1e-8), (0.7, 3e-8)]):
@@ -132,7 +138,7 @@ def test_report_of_a_pareto_store_highlights_the_front_and_plots_hypervolume(tmp
             "energy_1": {"value": energy / 2, "method": "estimated:model"},
         }
         result = {"id": i, "status": "ok", "metrics": metrics, "wall_seconds": 1.0, "measure_seconds": 0.1}
-        store.record({"kind": "random", "generation": 0, "genome": {}, "seed": i}, result, None)
+        store.record({"kind": "random", "generation": 0, "genome": genome.to_json(), "seed": i}, result, None)
     front = [{"id": 0, "exit": "0"}, {"id": 1, "exit": "0"}, {"id": 1, "exit": "1"}]
     for g, volume in ((0, 0.5), (1, 0.6)):
         store.record_generation(
