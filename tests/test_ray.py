@@ -1,0 +1,272 @@
+"""The Ray runner on a two-node Ray cluster on this machine, inside a network namespace with only loopback.
+
+A Ray node registers the machine's own address even when told 127.0.0.1; inside a namespace that has only
+loopback it can register nothing else, so no Ray traffic leaves the machine. ``test_ray_in_a_loopback_
+namespace`` re-runs this module inside such a namespace (root and ``ip`` needed); there the
+``EVOWATT_RAY_NETNS`` variable is set and the cluster tests run. They share one cluster (start-up is slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from evowatt.config import validate_config
+from evowatt.errors import EvowattError
+from evowatt.experiment import run
+from evowatt.store import RunStore
+from tests.conftest import SMALL_NETWORK, config_dict
+
+INSIDE = os.environ.get("EVOWATT_RAY_NETNS") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = {
+    "seed": 0,
+    "grammar": "cnn",
+    "dataset": {"name": "digits"},
+    "network": SMALL_NETWORK,
+    "search": {"generations": 1, "lambda": 2, "mutation": {"train_longer": 0.5}},
+    "training": {"budget": {"steps": 15}, "threads": 1},
+}
+RAY = {"kind": "ray", "cpus": 1, "retries": 2}
+
+
+def make_config(**overrides):
+    return validate_config(config_dict(BASE, **overrides))
+
+
+def history(run_dir: Path) -> list[tuple]:
+    store = RunStore(run_dir)
+    rows = [
+        (
+            e["id"],
+            e["kind"],
+            json.dumps(e["genome"]),
+            e["status"],
+            e["fitness"],
+            (e["train"] or {}).get("steps"),
+        )
+        for e in store.evaluations()
+    ]
+    store.close()
+    return rows
+
+
+def steps(row) -> int | None:
+    return (row["train"] or {}).get("steps")
+
+
+def weights(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "weights").iterdir())}
+
+
+# --- outside the namespace ------------------------------------------------------------------------
+def test_ray_runner_without_ray_is_one_message(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(EvowattError, match=r"pip install 'evowatt\[ray\]'"):
+        run(make_config(runner=RAY), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_ray_in_a_loopback_namespace():
+    """Runs the cluster tests below inside a fresh network namespace that has only loopback."""
+    if INSIDE:
+        pytest.skip("already inside the namespace")
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the Ray tests need root and iproute2's `ip` to run inside a loopback-only namespace")
+    pytest.importorskip("ray")
+    name = f"evowatt-ray-{os.getpid()}"
+    created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if created.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {created.stderr.strip()}")
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        env = {**os.environ, "EVOWATT_RAY_NETNS": "1", "RAY_ADDRESS": ""}
+        env.pop("PYTEST_XDIST_WORKER", None)
+        inner = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                name,
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:xdist",
+                "-p",
+                "no:cacheprovider",
+                "-x",
+                str(Path(__file__)),
+                "-k",
+                "not without_ray and not namespace",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    output = inner.stdout[-6000:] + inner.stderr[-3000:]
+    assert inner.returncode == 0, output
+    assert " passed" in inner.stdout and "skipped" not in inner.stdout, output
+
+
+# --- inside the namespace -------------------------------------------------------------------------
+inside = pytest.mark.skipif(
+    not INSIDE, reason="runs inside a loopback-only namespace: test_ray_in_a_loopback_namespace"
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two Ray nodes of one CPU each; workers start in a working directory of their own (a copy of an
+    empty folder), so they cannot see the driver's run directory."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    empty = tmp_path_factory.mktemp("worker-cwd")
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, runtime_env={"working_dir": str(empty)}, logging_level="warning")
+    try:
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}, "Ray left loopback"
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        yield ray
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The sequential runner's run of the same config."""
+    out = tmp_path_factory.mktemp("seq") / "run"
+    run(make_config(), out=out)
+    return out
+
+
+def _worker_titles() -> list[int]:
+    """Pids of Ray workers now running an evaluation (Ray titles a busy worker after its task)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                title = file.read(64)
+        except OSError:
+            continue
+        if title.startswith(b"ray::evowatt-evaluate-"):
+            pids.append(int(entry))
+    return pids
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the first ``times`` Ray workers found running an evaluation."""
+
+    def __init__(self, times: int = 1):
+        super().__init__(daemon=True)
+        self.times, self.killed, self.stop = times, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.killed) < self.times:
+            for pid in _worker_titles():
+                if pid not in self.killed and len(self.killed) < self.times:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+            time.sleep(0.01)
+
+
+@inside
+def test_two_node_search_equals_sequential_and_weights_come_back_in_results(
+    cluster, reference, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the run directory is relative to the driver's directory only
+    remote_cwd = cluster.get(cluster.remote(lambda: os.getcwd()).remote())
+    assert Path(remote_cwd).resolve() != tmp_path.resolve()
+    assert not cluster.get(cluster.remote(lambda: os.path.exists("run")).remote())  # workers cannot see it
+    result = run(make_config(runner=RAY), out="run")
+    assert history(tmp_path / "run") == history(reference)
+    assert any(kind == "train_longer" for _, kind, *_ in history(reference))  # weights travelled in a task
+    assert weights(tmp_path / "run") == weights(reference)  # written by the driver from the results
+    store = RunStore(tmp_path / "run")
+    rows = store.evaluations()
+    store.close()
+    # every result says where it ran and what measured it: here each worker's own estimate meter
+    assert all(r["host"] and r["device"] == "cpu" and r["result"]["meter"] == "estimate" for r in rows)
+    assert result.best is not None and result.best["weights"]
+
+
+@inside
+def test_a_worker_killed_mid_evaluation_is_retried(cluster, reference, tmp_path):
+    killer = Killer(times=1)
+    killer.start()
+    try:
+        run(make_config(runner=RAY), out=tmp_path / "run")
+    finally:
+        killer.stop.set()
+    assert len(killer.killed) == 1
+    assert history(tmp_path / "run") == history(reference)
+
+
+@inside
+def test_an_evaluation_whose_worker_keeps_dying_is_recorded_failed(cluster, reference, tmp_path):
+    killer = Killer(times=1)
+    killer.start()
+    try:
+        result = run(make_config(runner={**RAY, "retries": 0}), out=tmp_path / "run")
+    finally:
+        killer.stop.set()
+    assert len(killer.killed) == 1
+    rows = {r[0]: r for r in history(tmp_path / "run")}
+    failed = [r for r in rows.values() if r[3] == "failed"]
+    assert len(failed) == 1 and result.evaluations == len(history(reference))  # the run went on
+    store = RunStore(tmp_path / "run")
+    reason = store.evaluation(failed[0][0])["reason"]
+    store.close()
+    assert "Ray worker died" in reason and "tried 1 time" in reason
+
+
+@inside
+def test_close_cancels_running_evaluations(cluster):
+    """What Ctrl-C does: the runner is closed with evaluations in flight, and no worker keeps running them."""
+    import numpy as np
+
+    from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate
+    from evowatt.experiment import prepare
+    from evowatt.genome import random_genome
+    from evowatt.runners import RayRunner
+
+    config = make_config(runner=RAY)
+    grammar, grammar_text = prepare(config)
+    genome = random_genome(grammar, config.network, np.random.default_rng(0)).to_json()
+    tasks = [
+        EvalTask(i, genome, grammar_text, DataRef("digits"), EvalSettings(budget_steps=100_000), seed=i)
+        for i in range(2)
+    ]
+    runner = RayRunner(config.runner)
+    results = runner.map(evaluate, tasks)
+    deadline = time.time() + 60
+    while not _worker_titles() and time.time() < deadline:
+        time.sleep(0.05)
+    assert _worker_titles(), "no evaluation started"
+    runner.close()
+    results.close()
+    deadline = time.time() + 30
+    while _worker_titles() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _worker_titles()
+    assert cluster.is_initialized()  # a Ray the caller connected is left connected
