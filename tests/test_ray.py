@@ -270,3 +270,27 @@ def test_close_cancels_running_evaluations(cluster):
         time.sleep(0.1)
     assert not _worker_titles()
     assert cluster.is_initialized()  # a Ray the caller connected is left connected
+
+
+@inside
+def test_a_killed_driver_resumes(cluster, reference, tmp_path):
+    """The driver dies (as from SIGKILL) after its third record; `evowatt resume` on Ray finishes the run."""
+    import yaml
+
+    from evowatt.experiment import resume
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make_config(runner=RAY).to_dict()))
+    address = cluster.get_runtime_context().gcs_address
+    env = {**os.environ, "EVOWATT_KILL_AT": "after-record:3", "RAY_ADDRESS": address}
+    killed = subprocess.run(
+        [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == 137, killed.stderr[-3000:]
+    assert len(history(tmp_path / "run")) == 3
+    resume(tmp_path / "run")
+    assert history(tmp_path / "run") == history(reference)
