@@ -294,3 +294,51 @@ def test_a_killed_driver_resumes(cluster, reference, tmp_path):
     assert len(history(tmp_path / "run")) == 3
     resume(tmp_path / "run")
     assert history(tmp_path / "run") == history(reference)
+
+
+@inside
+def test_ctrl_c_stops_the_driver_its_evaluations_and_its_ray(cluster, tmp_path):
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    long = make_config(runner=RAY, **{"training.budget": {"steps": 100_000}})
+    config.write_text(yaml.safe_dump(long.to_dict()))
+    env = {**os.environ, "RAY_ADDRESS": ""}  # the driver starts a Ray of its own, and stops it
+    rays_before = _rays()
+    assert rays_before >= 1  # the fixture's cluster: the count sees Ray heads
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(tmp_path / "run")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not _worker_titles() and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        assert _worker_titles(), "no evaluation started"
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130 and "evowatt resume" in err, err[-3000:]
+    deadline = time.time() + 30
+    while (_worker_titles() or _rays() > rays_before) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _worker_titles()
+    assert _rays() == rays_before  # the Ray it started is gone
+    assert cluster.is_initialized() and len(cluster.nodes()) == 2  # the other cluster is untouched
+
+
+def _rays() -> int:
+    """Ray head processes (GCS servers) on this machine."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as file:
+                    count += b"gcs_server" in file.read(200).split(b"\0")[0]
+            except OSError:
+                continue
+    return count

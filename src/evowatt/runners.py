@@ -126,7 +126,8 @@ class RayRunner:
             if address is None:
                 options["include_dashboard"] = False
             try:
-                ray.init(address=address, **options)
+                # "local": a new instance for this run, never a cluster `ray start` left on this machine
+                ray.init(address=address or "local", **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise EvowattError(
