@@ -342,3 +342,29 @@ def _rays() -> int:
             except OSError:
                 continue
     return count
+
+
+@inside
+@pytest.mark.parametrize("data", ["object_store", "shared"])
+def test_the_dataset_travels_through_the_object_store(cluster, tmp_path, data):
+    """The dataset file exists only while the driver loads it: workers get the splits from Ray's object
+    store (``runner.data: shared`` would make them read the file, and they cannot)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from evowatt.experiment import data_ref
+
+    digits = load_digits()
+    file = tmp_path / "mine.npz"
+    x, y = digits.images[:600], digits.target[:600]
+    np.savez(file, x_train=x[:500], y_train=y[:500], x_test=x[500:], y_test=y[500:])
+    config = make_config(runner={**RAY, "data": data}, dataset={"name": "npz", "path": str(file)})
+    config = config.model_copy(update={"search": config.search.model_copy(update={"generations": 0})})
+    data_ref(config).load()  # the driver's copy (memoised), then the file is gone
+    file.unlink()
+    if data == "shared":
+        with pytest.raises(EvowattError, match="does not exist"):
+            run(config, out=tmp_path / "run")
+        return
+    run(config, out=tmp_path / "run")
+    assert [row[3] for row in history(tmp_path / "run")] == ["ok", "ok"]
