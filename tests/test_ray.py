@@ -77,6 +77,21 @@ def test_ray_runner_without_ray_is_one_message(tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
+def test_a_ray_run_leaves_the_meter_to_each_worker(monkeypatch):
+    """The driver may have no GPU (training.device cuda) or no meter the workers have: it opens none."""
+    import evowatt.energy.select
+    from evowatt.experiment import choose_meter, eval_settings
+
+    def no_meter_here(*_, **__):
+        raise AssertionError("the driver opened a meter")
+
+    monkeypatch.setattr(evowatt.energy.select, "select_meter", no_meter_here)
+    config = make_config(runner=RAY, **{"training.device": "cuda"})
+    meter = choose_meter(config)
+    assert meter["per_worker"] and meter["idle"] is None and "each Ray worker" in meter["reason"]
+    assert eval_settings(config, meter=meter).local_meter
+
+
 def test_ray_in_a_loopback_namespace():
     """Runs the cluster tests below inside a fresh network namespace that has only loopback."""
     if INSIDE:
@@ -158,33 +173,56 @@ def reference(tmp_path_factory):
     return out
 
 
-def _worker_titles() -> list[int]:
-    """Pids of Ray workers now running an evaluation (Ray titles a busy worker after its task)."""
-    pids = []
+def _ours(pid: int) -> bool:
+    """Whether a process descends from this test process: the pid namespace is shared with whatever else
+    runs on the machine (other people's Ray included), and only our own cluster's processes are ours."""
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                pid = int(file.read().rsplit(")", 1)[1].split()[1])  # the parent's pid
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def _processes(prefix: bytes) -> dict[int, bytes]:
+    """Our processes whose command line starts with ``prefix``, by pid."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as file:
-                title = file.read(64)
+                title = file.read(200).split(b"\0")[0]
         except OSError:
             continue
-        if title.startswith(b"ray::evowatt-evaluate-"):
-            pids.append(int(entry))
-    return pids
+        if title.startswith(prefix) and _ours(int(entry)):
+            found[int(entry)] = title
+    return found
+
+
+def _worker_titles() -> dict[int, bytes]:
+    """Our Ray workers now running an evaluation, by pid (Ray titles a busy worker after its task)."""
+    return _processes(b"ray::evowatt-evaluate-")
 
 
 class Killer(threading.Thread):
-    """SIGKILLs the first ``times`` Ray workers found running an evaluation."""
+    """SIGKILLs the first ``times`` of our Ray workers seen running one evaluation for ``after`` seconds."""
 
-    def __init__(self, times: int = 1):
+    def __init__(self, times: int = 1, after: float = 0.3):
         super().__init__(daemon=True)
-        self.times, self.killed, self.stop = times, [], threading.Event()
+        self.times, self.after, self.killed, self.stop = times, after, [], threading.Event()
 
     def run(self) -> None:
+        seen: dict[tuple[int, bytes], float] = {}
         while not self.stop.is_set() and len(self.killed) < self.times:
-            for pid in _worker_titles():
-                if pid not in self.killed and len(self.killed) < self.times:
+            now = time.monotonic()
+            for pid, title in _worker_titles().items():
+                first = seen.setdefault((pid, title), now)
+                if now - first >= self.after and pid not in self.killed and len(self.killed) < self.times:
                     os.kill(pid, signal.SIGKILL)
                     self.killed.append(pid)
             time.sleep(0.01)
@@ -203,8 +241,9 @@ def test_two_node_search_equals_sequential_and_weights_come_back_in_results(
     assert any(kind == "train_longer" for _, kind, *_ in history(reference))  # weights travelled in a task
     assert weights(tmp_path / "run") == weights(reference)  # written by the driver from the results
     store = RunStore(tmp_path / "run")
-    rows = store.evaluations()
+    rows, meter = store.evaluations(), store.meta("meter")
     store.close()
+    assert meter["per_worker"]  # the driver opened no meter: each worker did
     # every result says where it ran and what measured it: here each worker's own estimate meter
     assert all(r["host"] and r["device"] == "cpu" and r["result"]["meter"] == "estimate" for r in rows)
     assert result.best is not None and result.best["weights"]
@@ -223,17 +262,20 @@ def test_a_worker_killed_mid_evaluation_is_retried(cluster, reference, tmp_path)
 
 
 @inside
-def test_an_evaluation_whose_worker_keeps_dying_is_recorded_failed(cluster, reference, tmp_path):
-    killer = Killer(times=1)
+def test_an_evaluation_whose_worker_keeps_dying_is_recorded_failed(cluster, tmp_path):
+    killer = Killer(times=1, after=1.0)
     killer.start()
     try:
-        result = run(make_config(runner={**RAY, "retries": 0}), out=tmp_path / "run")
+        # long evaluations, so the kill cannot fall just after one finished
+        config = make_config(runner={**RAY, "retries": 0}, **{"training.budget": {"steps": 3000}})
+        config = config.model_copy(update={"search": config.search.model_copy(update={"generations": 0})})
+        result = run(config, out=tmp_path / "run")
     finally:
         killer.stop.set()
     assert len(killer.killed) == 1
     rows = {r[0]: r for r in history(tmp_path / "run")}
     failed = [r for r in rows.values() if r[3] == "failed"]
-    assert len(failed) == 1 and result.evaluations == len(history(reference))  # the run went on
+    assert len(failed) == 1 and result.evaluations == 2  # the run went on
     store = RunStore(tmp_path / "run")
     reason = store.evaluation(failed[0][0])["reason"]
     store.close()
@@ -332,16 +374,8 @@ def test_ctrl_c_stops_the_driver_its_evaluations_and_its_ray(cluster, tmp_path):
 
 
 def _rays() -> int:
-    """Ray head processes (GCS servers) on this machine."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as file:
-                    count += b"gcs_server" in file.read(200).split(b"\0")[0]
-            except OSError:
-                continue
-    return count
+    """Our Ray heads (GCS servers)."""
+    return sum(1 for title in _processes(b"").values() if title.rsplit(b"/", 1)[-1] == b"gcs_server")
 
 
 @inside

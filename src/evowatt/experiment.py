@@ -88,6 +88,7 @@ def eval_settings(
         energy=config.energy.model_dump(mode="json") if meter else None,
         meter=meter["name"] if meter else None,
         idle=meter.get("idle") if meter else None,
+        local_meter=bool(meter and meter.get("per_worker")),
         budget_seconds=budget.seconds,
         budget_steps=budget.steps,
         max_epochs=t.max_epochs,
@@ -117,6 +118,14 @@ def choose_meter(config: RunConfig) -> dict[str, Any]:
     from evowatt.energy import check_metrics, measure_idle, select_meter
 
     energy = config.energy
+    if config.runner.kind == "ray":  # the driver may have no GPU, or another meter than the workers
+        if energy.meter == "estimate":
+            check_metrics(config.metrics_used(), "estimate")
+        reason = (
+            f"each Ray worker opens its own meter (energy.meter: {energy.meter}) where it runs and measures "
+            "its own idle baseline; every evaluation records its meter"
+        )
+        return {"name": energy.meter, "method": None, "reason": reason, "idle": None, "per_worker": True}
     device = resolve_device(config.training.device)
     meter, reason = select_meter(
         energy.meter,
