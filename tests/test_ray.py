@@ -263,11 +263,11 @@ def test_a_worker_killed_mid_evaluation_is_retried(cluster, reference, tmp_path)
 
 @inside
 def test_an_evaluation_whose_worker_keeps_dying_is_recorded_failed(cluster, tmp_path):
-    killer = Killer(times=1, after=1.0)
+    killer = Killer(times=1, after=0.5)
     killer.start()
     try:
         # long evaluations, so the kill cannot fall just after one finished
-        config = make_config(runner={**RAY, "retries": 0}, **{"training.budget": {"steps": 3000}})
+        config = make_config(runner={**RAY, "retries": 0}, **{"training.budget": {"steps": 1000}})
         config = config.model_copy(update={"search": config.search.model_copy(update={"generations": 0})})
         result = run(config, out=tmp_path / "run")
     finally:
