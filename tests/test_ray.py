@@ -354,13 +354,14 @@ def test_ctrl_c_stops_the_driver_its_evaluations_and_its_ray(cluster, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:
         deadline = time.time() + 120
         while not _worker_titles() and time.time() < deadline and driver.poll() is None:
             time.sleep(0.05)
         assert _worker_titles(), "no evaluation started"
-        driver.send_signal(signal.SIGINT)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C does: the whole group, Ray's daemons too
         _, err = driver.communicate(timeout=60)
     finally:
         driver.kill()

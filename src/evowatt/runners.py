@@ -126,8 +126,10 @@ class RayRunner:
             if address is None:
                 options["include_dashboard"] = False
             try:
-                # "local": a new instance for this run, never a cluster `ray start` left on this machine
-                ray.init(address=address or "local", **options)
+                # "local": a new instance for this run, never a cluster `ray start` left on this machine.
+                # A local Ray's daemons join the terminal's process group: started with SIGINT ignored,
+                # a Ctrl-C leaves them to the driver, which cancels the evaluations and shuts Ray down.
+                _without_interrupts(lambda: ray.init(address=address or "local", **options))
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise EvowattError(
