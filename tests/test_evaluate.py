@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 import evowatt.evaluate as evaluate_module
 from evowatt.evaluate import DataRef, EvalResult, EvalSettings, EvalTask, evaluate, score_on_test
@@ -76,10 +76,9 @@ def round_trip(task: EvalTask) -> EvalTask:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
+def first():
     """One evaluation of GOOD, shared by the tests that only read its result."""
-    path = tmp_path_factory.mktemp("weights") / "good.safetensors"
-    task = task_for(GOOD, weights_out=str(path))
+    task = task_for(GOOD, return_weights=True)
     return task, evaluate(task)
 
 
@@ -102,17 +101,17 @@ def test_evaluate_ok_with_labelled_metrics_and_saved_weights(first):
     assert result.train["steps"] == 30 and result.train["budget_steps"] == 30
     assert result.train["stop_reason"] == "budget"
     assert result.wall_seconds > 0 and result.device == "cpu"
-    assert result.weights_path == task.weights_out
-    weights = load_file(result.weights_path)
+    assert result.weights_path is None  # the worker writes no file: the weights come back in the result
+    weights = load(result.weights)
     assert sum(t.numel() for t in weights.values()) == GOOD_PARAMS
     assert json.loads(json.dumps(result.to_json()))["metrics"] == result.metrics
+    assert "weights" not in result.to_json()  # bytes are written by the driver, never recorded as JSON
 
 
-def test_evaluate_is_a_pure_function_of_its_json_task(first, tmp_path):
+def test_evaluate_is_a_pure_function_of_its_json_task(first):
     task, result = first
     copy = round_trip(task)
     assert copy == task
-    copy.weights_out = str(tmp_path / "again.safetensors")
     rng_before = torch.get_rng_state()
     again = evaluate(copy)
     assert torch.equal(torch.get_rng_state(), rng_before)
@@ -122,41 +121,42 @@ def test_evaluate_is_a_pure_function_of_its_json_task(first, tmp_path):
     assert {k: v for k, v in again.train.items() if k != "seconds"} == {
         k: v for k, v in result.train.items() if k != "seconds"
     }
-    a, b = load_file(task.weights_out), load_file(copy.weights_out)
+    a, b = load(result.weights), load(again.weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_different_seed_gives_different_weights(first, tmp_path):
-    task, _ = first
-    other = task_for(GOOD, seed=4, weights_out=str(tmp_path / "seed4.safetensors"))
-    assert evaluate(other).status == "ok"
-    a, b = load_file(task.weights_out), load_file(other.weights_out)
+def test_a_different_seed_gives_different_weights(first):
+    _, result = first
+    other = evaluate(task_for(GOOD, seed=4, return_weights=True))
+    assert other.status == "ok"
+    a, b = load(result.weights), load(other.weights)
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_continuing_from_saved_weights_starts_from_them(first, tmp_path):
-    task, result = first
-    resumed = round_trip(
-        task_for(
-            GOOD, steps=0, init_weights=task.weights_out, weights_out=str(tmp_path / "resumed.safetensors")
-        )
-    )
+def test_continuing_from_sent_weights_starts_from_them(first):
+    """The weights a task starts from travel in it (safetensors bytes, base64 in its JSON)."""
+    _, result = first
+    resumed = round_trip(task_for(GOOD, steps=0, init_weights=result.weights, return_weights=True))
+    assert resumed.init_weights == result.weights
     continued = evaluate(resumed)
     assert continued.status == "ok" and continued.train["steps"] == 0
     assert continued.metrics["accuracy"] == result.metrics["accuracy"]
     assert continued.metrics["loss"] == result.metrics["loss"]
-    a, b = load_file(task.weights_out), load_file(resumed.weights_out)
+    a, b = load(result.weights), load(continued.weights)
     assert all(torch.equal(a[k], b[k]) for k in a)
     fresh = evaluate(task_for(GOOD, steps=0))  # the same seed without init_weights: untrained
     assert fresh.metrics["loss"]["value"] > result.metrics["loss"]["value"]
-    longer = evaluate(task_for(GOOD, steps=30, init_weights=task.weights_out))
+    assert fresh.weights is None  # not asked for
+    longer = evaluate(task_for(GOOD, steps=30, init_weights=result.weights))
     assert longer.train["steps"] == 30
     assert longer.metrics["loss"]["value"] < result.metrics["loss"]["value"]
 
 
-def test_score_on_test_matches_the_reported_test_accuracy(first):
+def test_score_on_test_matches_the_reported_test_accuracy(first, tmp_path):
     task, result = first
-    assert score_on_test(task, task.weights_out)["test_accuracy"] == result.metrics["test_accuracy"]
+    path = tmp_path / "good.safetensors"
+    path.write_bytes(result.weights)
+    assert score_on_test(task, str(path))["test_accuracy"] == result.metrics["test_accuracy"]
 
 
 def test_report_test_off_scores_no_test_metric():
@@ -165,13 +165,12 @@ def test_report_test_off_scores_no_test_metric():
     assert "test_accuracy" not in result.metrics and "accuracy" in result.metrics
 
 
-def test_spatial_size_below_one_is_invalid_with_its_reason(tmp_path):
+def test_spatial_size_below_one_is_invalid_with_its_reason():
     bad = genome([conv(4, 5, "valid"), conv(4, 5, "valid")])  # 8 -> 4 -> 0
-    result = evaluate(round_trip(task_for(bad, weights_out=str(tmp_path / "never.safetensors"))))
+    result = evaluate(round_trip(task_for(bad, return_weights=True)))
     assert result.status == "invalid"
     assert result.reason.startswith("layer 1 (conv)") and "below 1" in result.reason
-    assert result.train is None and result.weights_path is None
-    assert not (tmp_path / "never.safetensors").exists()
+    assert result.train is None and result.weights is None
     assert "accuracy" not in result.metrics
 
 
@@ -182,14 +181,14 @@ def test_caps_make_an_individual_invalid():
     assert result.status == "invalid" and "search.caps.max_params" in result.reason
 
 
-def test_diverging_individual_is_invalid(tmp_path):
+def test_diverging_individual_is_invalid():
     exploding = genome([conv(6, 3, "same")], lr=1e11, sgd=True)
-    result = evaluate(task_for(exploding, steps=200, weights_out=str(tmp_path / "never.safetensors")))
+    result = evaluate(task_for(exploding, steps=200, return_weights=True))
     assert result.status == "invalid"
     assert "diverged" in result.reason
     assert result.train["stop_reason"] == "diverged" and result.train["steps"] < 200
     assert "accuracy" not in result.metrics
-    assert result.weights_path is None and not (tmp_path / "never.safetensors").exists()
+    assert result.weights is None
 
 
 def test_an_individual_that_raises_fails_without_raising(monkeypatch):

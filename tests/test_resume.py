@@ -415,24 +415,24 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(
 def test_disk_full_while_saving_weights_is_not_an_individuals_failure(
     reference, workdir, tmp_path, monkeypatch, capsys
 ):
-    """evaluate reports the OSError as a failed individual; the loop must not record it as one."""
-    real_save = evowatt.evaluate.save_weights
+    """The driver writes the weights a result brings back; a full disk there is not the individual's."""
+    real_save = RunStore.write_weights
     saves = []
 
-    def save_weights(model, path):
-        saves.append(path)
+    def write_weights(self, evaluation_id, data):
+        saves.append(evaluation_id)
         if len(saves) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        return real_save(model, path)
+            raise OSError(errno.ENOSPC, "No space left on device", self.weights_path(evaluation_id))
+        return real_save(self, evaluation_id, data)
 
-    monkeypatch.setattr(evowatt.evaluate, "save_weights", save_weights)
+    monkeypatch.setattr(RunStore, "write_weights", write_weights)
     run_dir = tmp_path / "full"
     assert main(["run", str(workdir / "config.yaml"), "--out", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "disk full while evaluation 2 saved its weights" in err and "free space then" in err
     assert [r["id"] for r in _rows(run_dir)] == [0, 1]
 
-    monkeypatch.setattr(evowatt.evaluate, "save_weights", real_save)
+    monkeypatch.setattr(RunStore, "write_weights", real_save)
     assert main(["resume", str(run_dir)]) == 0
     _assert_same_run(run_dir, reference)
 

@@ -351,6 +351,7 @@ def _print_result(result: Any) -> None:
 
 
 def show_data(run_dir: str) -> dict[str, Any]:
+    from evowatt.energy.sources import mixed_sources, sources
     from evowatt.store import RunStore
 
     store = RunStore(run_dir)
@@ -371,6 +372,8 @@ def show_data(run_dir: str) -> dict[str, Any]:
             "best": by_id.get(best_id),
             "final": finals[-1] if finals else None,
             "elapsed_seconds": store.meta("elapsed_seconds"),
+            "sources": sources(evaluations),  # host, device, meter: where evaluations ran
+            "mixed_sources": mixed_sources(evaluations),
         }
     finally:
         store.close()
@@ -472,6 +475,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(
         f"{data['evaluations']} evaluations: " + ", ".join(f"{v} {k}" for k, v in data["statuses"].items())
     )
+    if len(data["sources"]) > 1:
+        where = (f"{s['host']} {s['device']} {s['meter']} ({s['evaluations']})" for s in data["sources"])
+        console.print("ran on: " + ", ".join(where), highlight=False)
+    if data["mixed_sources"]:
+        console.print(f"[yellow]warning:[/] {data['mixed_sources']}", highlight=False)
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
     if data["best"]:

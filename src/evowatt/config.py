@@ -338,10 +338,31 @@ class OutputConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
-    """Where evaluations run: in this process (default, deterministic) or a pool of worker processes."""
+    """Where evaluations run: in this process (default, deterministic), a pool of worker processes, or a
+    Ray cluster (``pip install 'evowatt[ray]'``)."""
 
-    kind: Literal["sequential", "process"] = "sequential"
-    workers: int = Field(2, ge=1)
+    kind: Literal["sequential", "process", "ray"] = "sequential"
+    workers: int = Field(2, ge=1, description="process pool size (kind: process)")
+    address: str | None = Field(
+        None,
+        description="Ray cluster to connect to (kind: ray); default $RAY_ADDRESS, else a local Ray instance "
+        "started for the run and stopped at its end",
+    )
+    cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per evaluation; also its torch threads")
+    gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs Ray reserves per evaluation; default a whole GPU when training.device is cuda "
+        "(energy readings are then not shared), none on cpu; a fraction shares a GPU and its meter",
+    )
+    retries: int = Field(
+        2, ge=0, description="times an evaluation whose worker or node died is run again (kind: ray)"
+    )
+    data: Literal["object_store", "shared"] = Field(
+        "object_store",
+        description="how Ray workers get the dataset: once per run through Ray's object store, or each "
+        "worker loads dataset.path itself (a path every node sees)",
+    )
 
 
 class RunConfig(_Strict):

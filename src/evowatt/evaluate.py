@@ -1,12 +1,15 @@
 """evaluate(task) -> result: build, train, score one genome. A pure function of a serialisable task.
 
-The task carries everything (genome JSON, grammar text, data reference, settings, seed, weight paths),
-so it runs the same in this process, a worker process or a Ray worker, and a run can be replayed.
-Loading data and parsing the grammar are memoised per process: a pure function's cache, not run state.
+The task carries everything (genome JSON, grammar text, data reference, settings, seed, the weights it
+starts from as safetensors bytes), so it runs the same in this process, a worker process or a Ray worker
+on another machine, and a run can be replayed. It names no path of the run directory: trained weights come
+back in the result as bytes, and the driver alone writes them. Loading data and parsing the grammar are
+memoised per process: a pure function's cache, not run state.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save
 
 from evowatt.data import Splits, load_splits
 from evowatt.errors import EvowattError
@@ -63,6 +66,9 @@ class EvalSettings:
     energy: dict[str, Any] | None = None  # EnergySettings as JSON; None: no energy measurement
     meter: str | None = None  # the meter the run chose at its start (nvml | rapl | estimate)
     idle: dict[str, Any] | None = None  # the run's idle baseline, measured once at its start
+    # True where the evaluation runs on another machine (Ray): the worker opens its own meter (the choice
+    # in energy.meter, e.g. auto) and measures its own idle baseline, once per worker process
+    local_meter: bool = False
     report_test: bool = False  # the test set is scored for the final report only, never during search
 
 
@@ -74,19 +80,24 @@ class EvalTask:
     data: DataRef
     settings: EvalSettings
     seed: int
-    init_weights: str | None = None  # safetensors file to continue training from
-    weights_out: str | None = None  # where to save the trained weights
+    init_weights: bytes | None = None  # safetensors bytes of the weights to continue training from
+    return_weights: bool = False  # send the trained weights back in the result (safetensors bytes)
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.init_weights is not None:
+            data["init_weights"] = base64.b64encode(self.init_weights).decode("ascii")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalTask:
         values = dict(data)
         values["data"] = DataRef(**{**data["data"], "splits": tuple(data["data"]["splits"])})
         values["settings"] = EvalSettings(**data["settings"])
+        if values.get("init_weights") is not None:
+            values["init_weights"] = base64.b64decode(values["init_weights"])
         return cls(**values)
 
 
@@ -103,24 +114,38 @@ def _grammar(text: str) -> Grammar:
     return parse_grammar(text, source="task grammar")
 
 
-@functools.lru_cache(maxsize=2)
-def _tensors(data: DataRef, device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    splits = data.load()
-    out = {}
-    for name in ("evo_train", "evo_validation", "evo_test", "test"):
-        split = getattr(splits, name)
-        # a copy: the cached arrays are read-only, and training must never write into them
-        out[name] = (torch.tensor(split.x, device=device), torch.tensor(split.y, device=device))
-    return out
+_TENSORS: dict[tuple[DataRef, str], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _tensors(
+    data: DataRef, device: str, splits: Splits | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The splits as tensors on ``device``, memoised per process for the last two datasets.
+
+    ``splits`` are the data when the caller already has them (a Ray worker receives them through the
+    object store); otherwise they are loaded from ``data``.
+    """
+    key = (data, device)
+    if key not in _TENSORS:
+        splits = splits if splits is not None else data.load()
+        out = {}
+        for name in ("evo_train", "evo_validation", "evo_test", "test"):
+            split = getattr(splits, name)
+            # a copy: the cached arrays are read-only, and training must never write into them
+            out[name] = (torch.tensor(split.x, device=device), torch.tensor(split.y, device=device))
+        while len(_TENSORS) >= 2:
+            _TENSORS.pop(next(iter(_TENSORS)))
+        _TENSORS[key] = out
+    return _TENSORS[key]
 
 
 def _metric(value: Any, method: str) -> Metric:
     return {"value": value, "method": method}
 
 
-def plan_task(task: EvalTask):
+def plan_task(task: EvalTask, splits: Splits | None = None):
     """The network plan of a task's genome (raises InvalidNetwork with the reason)."""
-    splits = task.data.load()
+    splits = splits if splits is not None else task.data.load()
     genome = Genome.from_json(task.genome)
     grammar = _grammar(task.grammar_text)
     return (
@@ -137,8 +162,12 @@ def plan_task(task: EvalTask):
     )
 
 
-def evaluate(task: EvalTask) -> EvalResult:
-    """Build, train and score one genome; never raises for a bad individual, only for bad user input."""
+def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
+    """Build, train and score one genome; never raises for a bad individual, only for bad user input.
+
+    ``splits``: the task's data when the caller has them already (sent through Ray's object store);
+    otherwise ``task.data`` is loaded here.
+    """
     start = time.perf_counter()
     settings = task.settings
     device = resolve_device(settings.device)
@@ -147,15 +176,17 @@ def evaluate(task: EvalTask) -> EvalResult:
     if settings.threads:  # for this evaluation only: the caller's setting comes back in `finally`
         torch.set_num_threads(settings.threads)
     try:
-        genome, grammar, plan = plan_task(task)
+        genome, grammar, plan = plan_task(task, splits)
         result.metrics["params"] = _metric(plan.params, "counted:plan")
         result.metrics["flops"] = _metric(plan.flops, "counted:plan")
-        data = _tensors(task.data, str(device))
+        data = _tensors(task.data, str(device), splits)
         model = build_network(plan, task.seed).to(device)
-        if task.init_weights:
-            model.load_state_dict(load_file(task.init_weights, device=str(device)))
+        if task.init_weights is not None:
+            model.load_state_dict({k: v.to(device) for k, v in load(task.init_weights).items()})
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
-        meter = _meter(settings.meter, str(device), settings.energy) if settings.energy else None
+        meter, idle = _meter_and_idle(settings, str(device)) if settings.energy else (None, None)
+        if meter is not None:
+            result.meter = meter.name
         with _training_energy(meter, settings.energy) as training_energy:
             outcome = train(
                 model,
@@ -190,10 +221,9 @@ def evaluate(task: EvalTask) -> EvalResult:
                 )
                 result.metrics[f"test_accuracy{suffix}"] = _metric(test_accuracy, "computed:test")
         if meter is not None:
-            _measure(result, models, plan, model, task, meter, data["evo_test"][0])
-        if task.weights_out:
-            save_weights(model, task.weights_out)
-            result.weights_path = task.weights_out
+            _measure(result, models, plan, model, task, meter, idle, data["evo_test"][0])
+        if task.return_weights:
+            result.weights = weights_bytes(model)
     except InvalidNetwork as exc:
         result.status, result.reason = Status.INVALID, str(exc)
     except EvowattError:
@@ -229,6 +259,31 @@ def _meter(name: str | None, device: str, settings: dict[str, Any]):
     return _meter_cached(name, device, json.dumps(settings, sort_keys=True))
 
 
+@functools.lru_cache(maxsize=4)
+def _worker_meter(device: str, options: str):
+    """This worker's own meter (the run's choice, e.g. auto, resolved here) and its idle baseline,
+    measured once per worker process: a Ray worker may sit on another machine than the driver."""
+    from evowatt.energy import EnergySettings, measure_idle, select_meter
+
+    energy = EnergySettings.model_validate(json.loads(options))
+    meter, _ = select_meter(
+        energy.meter,
+        device,
+        nvml_index=energy.nvml_index,
+        rapl_root=energy.rapl_root,
+        estimate_constants=energy.estimate,
+    )
+    return meter, measure_idle(meter, energy)
+
+
+def _meter_and_idle(settings: EvalSettings, device: str):
+    """The meter and idle baseline an evaluation measures with: the run's, or with ``local_meter``
+    this worker's own."""
+    if settings.local_meter:
+        return _worker_meter(device, json.dumps(settings.energy, sort_keys=True))
+    return _meter(settings.meter, device, settings.energy), _idle(settings.idle)
+
+
 @contextlib.contextmanager
 def _training_energy(meter, settings: dict[str, Any] | None):
     from evowatt.energy import HardwareMeter, TrainingEnergy
@@ -258,14 +313,15 @@ def idle_to_json(idle) -> dict[str, Any] | None:
     return None if idle is None else {"power": idle.power.to_dict(), "seconds": idle.seconds}
 
 
-def _measure(result: EvalResult, models: dict, plan, network: Network, task: EvalTask, meter, x) -> None:
+def _measure(
+    result: EvalResult, models: dict, plan, network: Network, task: EvalTask, meter, idle, x
+) -> None:
     """Energy, power and latency of each standalone model, and of the modules the archive asks for."""
     from evowatt.energy import MeasureSettings, make_batch, measure_model, synthetic_batch
 
     settings = MeasureSettings(
         **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
     )
-    idle = _idle(task.settings.idle)
     start = time.perf_counter()
     batch = make_batch(x, settings.batch_size)
     for suffix, standalone in models.items():
@@ -315,8 +371,18 @@ def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]
     return metrics
 
 
+def weights_bytes(model: Network) -> bytes:
+    """Trained weights as safetensors bytes (no pickle): what travels back to the driver in a result."""
+    return save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
+
+
 def save_weights(model: Network, path: str) -> None:
-    """Trained weights as safetensors (no pickle), written atomically."""
+    """Trained weights as a safetensors file (no pickle), written atomically."""
+    write_bytes_atomically(weights_bytes(model), path)
+
+
+def write_bytes_atomically(data: bytes, path: str) -> None:
     tmp = f"{path}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
+    with open(tmp, "wb") as file:
+        file.write(data)
     os.replace(tmp, path)

@@ -33,9 +33,9 @@ from evowatt.evaluate import (
 from evowatt.events import EventLog, tee
 from evowatt.genome import check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
-from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
+from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, keep_weights, killpoint_hook, run_search
 from evowatt.records import EvalResult
-from evowatt.runners import make_runner
+from evowatt.runners import check_runner, make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
 from evowatt.search.protocol import derived_seed
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
@@ -88,6 +88,7 @@ def eval_settings(
         energy=config.energy.model_dump(mode="json") if meter else None,
         meter=meter["name"] if meter else None,
         idle=meter.get("idle") if meter else None,
+        local_meter=bool(meter and meter.get("per_worker")),
         budget_seconds=budget.seconds,
         budget_steps=budget.steps,
         max_epochs=t.max_epochs,
@@ -102,6 +103,7 @@ def eval_settings(
 
 def prepare(config: RunConfig) -> tuple[Grammar, str]:
     """Check what a user can get wrong before any work: grammar, rule names, dataset."""
+    check_runner(config.runner)
     grammar = load_grammar(config.grammar)
     problems = check_network_against_grammar(grammar, config.network)
     if problems:
@@ -116,6 +118,14 @@ def choose_meter(config: RunConfig) -> dict[str, Any]:
     from evowatt.energy import check_metrics, measure_idle, select_meter
 
     energy = config.energy
+    if config.runner.kind == "ray":  # the driver may have no GPU, or another meter than the workers
+        if energy.meter == "estimate":
+            check_metrics(config.metrics_used(), "estimate")
+        reason = (
+            f"each Ray worker opens its own meter (energy.meter: {energy.meter}) where it runs and measures "
+            "its own idle baseline; every evaluation records its meter"
+        )
+        return {"name": energy.meter, "method": None, "reason": reason, "idle": None, "per_worker": True}
     device = resolve_device(config.training.device)
     meter, reason = select_meter(
         energy.meter,
@@ -321,10 +331,11 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         settings=eval_settings(config, meter=store.meta("meter")),
         measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
-        init_weights=store.weights_path(candidate.continue_from)
+        # the weights travel in the task and come back in the result: workers need no run directory
+        init_weights=store.read_weights(candidate.continue_from)
         if candidate.continue_from is not None
         else None,
-        weights_out=store.weights_path(candidate.id),
+        return_weights=True,
         kind=candidate.kind,
     )
 
@@ -439,11 +450,11 @@ def _final_training(
             data_ref(config, final=True),
             eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
             candidate.seed,
-            weights_out=store.weights_path(final_id),
+            return_weights=True,
             kind="final",
         )
         hooks("final", candidate=candidate, budget=budget)
-        result = EvalResult.coerce(evaluate(task))
+        result = keep_weights(EvalResult.coerce(evaluate(task)), store)
         scored = search.score(result)
         store.record(
             candidate.to_json(),

@@ -95,6 +95,25 @@ def _raise_if_disk_full(result: EvalResult, store: RunStore) -> None:
         )
 
 
+def keep_weights(result: EvalResult, store: RunStore) -> EvalResult:
+    """Write the trained weights a result brought back (safetensors bytes) into the run directory.
+
+    Only the driver writes the run directory: workers, perhaps on other machines, send weights back in
+    the result. A full disk here becomes a failed result that ``_raise_if_disk_full`` turns into the run's
+    error (never the individual's)."""
+    if result.weights is not None:
+        try:
+            result.weights_path = store.write_weights(result.id, result.weights)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise
+            result.status, result.reason = Status.FAILED, f"OSError: [Errno {errno.ENOSPC}] {exc.strerror}"
+            _raise_if_disk_full(result, store)
+        finally:
+            result.weights = None
+    return result
+
+
 @dataclass
 class StoreEvaluator:
     """Evaluates candidates through a runner, recording each result the moment it arrives.
@@ -128,7 +147,7 @@ class StoreEvaluator:
         for task in todo:
             self.hooks("evaluate", candidate=by_id[task.id])
         for result in self.runner.map(self.evaluate, todo):
-            result = EvalResult.coerce(result)
+            result = keep_weights(EvalResult.coerce(result), self.store)
             candidate = by_id[result.id]
             _raise_if_disk_full(result, self.store)
             scored = score(result)

@@ -38,12 +38,16 @@ class EvalResult:
     metrics: dict[str, Metric] = field(default_factory=dict)
     train: dict[str, Any] | None = None
     wall_seconds: float = 0.0
-    weights_path: str | None = None
+    weights_path: str | None = None  # set by the driver once it has written `weights` into the run dir
     host: str = ""
     device: str = ""
+    meter: str | None = None  # the meter that measured this evaluation's energy (None: not measured)
     measure_seconds: float | None = None  # time spent measuring energy (inference, modules)
     measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
     modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
+    # the trained weights as safetensors bytes (with task.return_weights); the driver writes them into the
+    # run directory, and they are never part of the JSON record
+    weights: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -61,7 +65,12 @@ class EvalResult:
         return None if value is None else float(value)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        weights, self.weights = self.weights, None  # asdict would copy the bytes only to drop them
+        try:
+            data = asdict(self)
+        finally:
+            self.weights = weights
+        data.pop("weights")
         data["status"] = self.status.value
         return data
 

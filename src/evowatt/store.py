@@ -393,6 +393,20 @@ class RunStore:
     def weights_path(self, evaluation_id: int) -> str:
         return str(self.dir / "weights" / f"{evaluation_id}.safetensors")
 
+    def write_weights(self, evaluation_id: int, data: bytes) -> str:
+        """An evaluation's trained weights (safetensors bytes from its result), written atomically by the
+        driver: workers never write into the run directory. Returns the path."""
+        path = self.weights_path(evaluation_id)
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+        return path
+
+    def read_weights(self, evaluation_id: int) -> bytes:
+        """The safetensors bytes an evaluation that continues from this one is sent."""
+        return Path(self.weights_path(evaluation_id)).read_bytes()
+
     def _relative(self, path: str | None) -> str | None:
         """Weights are recorded relative to the run directory, so a moved run directory still resumes."""
         if not path:
