@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from evowatt.config import apply_overrides
+
 CONFIG: dict[str, Any] = {
     "seed": 0,
     "grammar": "cnn",
@@ -156,12 +158,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments")
     parser.add_argument("--workdir", help="keep run directories here (default: a temporary directory)")
     parser.add_argument("--algorithm", choices=["es", "pareto"], default="es", help="the search to kill")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the swept config, e.g. --set search.inherit_weights=true",
+    )
     args = parser.parse_args()
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kill-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, **(PARETO if args.algorithm == "pareto" else {})}))
+    swept = {**CONFIG, **(PARETO if args.algorithm == "pareto" else {})}
+    config.write_text(yaml.safe_dump(apply_overrides(json.loads(json.dumps(swept)), args.set)))
     env = {**os.environ, "COLUMNS": "120"}
     env.pop("EVOWATT_KILL_AT", None)
 

@@ -192,6 +192,11 @@ class SearchConfig(_Strict):
     mutation: MutationConfig = MutationConfig()
     caps: CapsConfig = CapsConfig()
     archive_size: int = Field(100, ge=1, description="module archive bound; when full the costliest goes")
+    inherit_weights: bool | None = Field(
+        None,
+        description="mutants start from their parent's trained weights for the layers the mutation left "
+        "unchanged; unset = the algorithm's default (the ES: off, the paper's train-from-scratch)",
+    )
 
     @model_validator(mode="after")
     def _objectives_fit(self) -> SearchConfig:

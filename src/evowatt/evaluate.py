@@ -31,6 +31,7 @@ from evowatt.nn.builder import (
     module_network,
     plan_network,
 )
+from evowatt.nn.inherit import inherit_weights
 from evowatt.nn.train import Budget, evaluate_split, train
 from evowatt.records import EvalResult, Metric, Status
 
@@ -75,6 +76,10 @@ class EvalTask:
     settings: EvalSettings
     seed: int
     init_weights: str | None = None  # safetensors file to continue training from
+    # with init_genome, the weights are the parent's (that genome's): only the layers the child shares
+    # with it load (nn/inherit.py); without, the genome is the same and every tensor loads
+    init_genome: dict[str, Any] | None = None
+    init_from: int | None = None  # the evaluation those weights come from (recorded in the result)
     weights_out: str | None = None  # where to save the trained weights
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
@@ -153,7 +158,7 @@ def evaluate(task: EvalTask) -> EvalResult:
         data = _tensors(task.data, str(device))
         model = build_network(plan, task.seed).to(device)
         if task.init_weights:
-            model.load_state_dict(load_file(task.init_weights, device=str(device)))
+            result.inherited = _load_initial_weights(model, genome, grammar, task, device)
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
         meter = _meter(settings.meter, str(device), settings.energy) if settings.energy else None
         with _training_energy(meter, settings.energy) as training_energy:
@@ -206,6 +211,19 @@ def evaluate(task: EvalTask) -> EvalResult:
             torch.set_num_threads(threads_before)
         result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _load_initial_weights(
+    model: Network, genome: Genome, grammar: Grammar, task: EvalTask, device: torch.device
+) -> dict[str, Any]:
+    """Start from earlier weights: all of them (same genome) or the parent's shared layers (init_genome)."""
+    state = load_file(task.init_weights, device=str(device))
+    if task.init_genome is None:
+        model.load_state_dict(state)
+        ids: list = [*genome.layer_ids(), "output", *(["exit_head"] if model.exit_head is not None else [])]
+        return {"from": task.init_from, "layers": ids, "fresh": []}
+    parent = Genome.from_json(task.init_genome)
+    return inherit_weights(parent, state, genome, model, grammar).to_json(task.init_from)
 
 
 @functools.lru_cache(maxsize=4)

@@ -313,6 +313,15 @@ def _has_final(store: RunStore) -> bool:
 
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
+    source = candidate.continue_from
+    init_genome = None
+    if source is not None and getattr(candidate, "inherit", False):
+        row = store.evaluation(source)
+        # a parent without weights (an invalid generation 0's best) leaves nothing to inherit
+        if row is None or row["status"] != "ok" or row["weights"] is None:
+            source = None
+        else:
+            init_genome = row["genome"]
     return EvalTask(
         id=candidate.id,
         genome=candidate.genome,
@@ -321,9 +330,9 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         settings=eval_settings(config, meter=store.meta("meter")),
         measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
-        init_weights=store.weights_path(candidate.continue_from)
-        if candidate.continue_from is not None
-        else None,
+        init_weights=store.weights_path(source) if source is not None else None,
+        init_genome=init_genome,
+        init_from=source,
         weights_out=store.weights_path(candidate.id),
         kind=candidate.kind,
     )

@@ -44,6 +44,7 @@ class EvalResult:
     measure_seconds: float | None = None  # time spent measuring energy (inference, modules)
     measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
     modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
+    inherited: dict[str, Any] | None = None  # the weights it started from: {"from": id, "layers", "fresh"}
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

@@ -32,6 +32,7 @@ class Candidate:
     seed: int
     parent_id: int | None = None
     continue_from: int | None = None  # evaluation whose trained weights this one starts from
+    inherit: bool = False  # with continue_from: only the layers shared with that evaluation's genome load
     mutations: list[str] = field(default_factory=list)
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
 
