@@ -249,11 +249,23 @@ class TrainingConfig(_Strict):
     budget: BudgetConfig = BudgetConfig(seconds=5)
     max_epochs: int = Field(10_000, gt=0)
     eval_batch_size: int = Field(1024, gt=0)
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice")
+    threads: int | Literal["auto"] | None = Field(
+        "auto",
+        description="torch intra-op threads per evaluation: auto = the cores this process may use "
+        "(affinity, cgroup quota) divided among the runner's workers; null = torch's own choice",
+    )
     report_test: bool = Field(
         False,
         description="also score every evaluation on the test split (benchmarks); reported, never selected on",
     )
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer, 'auto', or null")
+        return value
+
     final_training: FinalTrainingConfig = FinalTrainingConfig()
 
 

@@ -34,6 +34,7 @@ from evowatt.nn.builder import (
 from evowatt.nn.inherit import inherit_weights
 from evowatt.nn.train import Budget, evaluate_split, train
 from evowatt.records import EvalResult, Metric, Status
+from evowatt.threads import resolve_threads
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class EvalSettings:
     max_epochs: int = 10_000
     eval_batch_size: int = 1024
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | str | None = None  # a count, "auto" (evowatt/threads.py) or None: torch's choice
+    thread_share: int = 1  # evaluations running at once on this machine: "auto" divides the cores by it
     max_params: int | None = None
     max_flops: int | None = None
     energy: dict[str, Any] | None = None  # EnergySettings as JSON; None: no energy measurement
@@ -149,8 +151,9 @@ def evaluate(task: EvalTask) -> EvalResult:
     device = resolve_device(settings.device)
     result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device))
     threads_before = torch.get_num_threads()
-    if settings.threads:  # for this evaluation only: the caller's setting comes back in `finally`
-        torch.set_num_threads(settings.threads)
+    threads = resolve_threads(settings.threads, settings.thread_share)
+    if threads:  # for this evaluation only: the caller's setting comes back in `finally`
+        torch.set_num_threads(threads)
     try:
         genome, grammar, plan = plan_task(task)
         result.metrics["params"] = _metric(plan.params, "counted:plan")
@@ -207,7 +210,7 @@ def evaluate(task: EvalTask) -> EvalResult:
         result.status = Status.FAILED
         result.reason = f"{type(exc).__name__}: {exc}"
     finally:
-        if settings.threads:
+        if threads:
             torch.set_num_threads(threads_before)
         result.wall_seconds = time.perf_counter() - start
     return result

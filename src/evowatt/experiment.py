@@ -94,6 +94,7 @@ def eval_settings(
         eval_batch_size=t.eval_batch_size,
         device=t.device,
         threads=t.threads,
+        thread_share=config.runner.workers if config.runner.kind == "process" else 1,
         max_params=config.search.caps.max_params,
         max_flops=config.search.caps.max_flops,
         report_test=report_test or t.report_test,

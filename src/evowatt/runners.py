@@ -7,12 +7,12 @@ works because ``evaluate`` is a pure function of a picklable task.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from evowatt.config import RunnerConfig
+from evowatt.threads import available_cores
 
 
 class SequentialRunner:
@@ -56,7 +56,7 @@ class ProcessRunner:
     """A pool of spawned workers; each worker loads the data once and keeps it for later tasks."""
 
     def __init__(self, workers: int):
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, available_cores() // workers)
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
