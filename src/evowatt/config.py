@@ -215,13 +215,30 @@ class SearchConfig(_Strict):
         return {o.metric for o in self.objectives} | {c.metric for c in self.constraints}
 
 
+class AugmentConfig(_Strict):
+    """Augmentation on tensors during the final training (off by default)."""
+
+    shift: int = Field(0, ge=0, le=8, description="random shifts of up to this many pixels (0: none)")
+    flip: bool = Field(False, description="mirror half the images left-right (not for digits or mnist)")
+
+
 class FinalTrainingConfig(_Strict):
-    """Train the best genome again from scratch for a longer budget, reported separately."""
+    """Train the best genome again for a longer budget, reported separately."""
 
     budget: BudgetConfig | None = None
     models: int | Literal["all"] = Field(
         1,
         description="how many models the run hands over get a final training (most accurate first)",
+    )
+    schedule: Literal["none", "cosine", "one_cycle"] = Field(
+        "cosine", description="learning-rate schedule over the whole budget"
+    )
+    augment: AugmentConfig = AugmentConfig()
+    early_stopping: bool = Field(
+        False, description="stop on the evolved patience; off: the whole budget (the best weights kept)"
+    )
+    start_from: Literal["scratch", "search"] = Field(
+        "scratch", description="fresh weights, or the search's trained weights of the chosen individual"
     )
     train_subset: int | Literal["all"] | None = Field(
         None,
@@ -378,6 +395,15 @@ class RunConfig(_Strict):
         if self.search.algorithm == "es":
             return self.fitness.metrics_used()
         return self.search.metrics_used()
+
+    @model_validator(mode="after")
+    def _flips_only_where_the_classes_allow(self) -> RunConfig:
+        if self.training.final_training.augment.flip and self.dataset.name in ("digits", "mnist"):
+            raise ValueError(
+                f"training.final_training.augment.flip mirrors images, which changes what a "
+                f"{self.dataset.name} digit means; set it false (shift is fine)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _partition_metrics_need_a_partition(self) -> RunConfig:

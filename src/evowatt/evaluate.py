@@ -32,7 +32,7 @@ from evowatt.nn.builder import (
     plan_network,
 )
 from evowatt.nn.inherit import inherit_weights
-from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.nn.train import Budget, Recipe, evaluate_split, train
 from evowatt.records import EvalResult, Metric, Status
 from evowatt.threads import resolve_threads
 
@@ -67,6 +67,7 @@ class EvalSettings:
     meter: str | None = None  # the meter the run chose at its start (nvml | rapl | estimate)
     idle: dict[str, Any] | None = None  # the run's idle baseline, measured once at its start
     report_test: bool = False  # the test set is scored for the final report only, never during search
+    recipe: dict[str, Any] | None = None  # nn.train.Recipe as JSON: the final training's; None in search
 
 
 @dataclass
@@ -174,6 +175,7 @@ def evaluate(task: EvalTask) -> EvalResult:
                 seed=task.seed,
                 max_epochs=settings.max_epochs,
                 eval_batch_size=settings.eval_batch_size,
+                recipe=Recipe(**settings.recipe) if settings.recipe else None,
             )
         result.train = outcome.to_json()
         if training_energy is not None and training_energy.to_metric() is not None:

@@ -78,8 +78,23 @@ def data_ref(config: RunConfig, final: bool = False) -> DataRef:
     return DataRef(d.name, d.path, config.seed, tuple(d.splits), train_subset, d.test_subset)
 
 
+def final_recipe(config: RunConfig) -> dict[str, Any]:
+    """The final training's nn.train.Recipe, as JSON for the task."""
+    final = config.training.final_training
+    return {
+        "schedule": final.schedule,
+        "shift": final.augment.shift,
+        "flip": final.augment.flip,
+        "early_stopping": final.early_stopping,
+    }
+
+
 def eval_settings(
-    config: RunConfig, budget=None, report_test: bool = False, meter: dict[str, Any] | None = None
+    config: RunConfig,
+    budget=None,
+    report_test: bool = False,
+    meter: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> EvalSettings:
     """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline)."""
     budget = budget or config.training.budget
@@ -98,6 +113,7 @@ def eval_settings(
         max_params=config.search.caps.max_params,
         max_flops=config.search.caps.max_flops,
         report_test=report_test or t.report_test,
+        recipe=recipe,
     )
 
 
@@ -442,13 +458,20 @@ def _final_training(
             derived_seed(config.seed, final_id),
             parent_id=source_id,
         )
+        from_search = config.training.final_training.start_from == "search" and row["weights"] is not None
+        if from_search:
+            candidate.continue_from = source_id
         task = EvalTask(
             final_id,
             candidate.genome,
             grammar_text,
             data_ref(config, final=True),
-            eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
+            eval_settings(
+                config, budget, report_test=True, meter=store.meta("meter"), recipe=final_recipe(config)
+            ),
             candidate.seed,
+            init_weights=row["weights"] if from_search else None,
+            init_from=source_id if from_search else None,
             weights_out=store.weights_path(final_id),
             kind="final",
         )
