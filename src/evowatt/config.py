@@ -162,6 +162,14 @@ def _check_exit_metric(name: str) -> str:
     return _check_metric(name)
 
 
+class FidelityConfig(_Strict):
+    """Successive halving within each generation: a short budget for all, longer ones for the best."""
+
+    min_budget: float = Field(gt=0, description="rung 0's budget, in training.budget's unit (steps or s)")
+    eta: int = Field(3, ge=2, description="each rung keeps 1/eta of the candidates, trained eta x longer")
+    rungs: int = Field(3, ge=1, description="rungs per generation (1: every candidate on min_budget)")
+
+
 class SearchConfig(_Strict):
     algorithm: Literal["es", "pareto", "random"] = Field(
         "es", description="es: the paper's (1+λ)-ES on `fitness`; pareto: NSGA-II on `objectives`"
@@ -192,6 +200,9 @@ class SearchConfig(_Strict):
     mutation: MutationConfig = MutationConfig()
     caps: CapsConfig = CapsConfig()
     archive_size: int = Field(100, ge=1, description="module archive bound; when full the costliest goes")
+    fidelity: FidelityConfig | None = Field(
+        None, description="multi-fidelity screening (successive halving); null: one budget for all"
+    )
     inherit_weights: bool | None = Field(
         None,
         description="mutants start from their parent's trained weights for the layers the mutation left "

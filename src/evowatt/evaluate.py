@@ -83,6 +83,7 @@ class EvalTask:
     # with it load (nn/inherit.py); without, the genome is the same and every tensor loads
     init_genome: dict[str, Any] | None = None
     init_from: int | None = None  # the evaluation those weights come from (recorded in the result)
+    fidelity: dict[str, Any] | None = None  # multi-fidelity rung and cumulative budget, echoed in the result
     weights_out: str | None = None  # where to save the trained weights
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
@@ -150,7 +151,7 @@ def evaluate(task: EvalTask) -> EvalResult:
     start = time.perf_counter()
     settings = task.settings
     device = resolve_device(settings.device)
-    result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device))
+    result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device), fidelity=task.fidelity)
     threads_before = torch.get_num_threads()
     threads = resolve_threads(settings.threads, settings.thread_share)
     if threads:  # for this evaluation only: the caller's setting comes back in `finally`

@@ -19,7 +19,7 @@ import yaml
 
 from evowatt import __version__
 from evowatt.checkpoint import CheckpointError
-from evowatt.config import RunConfig, apply_overrides, validate_config
+from evowatt.config import BudgetConfig, RunConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import (
     DataRef,
@@ -37,6 +37,7 @@ from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_s
 from evowatt.records import EvalResult
 from evowatt.runners import make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
+from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.protocol import derived_seed
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
 
@@ -48,7 +49,13 @@ def make_search(config: RunConfig, grammar: Grammar) -> Search:
     from evowatt.search.pareto import ParetoSearch, RandomSearch
 
     kinds = {"es": EvolutionStrategy, "pareto": ParetoSearch, "random": RandomSearch}
-    return kinds[config.search.algorithm](config, grammar)
+    search: Search = kinds[config.search.algorithm](config, grammar)
+    fidelity = config.search.fidelity
+    if fidelity is not None:
+        unit = "steps" if config.training.budget.steps is not None else "seconds"
+        rungs = Rungs(fidelity.min_budget, fidelity.eta, fidelity.rungs, unit)
+        search = SuccessiveHalving(search, rungs, config.seed)
+    return search
 
 
 @dataclass
@@ -344,12 +351,17 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         genome=candidate.genome,
         grammar_text=grammar_text,
         data=data_ref(config),
-        settings=eval_settings(config, meter=store.meta("meter")),
+        settings=eval_settings(
+            config,
+            BudgetConfig(**candidate.budget) if candidate.budget else None,
+            meter=store.meta("meter"),
+        ),
         measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
         init_weights=store.weights_path(source) if source is not None else None,
         init_genome=init_genome,
         init_from=source,
+        fidelity=candidate.fidelity,
         weights_out=store.weights_path(candidate.id),
         kind=candidate.kind,
     )

@@ -45,6 +45,7 @@ class EvalResult:
     measurements: dict[str, Any] = field(default_factory=dict)  # protocol details per model: "0", "1"
     modules: list[dict[str, Any]] = field(default_factory=list)  # module costs for the archive
     inherited: dict[str, Any] | None = None  # the weights it started from: {"from": id, "layers", "fresh"}
+    fidelity: dict[str, Any] | None = None  # multi-fidelity: {"rung", "cumulative" budget, "unit", "root"}
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
