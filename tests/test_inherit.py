@@ -118,6 +118,7 @@ def test_inheritance_copies_exactly_the_shared_layers(seed):
     parent_net = _trained(parent)
     mutator = Mutator(GRAMMAR, NETWORK, MutationConfig(train_longer=0, add_layer=0.5, dsge_layer=0.3))
     rng = np.random.default_rng(seed)
+    copied = 0
     for _ in range(10):
         child = mutator.mutate(parent, rng).genome
         try:
@@ -138,8 +139,8 @@ def test_inheritance_copies_exactly_the_shared_layers(seed):
             else:
                 init = _layer_tensors(fresh_net, child, key)
                 assert all(torch.equal(got[k], init[k]) for k in got)
-        # every layer the mutation left alone, whose input is unchanged too, is inherited
-        assert outcome.inherited or not set(parent.layer_ids()) & set(child.layer_ids())
+        copied += sum(1 for key in outcome.inherited if _layer_tensors(child_net, child, key))
+    assert copied > 0  # the mutations leave layers whose tensors are inherited
 
 
 def test_a_changed_shape_under_the_same_id_is_never_loaded():
