@@ -283,8 +283,8 @@ def report(rows: list[dict]) -> str:
         evaluations = [r["evaluations"] for r in group if "evaluations" in r]
         lines.append(
             f"| {name} | {minutes:g} | {len(group)} | {_mean([r['test_accuracy'] for r in group])} "
-            f"| {statistics.fmean(energies):.3g} | {group[0].get('energy_method')} "
-            f"| {statistics.fmean(flops) if flops else math.nan:.3g} "
+            f"| {f'{statistics.fmean(energies):.3g}' if energies else '-'} | {group[0].get('energy_method')} "
+            f"| {f'{statistics.fmean(flops):.3g}' if flops else '-'} "
             f"| {f'{min(cheap):.3g}' if cheap else '-'} ({len(cheap)}/{len(group)}) "
             f"| {_mean([e for e in early if e is not None])} "
             f"| {statistics.fmean(evaluations) if evaluations else math.nan:.0f} |"

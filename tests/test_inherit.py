@@ -174,6 +174,16 @@ def _es_config(**search):
     )
 
 
+def test_inheritance_defaults_to_the_algorithms_choice():
+    def search(**values):
+        return validate_config({"network": SMALL_NETWORK, "search": values}).search
+
+    assert search().inherits() is False  # the ES: the paper's train-from-scratch
+    assert search(algorithm="pareto").inherits() is True
+    assert search(algorithm="pareto", inherit_weights=False).inherits() is False
+    assert search(inherit_weights=True).inherits() is True
+
+
 def test_es_mutants_inherit_only_when_asked():
     for setting, expected in ((None, False), (False, False), (True, True)):
         es = EvolutionStrategy(_es_config(inherit_weights=setting), GRAMMAR)

@@ -221,6 +221,13 @@ class SearchConfig(_Strict):
             raise ValueError(f"reference_point needs a value for every objective: {names}")
         return self
 
+    def inherits(self) -> bool:
+        """Whether mutants inherit weights: ``inherit_weights``, or the algorithm's default when unset
+        (on for the Pareto search, off for the ES and random search)."""
+        if self.inherit_weights is not None:
+            return self.inherit_weights
+        return self.algorithm == "pareto"
+
     def metrics_used(self) -> set[str]:
         """Metrics the Pareto search reads (on each exit)."""
         return {o.metric for o in self.objectives} | {c.metric for c in self.constraints}

@@ -47,7 +47,7 @@ class EvolutionStrategy(GenomeSearch):
         used = config.fitness.metrics_used()
         cost = "power" if any(m.startswith("power") for m in used) else "energy"
         super().__init__(config, grammar, cost, reuse_sampler)
-        self.inherit = bool(config.search.inherit_weights)  # None: the ES's default, train from scratch
+        self.inherit = config.search.inherits()  # unset: the ES's default, train from scratch
         self.parent: Parent | None = None
 
     # --- ask/tell ----------------------------------------------------------------------------------
