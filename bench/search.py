@@ -353,7 +353,7 @@ def main() -> int:
     parser.add_argument("--rungs", type=int, default=3)
     parser.add_argument("--final-fraction", type=float, default=1 / 3, help="of T for the final training")
     parser.add_argument("--pareto-finals", type=int, default=3, help="front models the Pareto run trains")
-    parser.add_argument("--start-from", choices=("scratch", "search"), default="scratch")
+    parser.add_argument("--start-from", choices=("scratch", "search"), default="search")
     args = parser.parse_args()
     results = Path(args.report or args.results)
     png = Path(args.png) if args.png else results.with_suffix(".png")

@@ -111,7 +111,8 @@ BASE = {
 def test_flips_are_refused_for_digits():
     with pytest.raises(Exception, match="flip"):
         validate_config(config_dict(BASE, **{"training.final_training": {"augment": {"flip": True}}}))
-    assert validate_config(config_dict(BASE)).training.final_training.schedule == "cosine"
+    final = validate_config(config_dict(BASE)).training.final_training
+    assert final.schedule == "cosine" and final.start_from == "search" and final.early_stopping is False
 
 
 @pytest.mark.parametrize("start_from", ["scratch", "search"])
