@@ -129,15 +129,31 @@ def _history(run_dir: Path) -> list[dict]:
         }
         for r in rows
     ]
-    return out + [{k: checkpoint[k] for k in ("generation", "next_id", "parent", "history", "rng")}]
+    return out + [
+        {k: checkpoint.get(k) for k in ("generation", "next_id", "parent", "population", "history", "rng")}
+    ]
 
 
-def test_a_run_records_rungs_and_resumes_exactly_when_killed_between_rungs(tmp_path):
+PARETO = {"search.algorithm": "pareto", "search.population": 4, "search.inherit_weights": None}
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({}, [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1]),  # ES: λ=4, then parent + 4 at rung 0; 2 promoted
+        (PARETO, [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1]),  # Pareto: μ=4, then 4 offspring; 2 promoted
+    ],
+    ids=["es", "pareto"],
+)
+def test_a_run_records_rungs_and_resumes_exactly_when_killed_between_rungs(tmp_path, overrides, expected):
+    data = config_dict(BASE, **overrides)
     reference = tmp_path / "reference"
-    run(validate_config(config_dict(BASE)), out=reference)
+    run(validate_config(data), out=reference)
     rows = _history(reference)[:-1]
     rungs = [r["fidelity"]["rung"] for r in rows]
-    assert rungs == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1]  # λ=4 then parent + 4 at rung 0; 2 promoted
+    assert rungs == expected
+    if overrides:  # the Pareto search inherits by default
+        assert any(r["inherited"] and r["inherited"]["fresh"] for r in rows if r["kind"] == "mutant")
     for row in rows:
         assert row["budget_steps"] == (5 if row["fidelity"]["rung"] == 0 else 5)
         assert row["fidelity"]["cumulative"] == (5 if row["fidelity"]["rung"] == 0 else 10)
@@ -146,7 +162,7 @@ def test_a_run_records_rungs_and_resumes_exactly_when_killed_between_rungs(tmp_p
             assert row["steps"] == 5
     # killed right after recording the first evaluation of rung 1 (the 5th record), then resumed
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(BASE))
+    config.write_text(yaml.safe_dump(data))
     killed = tmp_path / "killed"
     env = {**os.environ, "EVOWATT_KILL_AT": "after-record:5"}
     cmd = [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(killed)]

@@ -173,13 +173,10 @@ class SuccessiveHalving:
 
     # --- state ------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:
-        """The inner search's, plus the weights the current rung's candidates continue from."""
+        """The inner search's, plus every evaluation of the generation in progress: the current rung's
+        candidates continue from theirs, and the inner search may select any of them when it is told."""
         keep = set(self.inner.weights_to_keep())
-        keep |= {
-            c.continue_from
-            for c in self.pending
-            if c.continue_from is not None and c.fidelity and c.fidelity.get("rung", 0) > 0
-        }
+        keep |= {e.candidate.id for e in self.reached.values()}
         return keep
 
     def state(self) -> dict[str, Any]:
