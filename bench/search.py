@@ -13,8 +13,8 @@ recipe (cosine schedule, shifts and flips, the best validated weights kept) for 
   a-es-cnn_v1             the same on the previous grammar (cnn_v1): the grammar's effect
   b-es-inherit            the ES with weight inheritance
   b-es-inherit-fidelity   the ES with inheritance and successive halving
-  c-pareto                the Pareto search with inheritance and successive halving (skipped until it lands)
-  d-random                random search with the same budget (skipped until it lands)
+  c-pareto                the Pareto search with inheritance and successive halving
+  d-random                random search with the same budget
   e-hand                  DESIGN.md §1's hand CNN trained for T (bench/paper.py's)
 
 Reported per run (JSON lines in ``--results``, appended as each run ends, so a long comparison can stop,
