@@ -27,7 +27,7 @@ anytime curve's test scoring runs in the same process; its time is taken out of 
 reported (``scoring_seconds``).
 
 Needs the real dataset (``sudo apt-get install dataset-fashion-mnist``) and, for the PNG, matplotlib
-(``pip install -e ".[bench]"``).
+(``pip install -e ".[report]"``).
 """
 
 from __future__ import annotations
@@ -407,7 +407,7 @@ def main() -> int:
         plot(rows, png)
         print(f"plot: {png}", file=sys.stderr)
     except ImportError:
-        print("no matplotlib: the PNG is skipped (pip install -e '.[bench]')", file=sys.stderr)
+        print("no matplotlib: the PNG is skipped (pip install -e '.[report]')", file=sys.stderr)
     return 0
 
 
