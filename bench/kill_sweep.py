@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from evowatt.config import apply_overrides
+
 CONFIG: dict[str, Any] = {
     "seed": 0,
     "grammar": "cnn",
@@ -156,12 +158,26 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments")
     parser.add_argument("--workdir", help="keep run directories here (default: a temporary directory)")
     parser.add_argument("--algorithm", choices=["es", "pareto"], default="es", help="the search to kill")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the swept config, e.g. --set search.inherit_weights=true",
+    )
+    parser.add_argument(
+        "--span",
+        type=float,
+        help="draw kill moments over 0-SPAN s instead of the reference's wall time (on a loaded machine the "
+        "reference may run much longer than the trials, which then finish before their kill)",
+    )
     args = parser.parse_args()
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kill-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, **(PARETO if args.algorithm == "pareto" else {})}))
+    swept = {**CONFIG, **(PARETO if args.algorithm == "pareto" else {})}
+    config.write_text(yaml.safe_dump(apply_overrides(json.loads(json.dumps(swept)), args.set)))
     env = {**os.environ, "COLUMNS": "120"}
     env.pop("EVOWATT_KILL_AT", None)
 
@@ -170,16 +186,20 @@ def main() -> int:
     start = time.perf_counter()
     done = subprocess.run(_cli("run", str(config), "--out", str(reference)), env=env, capture_output=True)
     span = time.perf_counter() - start
+    reference_seconds = span
     if done.returncode != 0:
         print(done.stderr.decode(), file=sys.stderr)
         return 1
     want = history(reference)
     total = len(want["evaluations"])
     print(
-        f"reference: {total} evaluations (final training included) in {span:.1f} s, `evowatt run` wall time"
+        f"reference: {total} evaluations (final training included) in {reference_seconds:.1f} s, "
+        "`evowatt run` wall time"
     )
     print(f"{'trial':>5}  {'kill at':>8}  {'state at kill':<44} {'recovered by':<14} result")
 
+    if args.span:
+        span = args.span
     rng = random.Random(args.seed)
     matched, moments = 0, []
     for trial in range(args.trials):

@@ -39,7 +39,12 @@ def _one_torch_thread():
     """Tests run beside other work on 2 cores; oversubscribed torch threads make small nets ~100x slower."""
     import torch
 
-    before = torch.get_num_threads()
+    import evowatt.threads
+
+    before, cores = torch.get_num_threads(), evowatt.threads.available_cores
     torch.set_num_threads(1)
+    # training.threads: auto (the default) sees one core too: two test workers already share two
+    evowatt.threads.available_cores = lambda: 1
     yield
+    evowatt.threads.available_cores = cores
     torch.set_num_threads(before)

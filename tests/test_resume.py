@@ -476,7 +476,7 @@ def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monke
 
     monkeypatch.setattr(evowatt.evaluate, "train", train)
     # a parameter cap that some sampled networks exceed: invalid before any weight is allocated
-    result = run(_config(**{"search.caps": {"max_params": 20_000}}), out=tmp_path / "r")
+    result = run(_config(**{"search.caps": {"max_params": 2_000}}), out=tmp_path / "r")
     assert result.evaluations == TOTAL and len(result.generations) == 3
     rows = {r["status"]: r for r in _rows(tmp_path / "r")}
     assert rows["failed"]["reason"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"

@@ -17,8 +17,17 @@ from evowatt.genome import Module
 
 
 def module_key(module: dict[str, Any]) -> str:
-    """Identity of a module: its type, layers and connections, canonically serialised."""
-    return json.dumps(module, sort_keys=True, separators=(",", ":"))
+    """Identity of a module: its type, layers and connections, canonically serialised (layer ids left out:
+    the same module in two genomes is one entry)."""
+    return json.dumps(_without_ids(module), sort_keys=True, separators=(",", ":"))
+
+
+def _without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
 
 
 @dataclass

@@ -54,6 +54,7 @@ class NodeState(_Model):
     choice: int = Field(ge=0)
     params: dict[str, list[int | float]] = {}
     children: list[NodeState] = []
+    id: int | None = Field(None, ge=0)  # a hidden layer's stable id (weight inheritance)
 
 
 class ModuleState(_Model):
@@ -66,6 +67,7 @@ class GenomeState(_Model):
     modules: list[ModuleState]
     output: NodeState
     macro: dict[str, NodeState] = {}
+    next_layer_id: int = Field(0, ge=0)
 
 
 # --- the (1+λ)-ES -----------------------------------------------------------------------------------
@@ -85,6 +87,9 @@ class CandidateState(_Model):
     continue_from: int | None = Field(None, ge=0)
     mutations: list[str] = []
     measure_modules: list[int] = []
+    inherit: bool = False
+    budget: dict[str, int | float] | None = None
+    fidelity: dict[str, int | float | str] | None = None
 
 
 class PCG64State(_Model):

@@ -162,6 +162,14 @@ def _check_exit_metric(name: str) -> str:
     return _check_metric(name)
 
 
+class FidelityConfig(_Strict):
+    """Successive halving within each generation: a short budget for all, longer ones for the best."""
+
+    min_budget: float = Field(gt=0, description="rung 0's budget, in training.budget's unit (steps or s)")
+    eta: int = Field(3, ge=2, description="each rung keeps 1/eta of the candidates, trained eta x longer")
+    rungs: int = Field(3, ge=1, description="rungs per generation (1: every candidate on min_budget)")
+
+
 class SearchConfig(_Strict):
     algorithm: Literal["es", "pareto", "random"] = Field(
         "es", description="es: the paper's (1+λ)-ES on `fitness`; pareto: NSGA-II on `objectives`"
@@ -192,6 +200,14 @@ class SearchConfig(_Strict):
     mutation: MutationConfig = MutationConfig()
     caps: CapsConfig = CapsConfig()
     archive_size: int = Field(100, ge=1, description="module archive bound; when full the costliest goes")
+    fidelity: FidelityConfig | None = Field(
+        None, description="multi-fidelity screening (successive halving); null: one budget for all"
+    )
+    inherit_weights: bool | None = Field(
+        None,
+        description="mutants start from their parent's trained weights for the layers the mutation left "
+        "unchanged; unset = the algorithm's default (the ES: off, the paper's train-from-scratch)",
+    )
 
     @model_validator(mode="after")
     def _objectives_fit(self) -> SearchConfig:
@@ -205,18 +221,45 @@ class SearchConfig(_Strict):
             raise ValueError(f"reference_point needs a value for every objective: {names}")
         return self
 
+    def inherits(self) -> bool:
+        """Whether mutants inherit weights: ``inherit_weights``, or the algorithm's default when unset
+        (on for the Pareto search, off for the ES and random search)."""
+        if self.inherit_weights is not None:
+            return self.inherit_weights
+        return self.algorithm == "pareto"
+
     def metrics_used(self) -> set[str]:
         """Metrics the Pareto search reads (on each exit)."""
         return {o.metric for o in self.objectives} | {c.metric for c in self.constraints}
 
 
+class AugmentConfig(_Strict):
+    """Augmentation on tensors during the final training (off by default)."""
+
+    shift: int = Field(0, ge=0, le=8, description="random shifts of up to this many pixels (0: none)")
+    flip: bool = Field(False, description="mirror half the images left-right (not for digits or mnist)")
+
+
 class FinalTrainingConfig(_Strict):
-    """Train the best genome again from scratch for a longer budget, reported separately."""
+    """Train the best genome again for a longer budget, reported separately."""
 
     budget: BudgetConfig | None = None
     models: int | Literal["all"] = Field(
         1,
         description="how many models the run hands over get a final training (most accurate first)",
+    )
+    schedule: Literal["none", "cosine", "one_cycle"] = Field(
+        "cosine", description="learning-rate schedule over the whole budget"
+    )
+    augment: AugmentConfig = AugmentConfig()
+    early_stopping: bool = Field(
+        False, description="stop on the evolved patience; off: the whole budget (the best weights kept)"
+    )
+    start_from: Literal["scratch", "search"] = Field(
+        "search",
+        description="the search's trained weights of the chosen individual (the default: +0.56 pp test "
+        "accuracy on digits, bench/choices.py start), or fresh weights; search falls back to fresh "
+        "weights when the individual has none kept",
     )
     train_subset: int | Literal["all"] | None = Field(
         None,
@@ -244,11 +287,23 @@ class TrainingConfig(_Strict):
     budget: BudgetConfig = BudgetConfig(seconds=5)
     max_epochs: int = Field(10_000, gt=0)
     eval_batch_size: int = Field(1024, gt=0)
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice")
+    threads: int | Literal["auto"] | None = Field(
+        "auto",
+        description="torch intra-op threads per evaluation: auto = the cores this process may use "
+        "(affinity, cgroup quota) divided among the runner's workers; null = torch's own choice",
+    )
     report_test: bool = Field(
         False,
         description="also score every evaluation on the test split (benchmarks); reported, never selected on",
     )
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer, 'auto', or null")
+        return value
+
     final_training: FinalTrainingConfig = FinalTrainingConfig()
 
 
@@ -382,6 +437,15 @@ class RunConfig(_Strict):
         if self.search.algorithm == "es":
             return self.fitness.metrics_used()
         return self.search.metrics_used()
+
+    @model_validator(mode="after")
+    def _flips_only_where_the_classes_allow(self) -> RunConfig:
+        if self.training.final_training.augment.flip and self.dataset.name in ("digits", "mnist"):
+            raise ValueError(
+                f"training.final_training.augment.flip mirrors images, which changes what a "
+                f"{self.dataset.name} digit means; set it false (shift is fine)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _partition_metrics_need_a_partition(self) -> RunConfig:

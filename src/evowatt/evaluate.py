@@ -34,8 +34,10 @@ from evowatt.nn.builder import (
     module_network,
     plan_network,
 )
-from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.nn.inherit import inherit_weights
+from evowatt.nn.train import Budget, Recipe, evaluate_split, train
 from evowatt.records import EvalResult, Metric, Status
+from evowatt.threads import resolve_threads
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class EvalSettings:
     max_epochs: int = 10_000
     eval_batch_size: int = 1024
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | str | None = None  # a count, "auto" (evowatt/threads.py) or None: torch's choice
+    thread_share: int = 1  # evaluations running at once on this machine: "auto" divides the cores by it
     max_params: int | None = None
     max_flops: int | None = None
     energy: dict[str, Any] | None = None  # EnergySettings as JSON; None: no energy measurement
@@ -70,6 +73,7 @@ class EvalSettings:
     # in energy.meter, e.g. auto) and measures its own idle baseline, once per worker process
     local_meter: bool = False
     report_test: bool = False  # the test set is scored for the final report only, never during search
+    recipe: dict[str, Any] | None = None  # nn.train.Recipe as JSON: the final training's; None in search
 
 
 @dataclass
@@ -82,6 +86,11 @@ class EvalTask:
     seed: int
     init_weights: bytes | None = None  # safetensors bytes of the weights to continue training from
     return_weights: bool = False  # send the trained weights back in the result (safetensors bytes)
+    # with init_genome, the weights are the parent's (that genome's): only the layers the child shares
+    # with it load (nn/inherit.py); without, the genome is the same and every tensor loads
+    init_genome: dict[str, Any] | None = None
+    init_from: int | None = None  # the evaluation those weights come from (recorded in the result)
+    fidelity: dict[str, Any] | None = None  # multi-fidelity rung and cumulative budget, echoed in the result
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
 
@@ -171,10 +180,11 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
     start = time.perf_counter()
     settings = task.settings
     device = resolve_device(settings.device)
-    result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device))
+    result = EvalResult(task.id, Status.OK, host=platform.node(), device=str(device), fidelity=task.fidelity)
     threads_before = torch.get_num_threads()
-    if settings.threads:  # for this evaluation only: the caller's setting comes back in `finally`
-        torch.set_num_threads(settings.threads)
+    threads = resolve_threads(settings.threads, settings.thread_share)
+    if threads:  # for this evaluation only: the caller's setting comes back in `finally`
+        torch.set_num_threads(threads)
     try:
         genome, grammar, plan = plan_task(task, splits)
         result.metrics["params"] = _metric(plan.params, "counted:plan")
@@ -182,7 +192,7 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
         data = _tensors(task.data, str(device), splits)
         model = build_network(plan, task.seed).to(device)
         if task.init_weights is not None:
-            model.load_state_dict({k: v.to(device) for k, v in load(task.init_weights).items()})
+            result.inherited = _load_initial_weights(model, genome, grammar, task, device)
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
         meter, idle = _meter_and_idle(settings, str(device)) if settings.energy else (None, None)
         if meter is not None:
@@ -197,6 +207,7 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
                 seed=task.seed,
                 max_epochs=settings.max_epochs,
                 eval_batch_size=settings.eval_batch_size,
+                recipe=Recipe(**settings.recipe) if settings.recipe else None,
             )
         result.train = outcome.to_json()
         if training_energy is not None and training_energy.to_metric() is not None:
@@ -232,10 +243,23 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
         result.status = Status.FAILED
         result.reason = f"{type(exc).__name__}: {exc}"
     finally:
-        if settings.threads:
+        if threads:
             torch.set_num_threads(threads_before)
         result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _load_initial_weights(
+    model: Network, genome: Genome, grammar: Grammar, task: EvalTask, device: torch.device
+) -> dict[str, Any]:
+    """Start from earlier weights: all of them (same genome) or the parent's shared layers (init_genome)."""
+    state = {k: v.to(device) for k, v in load(task.init_weights).items()}
+    if task.init_genome is None:
+        model.load_state_dict(state)
+        ids: list = [*genome.layer_ids(), "output", *(["exit_head"] if model.exit_head is not None else [])]
+        return {"from": task.init_from, "layers": ids, "fresh": []}
+    parent = Genome.from_json(task.init_genome)
+    return inherit_weights(parent, state, genome, model, grammar).to_json(task.init_from)
 
 
 @functools.lru_cache(maxsize=4)

@@ -19,7 +19,7 @@ import yaml
 
 from evowatt import __version__
 from evowatt.checkpoint import CheckpointError
-from evowatt.config import RunConfig, apply_overrides, validate_config
+from evowatt.config import BudgetConfig, RunConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import (
     DataRef,
@@ -37,6 +37,7 @@ from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, keep_weights, killpoi
 from evowatt.records import EvalResult
 from evowatt.runners import check_runner, make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
+from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.protocol import derived_seed
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
 
@@ -48,7 +49,13 @@ def make_search(config: RunConfig, grammar: Grammar) -> Search:
     from evowatt.search.pareto import ParetoSearch, RandomSearch
 
     kinds = {"es": EvolutionStrategy, "pareto": ParetoSearch, "random": RandomSearch}
-    return kinds[config.search.algorithm](config, grammar)
+    search: Search = kinds[config.search.algorithm](config, grammar)
+    fidelity = config.search.fidelity
+    if fidelity is not None:
+        unit = "steps" if config.training.budget.steps is not None else "seconds"
+        rungs = Rungs(fidelity.min_budget, fidelity.eta, fidelity.rungs, unit)
+        search = SuccessiveHalving(search, rungs, config.seed)
+    return search
 
 
 @dataclass
@@ -78,8 +85,23 @@ def data_ref(config: RunConfig, final: bool = False) -> DataRef:
     return DataRef(d.name, d.path, config.seed, tuple(d.splits), train_subset, d.test_subset)
 
 
+def final_recipe(config: RunConfig) -> dict[str, Any]:
+    """The final training's nn.train.Recipe, as JSON for the task."""
+    final = config.training.final_training
+    return {
+        "schedule": final.schedule,
+        "shift": final.augment.shift,
+        "flip": final.augment.flip,
+        "early_stopping": final.early_stopping,
+    }
+
+
 def eval_settings(
-    config: RunConfig, budget=None, report_test: bool = False, meter: dict[str, Any] | None = None
+    config: RunConfig,
+    budget=None,
+    report_test: bool = False,
+    meter: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> EvalSettings:
     """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline)."""
     budget = budget or config.training.budget
@@ -95,9 +117,11 @@ def eval_settings(
         eval_batch_size=t.eval_batch_size,
         device=t.device,
         threads=t.threads,
+        thread_share=config.runner.workers if config.runner.kind == "process" else 1,
         max_params=config.search.caps.max_params,
         max_flops=config.search.caps.max_flops,
         report_test=report_test or t.report_test,
+        recipe=recipe,
     )
 
 
@@ -323,18 +347,32 @@ def _has_final(store: RunStore) -> bool:
 
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
+    source = candidate.continue_from
+    init_genome = None
+    if source is not None and getattr(candidate, "inherit", False):
+        row = store.evaluation(source)
+        # a parent without weights (an invalid generation 0's best) leaves nothing to inherit
+        if row is None or row["status"] != "ok" or row["weights"] is None:
+            source = None
+        else:
+            init_genome = row["genome"]
     return EvalTask(
         id=candidate.id,
         genome=candidate.genome,
         grammar_text=grammar_text,
         data=data_ref(config),
-        settings=eval_settings(config, meter=store.meta("meter")),
+        settings=eval_settings(
+            config,
+            BudgetConfig(**candidate.budget) if candidate.budget else None,
+            meter=store.meta("meter"),
+        ),
         measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
         # the weights travel in the task and come back in the result: workers need no run directory
-        init_weights=store.read_weights(candidate.continue_from)
-        if candidate.continue_from is not None
-        else None,
+        init_weights=store.read_weights(source) if source is not None else None,
+        init_genome=init_genome,
+        init_from=source,
+        fidelity=candidate.fidelity,
         return_weights=True,
         kind=candidate.kind,
     )
@@ -443,14 +481,21 @@ def _final_training(
             derived_seed(config.seed, final_id),
             parent_id=source_id,
         )
+        from_search = config.training.final_training.start_from == "search" and row["weights"] is not None
+        if from_search:
+            candidate.continue_from = source_id
         task = EvalTask(
             final_id,
             candidate.genome,
             grammar_text,
             data_ref(config, final=True),
-            eval_settings(config, budget, report_test=True, meter=store.meta("meter")),
+            eval_settings(
+                config, budget, report_test=True, meter=store.meta("meter"), recipe=final_recipe(config)
+            ),
             candidate.seed,
             return_weights=True,
+            init_weights=store.read_weights(source_id) if from_search else None,
+            init_from=source_id if from_search else None,
             kind="final",
         )
         hooks("final", candidate=candidate, budget=budget)

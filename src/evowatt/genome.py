@@ -2,6 +2,12 @@
 
 Layer index (used by the partition point): the hidden layers of all modules in order, output layer
 excluded, every layer counted (dropout and batch norm too): 0 .. L-1.
+
+Layer id: each hidden layer also carries a stable id (``Node.id``) that survives mutations elsewhere in
+the genome, so that weight inheritance can match a child's layers to its parent's whatever their
+positions. A genome numbers its new layers from its own counter (``next_layer_id``, carried from parent
+to child), so an id is never given twice along a lineage; no random draw is spent on ids. Genomes
+written before ids existed get ids 0 .. L-1 in layer order when they are read.
 """
 
 from __future__ import annotations
@@ -50,14 +56,35 @@ class Genome:
     modules: list[Module]
     output: Node
     macro: dict[str, Node] = field(default_factory=dict)
+    next_layer_id: int = 0
 
     @property
     def layer_count(self) -> int:
         return sum(len(m.layers) for m in self.modules)
 
+    def layers(self) -> list[Node]:
+        """Hidden layers in layer-index order."""
+        return [layer for m in self.modules for layer in m.layers]
+
+    def layer_ids(self) -> list[int | None]:
+        return [layer.id for layer in self.layers()]
+
+    def assign_ids(self) -> Genome:
+        """Number every layer without an id from this genome's counter, in layer-index order."""
+        known = [i for i in self.layer_ids() if i is not None]
+        self.next_layer_id = max([self.next_layer_id, *(i + 1 for i in known)])
+        for layer in self.layers():
+            if layer.id is None:
+                layer.id = self.next_layer_id
+                self.next_layer_id += 1
+        return self
+
     def copy(self) -> Genome:
         return Genome(
-            [m.copy() for m in self.modules], self.output.copy(), {k: v.copy() for k, v in self.macro.items()}
+            [m.copy() for m in self.modules],
+            self.output.copy(),
+            {k: v.copy() for k, v in self.macro.items()},
+            self.next_layer_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -65,15 +92,18 @@ class Genome:
             "modules": [m.to_json() for m in self.modules],
             "output": self.output.to_json(),
             "macro": {k: v.to_json() for k, v in self.macro.items()},
+            "next_layer_id": self.next_layer_id,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Genome:
-        return cls(
+        genome = cls(
             [Module.from_json(m) for m in data["modules"]],
             Node.from_json(data["output"]),
             {k: Node.from_json(v) for k, v in data.get("macro", {}).items()},
+            int(data.get("next_layer_id", 0)),
         )
+        return genome.assign_ids()
 
     def partition_bounds(self) -> Bounds:
         """Dynamic bounds of the partition point: 0 .. L-1 (0 .. 0 when there is no hidden layer)."""
@@ -125,7 +155,7 @@ def random_genome(grammar: Grammar, network: NetworkConfig, rng: np.random.Gener
     genome = Genome(modules, grammar.sample(network.output, rng), {})
     for rule in network.macro_structure:
         genome.macro[rule] = grammar.sample(rule, rng, genome.partition_bounds())
-    return genome
+    return genome.assign_ids()
 
 
 def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> list[str]:

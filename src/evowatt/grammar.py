@@ -214,6 +214,10 @@ class Node:
     choice: int
     params: dict[str, list[Value]] = field(default_factory=dict)
     children: list[Node] = field(default_factory=list)
+    # a hidden layer's stable identity across mutations (weight inheritance matches layers by it);
+    # None on derivations that are not layers, and on new layers until their genome numbers them;
+    # not part of equality: two nodes are equal when their derivations are
+    id: int | None = field(default=None, compare=False)
 
     def copy(self) -> Node:
         return Node(
@@ -221,7 +225,12 @@ class Node:
             self.choice,
             {k: list(v) for k, v in self.params.items()},
             [c.copy() for c in self.children],
+            self.id,
         )
+
+    def same_derivation(self, other: Node) -> bool:
+        """Equal as derivations, whatever the ids (a mutation that changed nothing keeps the id)."""
+        return self.to_json(ids=False) == other.to_json(ids=False)
 
     def at(self, path: tuple[int, ...]) -> Node:
         node = self
@@ -240,12 +249,14 @@ class Node:
         for child in self.children:
             yield from child.walk()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, ids: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {"symbol": self.symbol, "choice": self.choice}
         if self.params:
             data["params"] = {k: list(v) for k, v in self.params.items()}
         if self.children:
-            data["children"] = [c.to_json() for c in self.children]
+            data["children"] = [c.to_json(ids) for c in self.children]
+        if ids and self.id is not None:
+            data["id"] = self.id
         return data
 
     @classmethod
@@ -255,6 +266,7 @@ class Node:
             choice=int(data["choice"]),
             params={k: list(v) for k, v in data.get("params", {}).items()},
             children=[cls.from_json(c) for c in data.get("children", [])],
+            id=int(data["id"]) if data.get("id") is not None else None,
         )
 
 

@@ -64,6 +64,16 @@ LAYER_KINDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "batch_norm": ({}, {}),
     "dropout": ({}, {"rate": Number("float", 0, 1, high_open=True)}),
     "fc": ({"out_features": POSITIVE}, {"act": Choice(ACTIVATIONS), "bias": BOOL}),
+    # a convolution without bias, its batch norm and activation; out channels = in channels x widen
+    "conv_bn": (
+        {"kernel_size": POSITIVE, "stride": POSITIVE},
+        {
+            "widen": Number("float", 0.01),
+            "padding": Choice(PADDINGS),
+            "act": Choice(ACTIVATIONS),
+        },
+    ),
+    "global_avg_pool": ({}, {}),  # (C, H, W) -> (C,); on a vector, the identity
 }
 
 _RATE = Number("float", 0, 1, high_open=True)
@@ -167,10 +177,21 @@ def _check_field(
     return None
 
 
+def _dynamic_bounds(grammar: Grammar, derivation: Derivation) -> list[str]:
+    """A ``_`` bound has a value only for the partition point: anywhere else, sampling cannot proceed."""
+    text = "has a dynamic bound '_'; only partition_point may have one"
+    return [
+        f"{_where(grammar, rule)}: parameter '{key}' {text}"
+        for key, (symbol, rule) in derivation.items()
+        if isinstance(symbol, Parameter) and (symbol.low is None or symbol.high is None)
+    ]
+
+
 def check_layer_rule(grammar: Grammar, start: str) -> list[str]:
     """Problems of the layers a module start symbol derives (one line each, naming rule and line)."""
     problems: list[str] = []
     for derivation in derivations(grammar, start):
+        problems += _dynamic_bounds(grammar, derivation)
         found = derivation.get("layer")
         if found is None:
             problems.append(
@@ -205,6 +226,7 @@ def check_output_rule(grammar: Grammar, start: str) -> list[str]:
     """The output layer: its width is the class count and its softmax is dropped; only bias is read."""
     problems = []
     for derivation in derivations(grammar, start):
+        problems += _dynamic_bounds(grammar, derivation)
         if "bias" in derivation:
             problem = _check_field(grammar, "bias", BOOL, *derivation["bias"])
             if problem:
@@ -216,6 +238,7 @@ def check_learning_rule(grammar: Grammar, start: str) -> list[str]:
     """The learning macro gene: a known optimiser, with the rates it needs, in range."""
     problems = []
     for derivation in derivations(grammar, start):
+        problems += _dynamic_bounds(grammar, derivation)
         for key, spec in LEARNING_FIELDS.items():
             if key in derivation:
                 problem = _check_field(grammar, key, spec, *derivation[key])

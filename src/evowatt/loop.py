@@ -154,7 +154,8 @@ class StoreEvaluator:
             if result.ok and scored.fitness is None and not scored.points and scored.reason:
                 result.reason = f"no fitness: {scored.reason}"  # e.g. a minimised metric that is missing
             self.hooks("recording", candidate=candidate, result=result)
-            self.store.record(candidate.to_json(), result.to_json(), scored.fitness, self.budget, scored)
+            budget = candidate.budget or self.budget  # a fidelity rung has its own
+            self.store.record(candidate.to_json(), result.to_json(), scored.fitness, budget, scored)
             done[result.id] = Evaluated(candidate, result, scored)
             self.hooks(
                 "result", candidate=candidate, result=result.to_json(), fitness=scored.fitness, score=scored

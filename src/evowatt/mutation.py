@@ -2,6 +2,9 @@
 
 ``mutate`` returns the child and the list of mutations applied; ``train_longer`` means the child is the
 parent unchanged and continues training from the parent's weights instead of starting from scratch.
+
+Layer ids (see genome.py): unchanged layers keep theirs; an added layer (a copy too), a layer a DSGE
+mutation changed and every layer of a reused module get new ones, numbered once the mutation is done.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class Mutator:
             elif rng.random() < self.rates.macro_layer:
                 genome.macro[PARTITION_RULE] = self.grammar.mutate(node, rng, bounds)
                 applied.append(f"macro_layer({PARTITION_RULE})")
-        return MutationOutcome(genome, applied)
+        return MutationOutcome(genome.assign_ids(), applied)
 
     def _mutate_module(self, index: int, module: Module, rng: np.random.Generator) -> list[str]:
         spec = self.specs[module.type]
@@ -99,6 +102,7 @@ class Mutator:
                 position = int(rng.integers(len(module.layers) + 1))
                 if module.layers and rng.random() < self.rates.reuse_layer:
                     layer = module.layers[int(rng.integers(len(module.layers)))].copy()
+                    layer.id = None  # a copy is a new layer: it has weights of its own
                     applied.append(f"add_layer(module {index}, at {position}, copy)")
                 else:
                     layer = self.grammar.sample(module.type, rng)
@@ -111,7 +115,9 @@ class Mutator:
                 applied.append(f"remove_layer(module {index}, at {position})")
         for i in range(len(module.layers)):
             if rng.random() < self.rates.dsge_layer:
-                module.layers[i] = self.grammar.mutate(module.layers[i], rng)
+                before = module.layers[i]
+                module.layers[i] = self.grammar.mutate(before, rng)
+                module.layers[i].id = before.id if module.layers[i].same_derivation(before) else None
                 applied.append(f"dsge_layer(module {index}, layer {i})")
             if rng.random() < self.rates.add_connection:
                 choices = [
@@ -148,7 +154,10 @@ class Mutator:
             return []
         positions = self.valid_positions(genome, module.type)
         position = int(rng.choice(positions))
-        genome.modules.insert(position, module.copy())
+        inserted = module.copy()
+        for layer in inserted.layers:
+            layer.id = None  # archived layers are new to this genome
+        genome.modules.insert(position, inserted)
         return [f"reuse_module({module.type}, at {position})"]
 
     def remove_module(self, genome: Genome, rng: np.random.Generator) -> list[str]:

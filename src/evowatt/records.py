@@ -48,6 +48,8 @@ class EvalResult:
     # the trained weights as safetensors bytes (with task.return_weights); the driver writes them into the
     # run directory, and they are never part of the JSON record
     weights: bytes | None = field(default=None, repr=False, compare=False)
+    inherited: dict[str, Any] | None = None  # the weights it started from: {"from": id, "layers", "fresh"}
+    fidelity: dict[str, Any] | None = None  # multi-fidelity: {"rung", "cumulative" budget, "unit", "root"}
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

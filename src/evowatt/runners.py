@@ -20,6 +20,7 @@ from typing import Any
 
 from evowatt.config import RunnerConfig
 from evowatt.errors import EvowattError
+from evowatt.threads import available_cores
 
 RAY_INSTALL = "pip install 'evowatt[ray]'"
 
@@ -65,7 +66,7 @@ class ProcessRunner:
     """A pool of spawned workers; each worker loads the data once and keeps it for later tasks."""
 
     def __init__(self, workers: int):
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, available_cores() // workers)
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),

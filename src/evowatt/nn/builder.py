@@ -115,13 +115,22 @@ def _activation_flops(act: str, numel: int) -> int:
     return {"relu": numel, "sigmoid": 4 * numel}.get(act, 0)
 
 
+CONV_BN_MIN, CONV_BN_MAX = 16, 256  # a conv_bn block's width bounds
+
+
+def conv_bn_channels(c_in: int, widen: float) -> int:
+    """A conv_bn block's width: its input's times ``widen``, rounded up to a multiple of 8, in 16 .. 256."""
+    wanted = math.ceil(c_in * float(widen) / 8) * 8
+    return min(max(wanted, CONV_BN_MIN), CONV_BN_MAX)
+
+
 def _check_choices(kind: str, spec: dict[str, Any], where: str) -> None:
     """Reject unknown padding or activation values here, before any weight is allocated."""
-    if kind == "conv" or kind.startswith("pool"):
+    if kind in ("conv", "conv_bn") or kind.startswith("pool"):
         padding = str(spec.get("padding", "valid"))
         if padding not in ("same", "valid"):
             raise InvalidNetwork(f"{where}: unknown padding '{padding}'; expected same or valid")
-    if kind in ("conv", "fc"):
+    if kind in ("conv", "conv_bn", "fc"):
         act = str(spec.get("act", "linear"))
         if act not in _ACTIVATIONS:
             allowed = ", ".join(_ACTIVATIONS)
@@ -139,6 +148,7 @@ def _positive(spec: dict[str, Any], key: str, where: str) -> int:
 
 _NEEDED = {
     "conv": ("out_channels", "kernel_size", "stride"),
+    "conv_bn": ("kernel_size", "stride"),
     "pool": ("kernel_size", "stride"),
     "fc": ("out_features",),
     "output": ("out_features",),
@@ -150,7 +160,14 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
     _check_choices(kind, spec, where)
     for key in _NEEDED.get("pool" if kind.startswith("pool") else kind, ()):
         _positive(spec, key, where)
-    if kind == "conv" or kind.startswith("pool"):
+    if kind == "global_avg_pool":  # on a vector (after a dense layer) it is the identity
+        out = (shape[0],)
+        return LayerPlan(kind, spec, [], shape, out, 0, _numel(shape) if len(shape) == 3 else 0)
+    if kind == "conv_bn":
+        widen = spec.get("widen", 1.0)
+        if isinstance(widen, bool) or not isinstance(widen, (int, float)) or not 0 < widen < math.inf:
+            raise InvalidNetwork(f"{where}: widen is {widen!r}; it must be a number above 0")
+    if kind in ("conv", "conv_bn") or kind.startswith("pool"):
         if len(shape) != 3:
             raise InvalidNetwork(f"{where} needs an image input but receives a vector of {shape[0]} features")
         kernel, stride = int(spec["kernel_size"]), int(spec["stride"])
@@ -166,6 +183,14 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
             params = kernel * kernel * c_in * c_out + (c_out if bias else 0)
             flops = 2 * kernel * kernel * c_in * _numel(out) + (_numel(out) if bias else 0)
             flops += _activation_flops(str(spec.get("act", "linear")), _numel(out))
+            return LayerPlan(kind, spec, [], shape, out, params, flops, pad)
+        if kind == "conv_bn":  # convolution without bias, batch norm, activation: one block
+            c_in = shape[0]
+            c_out = conv_bn_channels(c_in, float(spec.get("widen", 1.0)))
+            out = (c_out, oh, ow)
+            params = kernel * kernel * c_in * c_out + 2 * c_out
+            flops = 2 * kernel * kernel * c_in * _numel(out) + 2 * _numel(out)
+            flops += _activation_flops(str(spec.get("act", "relu")), _numel(out))
             return LayerPlan(kind, spec, [], shape, out, params, flops, pad)
         if kind not in ("pool_max", "pool_avg"):
             raise InvalidNetwork(f"{where}: unknown pooling '{kind}'; expected pool_max or pool_avg")
@@ -266,6 +291,25 @@ def _padding(pad: tuple[int, int, int, int], value: float) -> list[nn.Module]:
 
 def make_layer(plan: LayerPlan) -> nn.Module:
     spec = plan.spec
+    if plan.kind == "conv_bn":
+        left, right, top, bottom = plan.pad
+        symmetric = left == right and top == bottom
+        conv = nn.Conv2d(
+            plan.in_shape[0],
+            plan.out_shape[0],
+            int(spec["kernel_size"]),
+            int(spec["stride"]),
+            padding=(top, left) if symmetric else 0,
+            bias=False,
+        )
+        parts = [] if symmetric else _padding(plan.pad, 0.0)
+        return nn.Sequential(
+            *parts, conv, nn.BatchNorm2d(plan.out_shape[0]), _activation({"act": spec.get("act", "relu")})
+        )
+    if plan.kind == "global_avg_pool":
+        if len(plan.in_shape) != 3:
+            return nn.Identity()
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     if plan.kind == "conv":
         left, right, top, bottom = plan.pad
         symmetric = left == right and top == bottom

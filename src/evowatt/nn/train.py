@@ -36,6 +36,58 @@ class Budget:
         return f"{self.seconds:g} s" if self.seconds is not None else f"{self.steps} steps"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a long training uses its budget (the final training): none of it applies during the search.
+
+    ``schedule`` scales the learning rate over the whole budget (steps, or seconds on the clock):
+    ``cosine`` from the evolved rate down to 0, ``one_cycle`` up from 1/25 of it over the first quarter,
+    then down. ``shift`` moves each training image by up to that many pixels (zero-filled, a random crop
+    of the padded image), ``flip`` mirrors half of them left-right: both on tensors, seeded.
+    ``early_stopping`` False trains for the whole budget; either way the weights of the best validation
+    loss are kept, the final weights validated once more after the budget to compete with them.
+    """
+
+    schedule: str = "none"  # none | cosine | one_cycle
+    shift: int = 0
+    flip: bool = False
+    early_stopping: bool = True
+
+    def factor(self, progress: float) -> float:
+        """The learning-rate multiplier at ``progress`` (0 .. 1) of the budget."""
+        p = min(max(progress, 0.0), 1.0)
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * p))
+        if self.schedule == "one_cycle":
+            warm = 0.25
+            if p < warm:
+                return 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / warm))
+            return 0.5 * (1 + math.cos(math.pi * (p - warm) / (1 - warm)))
+        if self.schedule != "none":
+            raise ValueError(f"unknown schedule '{self.schedule}'; expected none, cosine or one_cycle")
+        return 1.0
+
+
+def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random shifts (pad by ``shift``, crop back at a random offset per image) and left-right flips."""
+    if x.dim() != 4 or (shift <= 0 and not flip):
+        return x
+    b, _, h, w = x.shape
+    if shift > 0:
+        padded = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, channel, rows, cols]
+    if flip:
+        mirrored = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mirrored, x.flip(3), x)
+    return x
+
+
 @dataclass
 class TrainOutcome:
     steps: int
@@ -190,12 +242,14 @@ def train(
     seed: int,
     max_epochs: int = 10_000,
     eval_batch_size: int = 1024,
+    recipe: Recipe | None = None,
 ) -> TrainOutcome:
     """Train in place until the budget, early stopping, or divergence.
 
     Validation runs at each epoch's end and counts against the budget (it stops when the budget does).
     Early stopping restores the weights of the best validation loss; a budget end keeps the latest ones,
-    so that no validation pass runs after the budget is spent.
+    so that no validation pass runs after the budget is spent. With a ``recipe`` (the final training),
+    see ``Recipe``: the final weights are validated after the budget and the best ones kept.
     """
     x, y = train_xy
     n = x.shape[0]
@@ -203,6 +257,11 @@ def train(
     patience = int(learning.get("early_stop", 5))
     epoch_limit = min(max_epochs, int(learning.get("epochs", max_epochs)))
     optimiser = make_optimiser(model, learning)
+    base_lrs = [group["lr"] for group in optimiser.param_groups]
+    scheduled = recipe is not None and recipe.schedule != "none"
+    augmenting = recipe is not None and (recipe.shift > 0 or recipe.flip)
+    stopping = recipe is None or recipe.early_stopping
+    augment_generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     two_heads = has_two_heads(model)  # early stopping then watches the summed validation loss
     generator = torch.Generator(device="cpu").manual_seed(seed)
     watch = _NanWatch(x.device)
@@ -223,7 +282,17 @@ def train(
                 index = order[begin : begin + batch_size]
                 if index.shape[0] == 1 < batch_size:
                     continue  # batch norm cannot train on one sample: drop a trailing batch of one
-                loss = batch_loss(model, x[index], y[index])
+                if scheduled:
+                    progress = steps / step_limit if budget.steps is not None else 0.0
+                    if budget.seconds is not None:
+                        progress = max(progress, (time.perf_counter() - start) / budget.seconds)
+                    factor = recipe.factor(progress)  # type: ignore[union-attr]
+                    for group, lr in zip(optimiser.param_groups, base_lrs, strict=True):
+                        group["lr"] = lr * factor
+                inputs = x[index]
+                if augmenting:
+                    inputs = augment(inputs, recipe.shift, recipe.flip, augment_generator)  # type: ignore[union-attr]
+                loss = batch_loss(model, inputs, y[index])
                 if watch.bad_now(loss):
                     reason = "diverged"
                     break
@@ -253,7 +322,7 @@ def train(
                     best_state = _keep(model, best_state)
                 else:
                     stale += 1
-                    if stale >= patience:
+                    if stopping and stale >= patience:
                         reason = "early_stop"
                         break
                 continue
@@ -262,6 +331,13 @@ def train(
         steps, reason = steps - undo, "diverged"  # a non-finite loss among the last, unread steps
     if reason == "early_stop" and best_state is not None:
         model.load_state_dict(best_state)  # when the budget ends training, the latest weights are kept
+    elif recipe is not None and reason in ("budget", "max_epochs") and best_state is not None:
+        # the final training: the latest weights compete with the best validated ones
+        last_loss, _ = evaluate_split(model, *validation_xy, eval_batch_size, both_heads=two_heads)
+        if not last_loss < best_loss:
+            model.load_state_dict(best_state)
+        else:
+            best_loss = last_loss
     seconds = time.perf_counter() - start
     return TrainOutcome(
         steps=steps,

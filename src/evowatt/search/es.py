@@ -47,6 +47,7 @@ class EvolutionStrategy(GenomeSearch):
         used = config.fitness.metrics_used()
         cost = "power" if any(m.startswith("power") for m in used) else "energy"
         super().__init__(config, grammar, cost, reuse_sampler)
+        self.inherit = config.search.inherits()  # unset: the ES's default, train from scratch
         self.parent: Parent | None = None
 
     # --- ask/tell ----------------------------------------------------------------------------------
@@ -79,9 +80,14 @@ class EvolutionStrategy(GenomeSearch):
                     )
                 )
             else:
+                inherit = {"continue_from": parent.id, "inherit": True} if self.inherit else {}
                 batch.append(
                     self._candidate(
-                        "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied
+                        "mutant",
+                        outcome.genome.to_json(),
+                        parent_id=parent.id,
+                        mutations=outcome.applied,
+                        **inherit,
                     )
                 )
         self.pending = batch
@@ -119,7 +125,7 @@ class EvolutionStrategy(GenomeSearch):
 
     # --- state -------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:
-        """Evaluations whose weights may still be needed: the parent's (for train_longer)."""
+        """Evaluations whose weights may still be needed: the parent's (train_longer, inheriting mutants)."""
         return {self.parent.id} if self.parent is not None else set()
 
     def state(self) -> dict[str, Any]:

@@ -148,6 +148,20 @@ class ParetoSearch(GenomeSearch):
                 spread[mask] = crowding_distance(points[mask])
         return {w: (int(r), float(s)) for w, r, s in zip(where, ranks, spread, strict=True)}
 
+    def rank(self, told: Sequence[Evaluated]) -> list[Evaluated]:
+        """Results best first by constrained rank, then crowding (or HV share): multi-fidelity promotion."""
+        pool = [Member(e.candidate.id, e.candidate.genome, e.score.points) for e in told]
+        ranked = self._rank(pool)
+
+        def key(index: int) -> tuple[float, float, int]:
+            mine = [ranked[(index, e)] for e in pool[index].points]
+            if not mine:
+                return (math.inf, 0.0, index)
+            rank, spread = min(mine, key=lambda rs: (rs[0], -rs[1]))
+            return (float(rank), -spread, index)
+
+        return [told[i] for i in sorted(range(len(told)), key=key)]
+
     def _survivors(self, pool: list[Member]) -> list[Member]:
         """μ members, admitted point by point in (rank, -spread) order: a member stays while any exit does."""
         ranked = self._rank(pool)
@@ -228,8 +242,9 @@ class ParetoSearch(GenomeSearch):
                 continue_from=parent.id,
                 mutations=outcome.applied,
             )
+        inherit = {"continue_from": parent.id, "inherit": True} if self.config.search.inherits() else {}
         return self._candidate(
-            "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied
+            "mutant", outcome.genome.to_json(), parent_id=parent.id, mutations=outcome.applied, **inherit
         )
 
     # --- state ---------------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ class Candidate:
     seed: int
     parent_id: int | None = None
     continue_from: int | None = None  # evaluation whose trained weights this one starts from
+    inherit: bool = False  # with continue_from: only the layers shared with that evaluation's genome load
+    budget: dict[str, Any] | None = None  # {"steps": n} or {"seconds": s}: instead of training.budget
+    fidelity: dict[str, Any] | None = None  # multi-fidelity: {"rung", "cumulative", "unit", "root"}
     mutations: list[str] = field(default_factory=list)
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
 

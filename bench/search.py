@@ -1,0 +1,415 @@
+"""Which search is worth its CPU time: searches and a hand-written CNN at the same total wall time.
+
+    python bench/search.py                                  # every configuration, T = 15 min (about 3 h)
+    python bench/search.py --minutes 1 --configs b-es-inherit --seeds 0 --results /tmp/s.jsonl  # smoke
+    python bench/search.py --report search-results.jsonl --png docs/search.png   # table and PNG again
+
+Real Fashion-MNIST on this machine's cores. Every run gets a total wall-time budget T (``--minutes``)
+that includes its final training: the search stops at ``T * (1 - final_fraction)`` (``search.time_limit``,
+checked before every evaluation), then the models it hands over train on all 60,000 images with the final
+recipe (cosine schedule, shifts and flips, the best validated weights kept) for the rest. Configurations:
+
+  a-es                    the paper's (1+λ)-ES, every mutant from scratch (as evowatt did before issue 11)
+  a-es-cnn_v1             the same on the previous grammar (cnn_v1): the grammar's effect
+  b-es-inherit            the ES with weight inheritance
+  b-es-inherit-fidelity   the ES with inheritance and successive halving
+  c-pareto                the Pareto search with inheritance and successive halving
+  d-random                random search with the same budget
+  e-hand                  DESIGN.md §1's hand CNN trained for T (bench/paper.py's)
+
+Reported per run (JSON lines in ``--results``, appended as each run ends, so a long comparison can stop,
+continue and be committed as results arrive): the official test accuracy of the most accurate final-trained
+model, its energy per inference with the meter's method label and FLOPs, the cheapest final-trained model
+at >= 0.91 test accuracy, the anytime curve (the test accuracy of the most accurate model so far, by the
+search's own evo_test accuracy, against wall time; the final-trained model at the end) and every valid
+evaluation's (evo_test accuracy, energy). Test accuracy is reported only: the searches never see it. The
+anytime curve's test scoring runs in the same process; its time is taken out of the curve's clock and
+reported (``scoring_seconds``).
+
+Needs the real dataset (``sudo apt-get install dataset-fashion-mnist``) and, for the PNG, matplotlib
+(``pip install -e ".[report]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from evowatt.config import validate_config  # noqa: E402
+from evowatt.data import load_splits  # noqa: E402
+from evowatt.errors import EvowattError  # noqa: E402
+from evowatt.experiment import make_search, prepare, run  # noqa: E402
+from evowatt.genome import Genome  # noqa: E402
+from evowatt.grammar import load_grammar  # noqa: E402
+from evowatt.nn.builder import build_network, plan_network  # noqa: E402
+from evowatt.nn.train import evaluate_split  # noqa: E402
+
+CONFIGS = (
+    "a-es",
+    "a-es-cnn_v1",
+    "b-es-inherit",
+    "b-es-inherit-fidelity",
+    "c-pareto",
+    "d-random",
+    "e-hand",
+)
+BAR = 0.91  # the accuracy a cheap model must keep
+
+
+def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
+    return {
+        "seed": seed,
+        "grammar": "cnn",
+        "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
+        "network": {
+            "modules": [
+                {"name": "features", "network_structure_init": [2, 3, 4], "network_structure": [0, 10]},
+                {"name": "classification", "network_structure_init": [1], "network_structure": [0, 3]},
+            ],
+            "macro_structure": ["learning"],
+        },
+        "search": {
+            "generations": 10_000,  # the time limit ends every search
+            "lambda": args.lam,
+            "time_limit": search_seconds,
+            "caps": {"max_params": 2_000_000, "max_flops": 100_000_000},
+        },
+        "training": {
+            "budget": {"seconds": args.budget},
+            "threads": "auto",
+            "final_training": {
+                "budget": {"seconds": final_seconds},
+                "train_subset": "all",
+                "schedule": "cosine",
+                "augment": {"shift": 2, "flip": True},
+                "start_from": args.start_from,
+            },
+        },
+        "fitness": {"metric": "accuracy"},
+        "energy": {"meter": "auto", "time_cap_s": 0.2, "min_window_s": 0.02, "min_repeats": 3, "warmup": 2},
+    }
+
+
+def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace) -> dict | None:
+    """A configuration's run config, or None for the hand CNN."""
+    total = minutes * 60
+    final_seconds = total * args.final_fraction
+    data = base(seed, total - final_seconds, final_seconds, args)
+    fidelity = {
+        "min_budget": args.budget / args.eta ** (args.rungs - 1),
+        "eta": args.eta,
+        "rungs": args.rungs,
+    }
+    if name == "a-es":
+        pass
+    elif name == "a-es-cnn_v1":
+        data["grammar"] = "cnn_v1"
+    elif name == "b-es-inherit":
+        data["search"]["inherit_weights"] = True
+    elif name == "b-es-inherit-fidelity":
+        data["search"].update(inherit_weights=True, fidelity=fidelity, **{"lambda": 3 * args.lam})
+    elif name == "c-pareto":
+        data["search"].update(algorithm="pareto", inherit_weights=True, fidelity=fidelity)
+        data["training"]["final_training"]["models"] = args.pareto_finals
+        data["training"]["final_training"]["budget"] = {"seconds": final_seconds / args.pareto_finals}
+    elif name == "d-random":
+        data["search"]["algorithm"] = "random"
+    elif name == "e-hand":
+        return None
+    else:
+        raise SystemExit(f"unknown configuration {name}; choose from {', '.join(CONFIGS)}")
+    return data
+
+
+def available(data: dict) -> bool:
+    """False for an algorithm this checkout does not implement yet (the config accepts it, no search does)."""
+    config = validate_config(data)
+    if config.search.algorithm == "es":
+        return True
+    search = make_search(config, load_grammar(config.grammar))
+    inner = getattr(search, "inner", search)
+    return type(inner).__name__ != "EvolutionStrategy"
+
+
+class Anytime:
+    """The progress hook: scores the most accurate model so far (by evo_test) on the test set."""
+
+    def __init__(self, data: dict):
+        self.grammar = load_grammar(data["grammar"])
+        splits = load_splits("fashion-mnist", seed=data["seed"])
+        self.shape, self.classes = splits.input_shape, splits.num_classes
+        self.test = (torch.from_numpy(splits.test.x.copy()), torch.from_numpy(splits.test.y.copy()))
+        self.start = time.perf_counter()
+        self.scoring = 0.0
+        self.best = -1.0
+        self.curve: list[list[float]] = []
+        self.front: list[list[float]] = []
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if event != "result":
+            return
+        result = info["result"]
+        metrics = result.get("metrics") or {}
+        accuracy = (metrics.get("accuracy") or {}).get("value")
+        energy = (metrics.get("energy") or {}).get("value")
+        if result.get("status") != "ok" or accuracy is None:
+            return
+        if energy is not None:
+            self.front.append([float(accuracy), float(energy)])
+        if accuracy <= self.best or not result.get("weights_path"):
+            return
+        self.best = float(accuracy)
+        began = time.perf_counter()
+        test = self.score(info["candidate"].genome, result["weights_path"])
+        self.scoring += time.perf_counter() - began
+        self.curve.append([self.now(), test])
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start - self.scoring
+
+    def score(self, genome: dict, weights: str) -> float:
+        plan = plan_network(Genome.from_json(genome), self.grammar, self.shape, self.classes)
+        model = build_network(plan, 0)
+        model.load_state_dict(load_file(weights))
+        return evaluate_split(model, *self.test)[1]
+
+
+def _value(row: dict, name: str) -> float | None:
+    metric = (row.get("metrics") or {}).get(name)
+    return None if metric is None else float(metric["value"])
+
+
+def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> dict:
+    anytime = Anytime(data)
+    result = run(validate_config(data), out=root / f"{name}-seed{seed}", progress=anytime)
+    finals = [
+        f for f in (result.finals or ([result.final] if result.final else [])) if f and f["status"] == "ok"
+    ]
+    models = [
+        {
+            "id": f["id"],
+            "test_accuracy": _value(f, "test_accuracy"),
+            "energy": _value(f, "energy"),
+            "energy_method": ((f.get("metrics") or {}).get("energy") or {}).get("method"),
+            "flops": _value(f, "flops"),
+            "params": _value(f, "params"),
+        }
+        for f in finals
+    ]
+    best = max(models, key=lambda m: m["test_accuracy"] or -1, default=None)
+    if best is not None:  # the curve ends at the final-trained model
+        anytime.curve.append([anytime.now(), best["test_accuracy"]])
+    return {
+        "configuration": name,
+        "seed": seed,
+        "minutes": minutes,
+        "test_accuracy": best["test_accuracy"] if best else None,
+        "energy": best["energy"] if best else None,
+        "energy_method": best["energy_method"] if best else None,
+        "flops": best["flops"] if best else None,
+        "cheapest_at_bar": _cheapest(models),
+        "models": models,
+        "anytime": anytime.curve,
+        "front": anytime.front,
+        "scoring_seconds": anytime.scoring,
+        "evaluations": result.evaluations,
+        "generations": len(result.generations),
+        "stopped": result.stopped,
+        "seconds": result.wall_seconds,
+        "run_dir": str(result.run_dir),
+    }
+
+
+def _cheapest(models: list[dict]) -> dict | None:
+    good = [m for m in models if (m["test_accuracy"] or 0) >= BAR and m["flops"] is not None]
+    return min(good, key=lambda m: m["flops"], default=None)
+
+
+def run_hand(seed: int, minutes: float) -> dict:
+    from paper import train_hand_cnn
+
+    row = train_hand_cnn(seed, minutes * 60)
+    model = {k: row[k] for k in ("test_accuracy", "energy", "energy_method", "flops")}
+    return {
+        "configuration": "e-hand",
+        "seed": seed,
+        "minutes": minutes,
+        **model,
+        "cheapest_at_bar": model if row["test_accuracy"] >= BAR else None,
+        "models": [model],
+        "anytime": [[row["seconds"], row["test_accuracy"]]],
+        "front": [],
+        "seconds": row["seconds"],
+        "steps": row["steps"],
+    }
+
+
+# --- report ---------------------------------------------------------------------------------------
+def _mean(values: list[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} (min {min(values):.4f})"
+
+
+def report(rows: list[dict]) -> str:
+    lines = [
+        "| configuration | T (min) | seeds | test accuracy, most accurate | energy / inference (µJ) | method "
+        "| MFLOPs | cheapest at ≥ 0.91: MFLOPs (seeds with one) | best-so-far test accuracy at T/3 "
+        "| evaluations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["configuration"], row["minutes"]), []).append(row)
+    for (name, minutes), group in sorted(groups.items()):
+        cheap = [r["cheapest_at_bar"]["flops"] / 1e6 for r in group if r.get("cheapest_at_bar")]
+        early = [_at(r["anytime"], minutes * 60 / 3) for r in group]
+        energies = [r["energy"] * 1e6 for r in group if r.get("energy") is not None]
+        flops = [r["flops"] / 1e6 for r in group if r.get("flops") is not None]
+        evaluations = [r["evaluations"] for r in group if "evaluations" in r]
+        lines.append(
+            f"| {name} | {minutes:g} | {len(group)} | {_mean([r['test_accuracy'] for r in group])} "
+            f"| {f'{statistics.fmean(energies):.3g}' if energies else '-'} | {group[0].get('energy_method')} "
+            f"| {f'{statistics.fmean(flops):.3g}' if flops else '-'} "
+            f"| {f'{min(cheap):.3g}' if cheap else '-'} ({len(cheap)}/{len(group)}) "
+            f"| {_mean([e for e in early if e is not None])} "
+            f"| {statistics.fmean(evaluations) if evaluations else math.nan:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _at(curve: list[list[float]], t: float) -> float | None:
+    """The best-so-far value at time t (None before the first point)."""
+    seen = [acc for at, acc in curve if at <= t]
+    return max(seen) if seen else None
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    colours: dict[str, Any] = {}
+    for row in rows:
+        name = row["configuration"]
+        label = None if name in colours else name
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        curve = row["anytime"]
+        if curve:
+            xs, ys = [c[0] / 60 for c in curve], [c[1] for c in curve]
+            if len(xs) == 1:
+                left.scatter(xs, ys, color=colour, label=label, marker="*", s=80)
+            else:
+                left.step(xs, ys, where="post", color=colour, label=label, alpha=0.8)
+        for model in row["models"]:
+            if model.get("energy") and model.get("test_accuracy"):
+                right.scatter(model["energy"] * 1e6, model["test_accuracy"], color=colour, marker="*", s=90)
+        if row["front"]:
+            right.scatter(
+                [f[1] * 1e6 for f in row["front"]], [f[0] for f in row["front"]], color=colour, s=6, alpha=0.3
+            )
+    left.set(xlabel="wall time (min)", ylabel="test accuracy of the best so far", title="anytime curves")
+    left.axhline(BAR, color="grey", lw=0.5)
+    left.legend(fontsize=8)
+    right.set(
+        xscale="log", xlabel="energy per inference (µJ)", ylabel="accuracy",
+        title="fronts: evaluations (evo_test, dots) and final-trained models (test, stars)",
+    )  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=15.0, help="total wall time T per run")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for c and e, 0 1 for the others")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--results", default="search-results.jsonl", help="JSON lines, appended as runs end")
+    parser.add_argument("--png", help="write the anytime curves and fronts here (default: next to --results)")
+    parser.add_argument("--out", help="keep run directories here (default: a temporary directory)")
+    parser.add_argument("--report", metavar="JSONL", help="only print the table (and the PNG) from results")
+    parser.add_argument("--train-subset", type=int, default=10_000, help="training images the search sees")
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds per individual (top rung's)")
+    parser.add_argument("--lam", type=int, default=4)
+    parser.add_argument("--eta", type=int, default=3)
+    parser.add_argument("--rungs", type=int, default=3)
+    parser.add_argument("--final-fraction", type=float, default=1 / 3, help="of T for the final training")
+    parser.add_argument("--pareto-finals", type=int, default=3, help="front models the Pareto run trains")
+    parser.add_argument("--start-from", choices=("scratch", "search"), default="search")
+    args = parser.parse_args()
+    results = Path(args.report or args.results)
+    png = Path(args.png) if args.png else results.with_suffix(".png")
+    if args.report:
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        print(report(rows))
+        plot(rows, png)
+        return 0
+    try:
+        load_splits("fashion-mnist", train_subset=args.train_subset)
+    except EvowattError as exc:
+        print(f"search.py: {exc}", file=sys.stderr)
+        return 2
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="evowatt-search-"))
+    done = set()
+    if results.exists():
+        for line in results.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done.add((row["configuration"], row["seed"], row["minutes"]))
+    for name in args.configs:
+        seeds = args.seeds or ([0, 1, 2] if name in ("c-pareto", "e-hand") else [0, 1])
+        for seed in seeds:
+            if (name, seed, args.minutes) in done:
+                print(f"{name} seed {seed}: recorded already, skipped", file=sys.stderr)
+                continue
+            data = configuration(name, seed, args.minutes, args)
+            if data is not None:
+                prepare(validate_config(data))
+                if not available(data):
+                    algorithm = data["search"]["algorithm"]
+                    print(
+                        f"{name}: search.algorithm {algorithm} not in this checkout, skipped", file=sys.stderr
+                    )
+                    break
+            row = (
+                run_hand(seed, args.minutes)
+                if data is None
+                else run_search(name, data, seed, args.minutes, root)
+            )
+            with results.open("a") as out:
+                out.write(json.dumps(row) + "\n")
+            print(
+                f"{name} seed {seed}: test accuracy {row['test_accuracy']}, {row.get('flops')} FLOPs, "
+                f"{row.get('evaluations', '-')} evaluations, {row['seconds']:.0f} s",
+                file=sys.stderr,
+            )
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    print(report(rows))
+    try:
+        plot(rows, png)
+        print(f"plot: {png}", file=sys.stderr)
+    except ImportError:
+        print("no matplotlib: the PNG is skipped (pip install -e '.[report]')", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The final training recipe: schedule over the budget, tensor augmentation, no early stop, start point."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from evowatt.config import validate_config
+from evowatt.data import load_splits
+from evowatt.experiment import run
+from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
+from evowatt.store import RunStore
+from tests.conftest import SMALL_NETWORK, config_dict
+
+ADAM = {
+    "learning": "adam",
+    "lr": 0.01,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "weight_decay": 1e-5,
+    "batch_size": 64,
+    "early_stop": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = load_splits("digits")
+    return {
+        n: (torch.tensor(getattr(splits, n).x), torch.tensor(getattr(splits, n).y))
+        for n in ("evo_train", "evo_validation")
+    }
+
+
+def cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+
+
+def test_schedules_span_the_budget():
+    cosine, cycle, flat = Recipe(schedule="cosine"), Recipe(schedule="one_cycle"), Recipe()
+    assert cosine.factor(0) == 1 and math.isclose(cosine.factor(0.5), 0.5) and cosine.factor(1) < 1e-12
+    assert cycle.factor(0) == pytest.approx(0.04) and cycle.factor(0.25) == pytest.approx(1)
+    assert cycle.factor(1) < 1e-12 and cycle.factor(0.1) < cycle.factor(0.2)
+    assert flat.factor(0.7) == 1
+    with pytest.raises(ValueError, match="schedule"):
+        Recipe(schedule="step").factor(0.5)
+
+
+def test_shifts_move_each_image_within_the_range_and_flips_mirror():
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0  # one lit pixel in the centre
+    g = torch.Generator().manual_seed(0)
+    shifted = augment(x, 2, False, g)
+    assert shifted.shape == x.shape and torch.equal(shifted.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    where = shifted[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 9, where % 9
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(where.tolist())) > 5  # per image, not one shift for the batch
+    ramp = torch.arange(9.0).expand(32, 1, 9, 9)
+    flipped = augment(ramp, 0, True, torch.Generator().manual_seed(1))
+    mirrored = flipped[:, 0, 0, 0] == 8
+    assert 0 < int(mirrored.sum()) < 32
+    assert torch.equal(flipped[mirrored], ramp[mirrored].flip(3))
+    assert torch.equal(flipped[~mirrored], ramp[~mirrored])
+    assert torch.equal(augment(torch.ones(4, 10), 2, True, g), torch.ones(4, 10))  # vectors untouched
+
+
+def test_no_early_stop_trains_the_whole_budget_and_keeps_the_best_weights(digits):
+    budget = Budget(steps=200)
+    stopped = train(cnn(), digits["evo_train"], digits["evo_validation"], ADAM, budget, seed=0)
+    model = cnn()
+    recipe = Recipe(schedule="cosine", shift=1, early_stopping=False)
+    outcome = train(model, digits["evo_train"], digits["evo_validation"], ADAM, budget, seed=0, recipe=recipe)
+    assert outcome.steps == 200 and outcome.stop_reason == "budget"
+    assert stopped.steps <= 200
+    loss, _ = evaluate_split(model, *digits["evo_validation"])
+    assert loss == pytest.approx(outcome.best_validation_loss)  # the kept weights are the best validated
+
+
+def test_recipe_training_is_deterministic(digits):
+    recipe = Recipe(schedule="one_cycle", shift=2, flip=True, early_stopping=False)
+    a, b = cnn(), cnn()
+    for m in (a, b):
+        train(m, digits["evo_train"], digits["evo_validation"], ADAM, Budget(steps=40), seed=5, recipe=recipe)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+BASE = {
+    "seed": 2,
+    "network": SMALL_NETWORK,
+    "search": {"generations": 0, "lambda": 2},
+    "training": {"budget": {"steps": 10}, "threads": 1},
+    "energy": {
+        "meter": "estimate",
+        "warmup": 1,
+        "min_window_s": 0.005,
+        "min_repeats": 2,
+        "max_repeats": 2,
+        "time_cap_s": 0.05,
+        "idle_s": 0.02,
+    },
+}
+
+
+def test_flips_are_refused_for_digits():
+    with pytest.raises(Exception, match="flip"):
+        validate_config(config_dict(BASE, **{"training.final_training": {"augment": {"flip": True}}}))
+    final = validate_config(config_dict(BASE)).training.final_training
+    assert final.schedule == "cosine" and final.start_from == "search" and final.early_stopping is False
+
+
+@pytest.mark.parametrize("start_from", ["scratch", "search"])
+def test_final_training_starts_where_configured(tmp_path, start_from):
+    final = {"budget": {"steps": 30}, "start_from": start_from, "augment": {"shift": 1}}
+    result = run(validate_config(config_dict(BASE, **{"training.final_training": final})), out=tmp_path / "r")
+    assert result.final is not None and result.final["status"] == "ok"
+    assert result.final["train"]["steps"] == 30  # no early stop: the whole budget
+    store = RunStore(tmp_path / "r")
+    try:
+        row = store.evaluation(result.final["id"])
+    finally:
+        store.close()
+    if start_from == "search":
+        assert row["continue_from"] == result.best["id"]
+        assert row["result"]["inherited"]["from"] == result.best["id"]
+        assert row["result"]["inherited"]["fresh"] == []
+    else:
+        assert row["continue_from"] is None and row["result"]["inherited"] is None
