@@ -289,40 +289,35 @@ def _padding(pad: tuple[int, int, int, int], value: float) -> list[nn.Module]:
     return [nn.ConstantPad2d(pad, value)] if any(pad) else []
 
 
+def _convolution(plan: LayerPlan, bias: bool) -> list[nn.Module]:
+    """A convolution with "same"-style padding: built in when symmetric, else an explicit pad before it."""
+    left, right, top, bottom = plan.pad
+    symmetric = left == right and top == bottom
+    conv = nn.Conv2d(
+        plan.in_shape[0],
+        plan.out_shape[0],
+        int(plan.spec["kernel_size"]),
+        int(plan.spec["stride"]),
+        padding=(top, left) if symmetric else 0,
+        bias=bias,
+    )
+    return [conv] if symmetric else [*_padding(plan.pad, 0.0), conv]
+
+
 def make_layer(plan: LayerPlan) -> nn.Module:
     spec = plan.spec
     if plan.kind == "conv_bn":
-        left, right, top, bottom = plan.pad
-        symmetric = left == right and top == bottom
-        conv = nn.Conv2d(
-            plan.in_shape[0],
-            plan.out_shape[0],
-            int(spec["kernel_size"]),
-            int(spec["stride"]),
-            padding=(top, left) if symmetric else 0,
-            bias=False,
-        )
-        parts = [] if symmetric else _padding(plan.pad, 0.0)
         return nn.Sequential(
-            *parts, conv, nn.BatchNorm2d(plan.out_shape[0]), _activation({"act": spec.get("act", "relu")})
+            *_convolution(plan, bias=False),
+            nn.BatchNorm2d(plan.out_shape[0]),
+            _activation({"act": spec.get("act", "relu")}),
         )
     if plan.kind == "global_avg_pool":
         if len(plan.in_shape) != 3:
             return nn.Identity()
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     if plan.kind == "conv":
-        left, right, top, bottom = plan.pad
-        symmetric = left == right and top == bottom
-        conv = nn.Conv2d(
-            plan.in_shape[0],
-            plan.out_shape[0],
-            int(spec["kernel_size"]),
-            int(spec["stride"]),
-            padding=(top, left) if symmetric else 0,
-            bias=bool(spec.get("bias", True)),
-        )
-        parts = ([] if symmetric else _padding(plan.pad, 0.0)) + [conv, _activation(spec)]
-        return nn.Sequential(*parts)
+        return nn.Sequential(*_convolution(plan, bias=bool(spec.get("bias", True))), _activation(spec))
     if plan.kind == "pool_max":
         pool = nn.MaxPool2d(int(spec["kernel_size"]), int(spec["stride"]))
         return nn.Sequential(*_padding(plan.pad, -math.inf), pool)
