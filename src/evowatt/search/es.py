@@ -150,5 +150,5 @@ class EvolutionStrategy(GenomeSearch):
         self.pending = [Candidate(**c) for c in state["pending"]]
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng"]
-        if "archive" in state:
+        if state.get("archive") is not None:  # checkpoints from before the archive have none
             self.archive.load_state(state["archive"])
