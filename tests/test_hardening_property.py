@@ -25,7 +25,9 @@ from evowatt.nn.builder import InvalidNetwork, plan_network
 from tests.conftest import COMPAT
 from tests.hardening import TINY_RUN
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 RULES = ["features", "classification", "softmax", "learning", "conv", "act", "pad"]
 KEYS = ["layer", "out_channels", "kernel_size", "stride", "padding", "act", "bias", "rate", "out_features"]
 KEYS += ["learning", "lr", "batch_size", "early_stop", "momentum", "beta1"]
