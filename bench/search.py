@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -232,6 +233,34 @@ def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> 
     }
 
 
+def seeds_of(name: str, args: argparse.Namespace) -> list[int]:
+    return args.seeds or ([0, 1, 2] if name in ("c-pareto", "e-hand") else [0, 1])
+
+
+class Load:
+    """Samples the 1-minute load average every 30 s while a run goes: equal wall time is equal work
+    only on a quiet machine (this benchmark's own two threads make about 2)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(30):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __iter__(self):
+        return iter(self.samples)
+
+
 def _cheapest(models: list[dict]) -> dict | None:
     good = [m for m in models if (m["test_accuracy"] or 0) >= BAR and m["flops"] is not None]
     return min(good, key=lambda m: m["flops"], default=None)
@@ -272,6 +301,12 @@ def report(rows: list[dict]) -> str:
         "| evaluations |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    loads = [x for r in rows for x in (r.get("load") or [])]
+    lines.insert(
+        0,
+        f"runs: {len(rows)}; 1-minute load average during them: "
+        + (f"{min(loads):.1f}-{max(loads):.1f}\n" if loads else "not recorded\n"),
+    )
     groups: dict[tuple[str, float], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["configuration"], row["minutes"]), []).append(row)
@@ -346,6 +381,9 @@ def main() -> int:
     parser.add_argument("--png", help="write the anytime curves and fronts here (default: next to --results)")
     parser.add_argument("--out", help="keep run directories here (default: a temporary directory)")
     parser.add_argument("--report", metavar="JSONL", help="only print the table (and the PNG) from results")
+    parser.add_argument(
+        "--max-load", type=float, help="leave runs recorded under a higher load out of the table"
+    )
     parser.add_argument("--train-subset", type=int, default=10_000, help="training images the search sees")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per individual (top rung's)")
     parser.add_argument("--lam", type=int, default=4)
@@ -359,6 +397,8 @@ def main() -> int:
     png = Path(args.png) if args.png else results.with_suffix(".png")
     if args.report:
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        if args.max_load is not None:
+            rows = [r for r in rows if max(r.get("load") or [math.inf]) <= args.max_load]
         print(report(rows))
         plot(rows, png)
         return 0
@@ -374,33 +414,42 @@ def main() -> int:
             if line.strip():
                 row = json.loads(line)
                 done.add((row["configuration"], row["seed"], row["minutes"]))
-    for name in args.configs:
-        seeds = args.seeds or ([0, 1, 2] if name in ("c-pareto", "e-hand") else [0, 1])
-        for seed in seeds:
-            if (name, seed, args.minutes) in done:
-                print(f"{name} seed {seed}: recorded already, skipped", file=sys.stderr)
+    # seed-major, so that a comparison stopped part way has every configuration on its first seeds
+    plan = [
+        (name, seed)
+        for seed in sorted({s for n in args.configs for s in seeds_of(n, args)})
+        for name in args.configs
+        if seed in seeds_of(name, args)
+    ]
+    unavailable: set[str] = set()
+    for name, seed in plan:
+        if name in unavailable:
+            continue
+        if (name, seed, args.minutes) in done:
+            print(f"{name} seed {seed}: recorded already, skipped", file=sys.stderr)
+            continue
+        data = configuration(name, seed, args.minutes, args)
+        if data is not None:
+            prepare(validate_config(data))
+            if not available(data):
+                algorithm = data["search"]["algorithm"]
+                print(f"{name}: search.algorithm {algorithm} not in this checkout, skipped", file=sys.stderr)
+                unavailable.add(name)
                 continue
-            data = configuration(name, seed, args.minutes, args)
-            if data is not None:
-                prepare(validate_config(data))
-                if not available(data):
-                    algorithm = data["search"]["algorithm"]
-                    print(
-                        f"{name}: search.algorithm {algorithm} not in this checkout, skipped", file=sys.stderr
-                    )
-                    break
-            row = (
-                run_hand(seed, args.minutes)
-                if data is None
-                else run_search(name, data, seed, args.minutes, root)
-            )
-            with results.open("a") as out:
-                out.write(json.dumps(row) + "\n")
-            print(
-                f"{name} seed {seed}: test accuracy {row['test_accuracy']}, {row.get('flops')} FLOPs, "
-                f"{row.get('evaluations', '-')} evaluations, {row['seconds']:.0f} s",
-                file=sys.stderr,
-            )
+        load_before = os.getloadavg()[0]
+        loads = Load()
+        row = (
+            run_hand(seed, args.minutes) if data is None else run_search(name, data, seed, args.minutes, root)
+        )
+        loads.stop()
+        row["load"] = [round(load_before, 2), round(max(loads), 2), round(os.getloadavg()[0], 2)]
+        with results.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+        print(
+            f"{name} seed {seed}: test accuracy {row['test_accuracy']}, {row.get('flops')} FLOPs, "
+            f"{row.get('evaluations', '-')} evaluations, {row['seconds']:.0f} s",
+            file=sys.stderr,
+        )
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     print(report(rows))
     try:
