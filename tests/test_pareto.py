@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evowatt.config import Constraint, Objective, validate_config
+from evowatt.errors import EvowattError
 from evowatt.grammar import load_grammar
 from evowatt.records import EvalResult
 from evowatt.search.front import (
@@ -282,3 +283,44 @@ def test_pareto_checkpoint_fields_of_the_wrong_shape_are_named(edit, field):
     edit(state)
     with pytest.raises(CheckpointError, match=field.replace(".", r"\.")):
         ParetoSearch(config(), GRAMMAR).load_state(state)
+
+
+def _measured(rid, accuracy, energy, method="measured:nvml", device="cuda:0"):
+    measured = result(rid, accuracy, energy)
+    measured.metrics["energy"] = {"value": energy, "method": method}
+    measured.device = device
+    return measured
+
+
+def test_a_front_refuses_estimated_and_measured_energies_together():
+    """A Ray cluster whose nodes resolve `energy.meter: auto` differently must not rank across meters."""
+    search = ParetoSearch(config(population=3), GRAMMAR)
+    search.ask()
+    with pytest.raises(EvowattError) as refused:
+        search.tell([result(0, 0.9, 5.0), _measured(1, 0.8, 2.0), result(2, 0.7, 1.0)])
+    message = str(refused.value)
+    assert "estimated:model: #0, #2" in message and "measured:nvml on cuda: #1" in message
+    assert "energy.meter" in message  # names the fix
+
+
+def test_a_front_refuses_one_meter_on_two_device_kinds_and_accepts_one_kind():
+    search = ParetoSearch(config(population=2), GRAMMAR)
+    search.ask()
+    with pytest.raises(EvowattError, match="measured:rapl on cpu: #1"):
+        search.tell([_measured(0, 0.9, 5.0), _measured(1, 0.8, 2.0, "measured:rapl", "cpu")])
+    search = ParetoSearch(config(population=2), GRAMMAR)
+    search.ask()
+    record = search.tell([_measured(0, 0.9, 5.0, device="cuda:0"), _measured(1, 0.8, 2.0, device="cuda:1")])
+    assert {p["id"] for p in record.front} == {0, 1}
+    assert search.population[0].points["0"]["source"] == "measured:nvml on cuda"
+
+
+def test_an_accuracy_and_flops_front_has_no_meter_to_compare():
+    objectives = [
+        {"metric": "accuracy", "objective": "maximize"},
+        {"metric": "params", "objective": "minimize"},
+    ]
+    search = ParetoSearch(config(population=2, objectives=objectives), GRAMMAR)
+    search.ask()
+    record = search.tell([result(0, 0.9, 5.0), _measured(1, 0.8, 2.0)])  # energies differ, unused
+    assert record.front and search.population[0].points["0"]["source"] is None

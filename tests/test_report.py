@@ -161,3 +161,29 @@ def test_report_of_a_pareto_store_highlights_the_front_and_plots_hypervolume(tmp
     _self_contained(text)
     assert "<h2>the front</h2>" in text and "has not finished" in text
     assert text.count("<tr><td>#") == 3  # the three front members, each with its figures
+
+
+def test_report_says_where_evaluations_ran_and_warns_when_meters_differ(tmp_path):
+    import numpy as np
+
+    from evowatt.config import NetworkConfig
+    from evowatt.genome import random_genome
+    from evowatt.grammar import load_grammar
+    from evowatt.store import RunStore
+
+    genome = random_genome(load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK), np.random.default_rng(0))
+    store = RunStore(tmp_path / "r", create=True)
+    store.set_meta("config", {"seed": 0, "dataset": {"name": "digits"}})
+    for i, (host, device, meter, method) in enumerate(
+        [("node-a", "cpu", None, "estimated:model"), ("node-b", "cuda:0", "nvml", "measured:nvml")]
+    ):
+        metrics = {
+            "accuracy": {"value": 0.9 - i / 10, "method": "computed:evo_test"},
+            "energy": {"value": 1e-6, "method": method},
+        }
+        result = {"id": i, "status": "ok", "metrics": metrics, "host": host, "device": device, "meter": meter}
+        store.record({"kind": "random", "generation": 0, "genome": genome.to_json(), "seed": i}, result, None)
+    store.close()
+    text = write_report(tmp_path / "r").read_text(encoding="utf-8")
+    assert "<th>evaluated on</th><td>node-a cpu estimate (1); node-b cuda:0 nvml (1)</td>" in text
+    assert "2 different meters or device kinds" in text and "comparable only within one" in text

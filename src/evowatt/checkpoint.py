@@ -142,6 +142,7 @@ class PointState(_Model):
     values: list[float]
     violation: float = Field(ge=0)
     reason: str | None = None
+    source: str | None = None  # how its energy was obtained (energy.sources.point_source)
 
     @field_validator("values", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
+from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
 from evowatt.store import RunStore
 from evowatt.units import format_si
@@ -404,6 +405,7 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
     for r in data.evaluations:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     searched = [r for r in data.evaluations if r["kind"] != "final"]
+    places = sources(searched)  # host, device, meter: where the evaluations ran
     summary = [
         ("run directory", str(data.run_dir)),
         ("state", "in progress (or stopped before its end)" if data.in_progress else "finished"),
@@ -413,6 +415,10 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
         ("generations recorded", str(len(data.generations))),
         ("best individual", "-" if best_id(data) is None else f"#{best_id(data)}"),
         ("energy meter", f"{data.meter.get('name', '-')} ({data.meter.get('reason', '')})"),
+        (
+            "evaluated on",
+            "; ".join(f"{s['host']} {s['device']} {s['meter']} ({s['evaluations']})" for s in places) or "-",
+        ),
         ("dataset", str((data.config.get("dataset") or {}).get("name", "-"))),
         ("seed", str(data.config.get("seed", "-"))),
     ]
@@ -437,6 +443,10 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
         if data.in_progress
         else ""
     )
+    mixed = mixed_sources(searched)
+    if mixed:  # a cluster whose nodes measured differently: say so before any figure
+        note += f'<p class="note">{html.escape(mixed)}</p>'
+
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>evowatt report: {html.escape(data.run_dir.name)}</title><style>{_CSS}</style></head><body>"

@@ -18,6 +18,12 @@ from evowatt.errors import EvowattError
 MEASURED_FAMILIES = ("energy", "power", "energy_gross", "power_gross", "idle_power", "latency")
 
 
+FIX = (
+    "give every worker the same meter (energy.meter: estimate everywhere, or a hardware meter every "
+    "node can read), or run the search on one kind of node"
+)
+
+
 def _get(record: Any, key: str, default: Any = None) -> Any:
     if isinstance(record, Mapping):
         return record.get(key, default)
@@ -89,30 +95,60 @@ def check_comparable(results: Iterable[Any], metrics: Iterable[str] | None = Non
 
     estimated = {m: v for m, v in by_method.items() if m.startswith("estimated:")}
     measured = {m: v for m, v in by_method.items() if m.startswith("measured:")}
-    fix = (
-        "give every worker the same meter (energy.meter: estimate everywhere, or a hardware meter every "
-        "node can read), or run the search on one kind of node"
-    )
     if estimated and measured:
         raise EvowattError(
             "cannot compare estimated and measured energies on one front: "
             + "; ".join(f"{m}: {ids(v)}" for m, v in sorted({**measured, **estimated}.items()))
-            + f". {fix}"
+            + f". {FIX}"
         )
     if len(measured) > 1:
         raise EvowattError(
             "cannot compare energies measured by different meters on one front: "
             + "; ".join(f"{m}: {ids(v)}" for m, v in sorted(measured.items()))
-            + f". {fix}"
+            + f". {FIX}"
         )
     kinds = sorted({kind for _, kind in measured_on})
     if len(kinds) > 1:
         raise EvowattError(
             "cannot compare measurements taken on different kinds of device on one front: "
             + "; ".join(f"{kind}: {ids(v)}" for (_, kind), v in sorted(measured_on.items()))
-            + f". {fix}"
+            + f". {FIX}"
         )
     return {"methods": sorted(by_method), "devices": kinds}
+
+
+def point_source(result: Any, metrics: Iterable[str]) -> str | None:
+    """How a front point's measured objectives were obtained, e.g. ``estimated:model`` or
+    ``measured:nvml on cuda``; None when no objective depends on a meter (accuracy, FLOPs, ...)."""
+    methods = set()
+    measured = False
+    for name in metrics:
+        if _family(name) not in MEASURED_FAMILIES:
+            continue
+        method = _method((_get(result, "metrics") or {}).get(name))
+        if method:
+            measured |= method.startswith("measured:")
+            if _family(name) != "latency":  # latency is always a clock reading: its device tells
+                methods.add(method)
+    if not methods and not measured:
+        return None
+    label = "+".join(sorted(methods)) or "measured:clock"
+    return f"{label} on {_device_kind(result)}" if measured else label
+
+
+def check_one_source(points: Mapping[Any, str | None]) -> None:
+    """Refuse a front whose points (id -> `point_source`) were obtained in more than one way."""
+    by_source: dict[str, list[Any]] = {}
+    for ident, source in points.items():
+        if source is not None:
+            by_source.setdefault(source, []).append(ident)
+    if len(by_source) > 1:
+        what = "cannot compare energies obtained in different ways on one front"
+        listed = "; ".join(
+            f"{source}: " + ", ".join(f"#{i}" for i in sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
+            for source, ids in sorted(by_source.items())
+        )
+        raise EvowattError(f"{what}: {listed}. {FIX}")
 
 
 def sources(results: Iterable[Any]) -> list[dict[str, Any]]:

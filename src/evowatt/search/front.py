@@ -16,6 +16,7 @@ import moocore
 import numpy as np
 
 from evowatt.config import Constraint, Objective
+from evowatt.energy.sources import point_source
 from evowatt.records import EvalResult
 
 EXITS = {"0": "", "1": "_1"}  # exit -> metric suffix: the full model and the early exit
@@ -66,6 +67,7 @@ def points_of(
             "values": values,
             "violation": total,
             "reason": f"violates {', '.join(broken)}" if broken else None,
+            "source": point_source(result, [o.metric + suffix for o in objectives]),
         }
     return points, ("; ".join(missing) if missing else None)
 

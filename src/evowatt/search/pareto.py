@@ -20,6 +20,7 @@ import numpy as np
 
 from evowatt.checkpoint import check_pareto_state
 from evowatt.config import RunConfig
+from evowatt.energy.sources import check_one_source
 from evowatt.genome import Genome
 from evowatt.grammar import Grammar
 from evowatt.mutation import ModuleSampler
@@ -135,6 +136,9 @@ class ParetoSearch(GenomeSearch):
         where, points, violations = self._flat(pool)
         if not where:
             return {}
+        check_one_source(  # a measured joule and an estimated one must not meet on one front
+            {pool[i].id: pool[i].points[e].get("source") for i, e in where}
+        )
         self._fix_reference(points, violations)
         ranks = constrained_ranks(points, violations)
         spread = np.zeros(len(where))
