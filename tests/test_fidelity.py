@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from evowatt.config import RunConfig, validate_config
-from evowatt.experiment import resume, run
+from evowatt.experiment import planned_evaluations, resume, run
 from evowatt.grammar import load_grammar
 from evowatt.search import EvolutionStrategy
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
@@ -152,6 +152,7 @@ def test_a_run_records_rungs_and_resumes_exactly_when_killed_between_rungs(tmp_p
     rows = _history(reference)[:-1]
     rungs = [r["fidelity"]["rung"] for r in rows]
     assert rungs == expected
+    assert planned_evaluations(validate_config(data)) == len(rows)  # the progress bar's total
     if overrides:  # the Pareto search inherits by default
         assert any(r["inherited"] and r["inherited"]["fresh"] for r in rows if r["kind"] == "mutant")
     for row in rows:

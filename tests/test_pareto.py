@@ -324,3 +324,26 @@ def test_an_accuracy_and_flops_front_has_no_meter_to_compare():
     search.ask()
     record = search.tell([result(0, 0.9, 5.0), _measured(1, 0.8, 2.0)])  # energies differ, unused
     assert record.front and search.population[0].points["0"]["source"] is None
+
+
+@pytest.mark.parametrize("algorithm", ["es", "pareto", "random"])
+@pytest.mark.parametrize("fidelity", [None, {"min_budget": 2, "eta": 2, "rungs": 3}])
+def test_the_planned_evaluations_are_what_the_search_asks_for(algorithm, fidelity):
+    """The progress bar's total: every search (and successive halving) asks for exactly that many."""
+    from evowatt.experiment import make_search, planned_evaluations
+
+    search_config = {"algorithm": algorithm, "population": 5, "lambda": 4, "generations": 3}
+    data = {
+        "network": {**SMALL_NETWORK, "macro_structure": ["learning", "model_partition"]},
+        "search": {**search_config, "fidelity": fidelity},
+        "training": {"budget": {"steps": 8}},
+    }
+    config = validate_config(data)
+    search = make_search(config, GRAMMAR)
+    asked = 0
+    rng = np.random.default_rng(0)
+    while not search.done():
+        batch = search.ask()
+        asked += len(batch)
+        search.tell([result(c.id, float(rng.random()), float(rng.random())) for c in batch])
+    assert asked == planned_evaluations(config)

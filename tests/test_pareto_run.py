@@ -14,7 +14,7 @@ import yaml
 
 from evowatt.cli import main
 from evowatt.config import load_config, validate_config
-from evowatt.experiment import resume, run
+from evowatt.experiment import planned_evaluations, resume, run
 from evowatt.results import front, pick
 from evowatt.store import RunStore
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
@@ -58,6 +58,7 @@ def reference(workdir: Path, killed) -> Path:
     out = workdir / "reference"
     result = run(validate_config(config_dict(BASE)), out=out)
     assert result.evaluations == TOTAL and len(result.generations) == 3
+    assert planned_evaluations(validate_config(config_dict(BASE))) == TOTAL  # the progress bar's total
     return out
 
 
@@ -144,6 +145,19 @@ def test_resume_refuses_another_algorithm(reference, tmp_path):
     copy = Path(shutil.copytree(reference, tmp_path / "copy"))
     with pytest.raises(EvowattError, match="search.algorithm"):
         resume(copy, overrides=["search.algorithm=es"])
+
+
+def test_a_checkpoint_naming_a_survivor_the_store_lacks_is_refused(reference, tmp_path, capsys):
+    import shutil
+    import sqlite3
+
+    copy = Path(shutil.copytree(reference, tmp_path / "copy"))
+    survivor = json.loads((copy / "checkpoint.json").read_text())["population"][0]["id"]
+    with sqlite3.connect(copy / "evowatt.sqlite") as db:  # a store from another run: it lacks that row
+        db.execute("DELETE FROM evaluations WHERE id = ?", (survivor,))
+    assert main(["resume", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert f"names evaluation {survivor} as a survivor" in err and "do not belong to the same run" in err
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)

@@ -27,7 +27,7 @@ from evowatt import experiment
 from evowatt.cli import main
 from evowatt.config import validate_config
 from evowatt.errors import EvowattError
-from evowatt.experiment import resume, run
+from evowatt.experiment import planned_evaluations, resume, run
 from evowatt.store import CHECKPOINT_NAME, DB_NAME, RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
 
@@ -165,6 +165,7 @@ def reference(workdir: Path, killed_runs: dict[str, Path]) -> Path:
     out = workdir / "reference"
     result = run(_config(), out=out)
     assert result.evaluations == TOTAL and len(result.generations) == 3
+    assert planned_evaluations(_config()) == TOTAL  # the progress bar's total
     kinds = [r["kind"] for r in _rows(out)]
     assert kinds.count("train_longer") == 2  # the test exercises continuing from a parent's weights
     return out
@@ -283,7 +284,8 @@ def test_database_and_checkpoint_from_different_runs(reference, tmp_path, capsys
     state["parent"]["id"] = 99
     (run_dir / CHECKPOINT_NAME).write_text(json.dumps(state))
     assert main(["resume", str(run_dir)]) == 2
-    assert "do not belong to the same run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "names evaluation 99 as the parent" in err and "do not belong to the same run" in err
 
 
 def test_store_records_what_an_evaluation_was_given_and_took(reference, tmp_path):

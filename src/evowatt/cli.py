@@ -300,11 +300,10 @@ def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Ta
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config import load_config
-    from evowatt.experiment import run
+    from evowatt.experiment import planned_evaluations, run
 
     config = load_config(args.config, args.set, args.seed)
-    total = config.search.lambda_ * (config.search.generations + 1) + config.search.generations
-    with make_progress(total) as progress:
+    with make_progress(planned_evaluations(config)) as progress:
         result = run(config, out=args.out, progress=progress)
     _print_result(result)
     return 0

@@ -58,6 +58,25 @@ def make_search(config: RunConfig, grammar: Grammar) -> Search:
     return search
 
 
+def planned_evaluations(config: RunConfig) -> int:
+    """The search evaluations a run makes unless its time limit stops it first: the progress bar's total.
+
+    ES: λ, then λ mutants and the retrained parent a generation; Pareto: the population, then λ
+    offspring a generation; random: λ a generation; successive halving adds each rung's promotions.
+    """
+    search = config.search
+    if search.algorithm == "es":
+        batches = [search.lambda_] + [search.lambda_ + 1] * search.generations
+    elif search.algorithm == "pareto":
+        batches = [search.population] + [search.lambda_] * search.generations
+    else:
+        batches = [search.lambda_] * (search.generations + 1)
+    if search.fidelity is None:
+        return sum(batches)
+    rungs = Rungs(search.fidelity.min_budget, search.fidelity.eta, search.fidelity.rungs)
+    return sum(rungs.keep(n, r) for n in batches for r in range(rungs.rungs))
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -335,8 +354,10 @@ def _load_search_state(search: Search, state: dict[str, Any], store: RunStore) -
         raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
     missing = [i for i in search.best() if store.evaluation(i) is None]
     if missing:
+        es = isinstance(getattr(search, "inner", search), EvolutionStrategy)
+        role = "the parent" if es else "a survivor"
         raise EvowattError(
-            f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {missing[0]} as the parent, but "
+            f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {missing[0]} as {role}, but "
             f"{store.db_path} does not hold it: the two files do not belong to the same run. Restore the "
             "matching pair from a backup; nothing was changed"
         )
