@@ -1,6 +1,7 @@
 """events.jsonl: one JSON object a line, flushed as the run goes; plain progress lines off a terminal."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,28 @@ def test_non_terminal_run_prints_a_line_per_evaluation(tmp_path):
     for line, evaluation_id in zip(lines, ids, strict=True):
         assert f"individual {evaluation_id} " in line and "fitness" in line
     assert any(line.startswith("final training of the best genome") for line in out.stdout.splitlines())
+
+
+def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_path):
+    """The event log sees each result before the crash point does, so a kill loses no line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    killed = subprocess.run(
+        [sys.executable, "-m", "evowatt.cli", "run", str(cfg), "--out", str(tmp_path / "r")],
+        env={**os.environ, "EVOWATT_KILL_AT": "after-record:2"},
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == 137
+    logged = [e["id"] for e in read_events(tmp_path / "r") if e["event"] == "evaluation"]
+    store = RunStore(tmp_path / "r")
+    assert logged == [r["id"] for r in store.evaluations()] and len(logged) == 2
+    store.close()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "evowatt.cli", "resume", str(tmp_path / "r")], capture_output=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    logged = [e["id"] for e in read_events(tmp_path / "r") if e["event"] in ("evaluation", "final_result")]
+    store = RunStore(tmp_path / "r")
+    assert sorted(logged) == [r["id"] for r in store.evaluations()]  # each once: reused ones log no line
+    store.close()

@@ -418,7 +418,7 @@ def _loop_body(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
     limit = TimeLimit(config.search.time_limit, float(store.meta("elapsed_seconds", 0.0)))
-    hooks = Hooks(killpoint_hook, progress)
+    hooks = Hooks(progress, killpoint_hook)  # observers first: a crash after a record leaves its event
     budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
     evaluator = StoreEvaluator(
