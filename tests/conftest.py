@@ -16,6 +16,18 @@ SMALL_NETWORK: dict[str, Any] = {
     ]
 }
 
+# the deterministic estimate meter with a short protocol: energies of two runs must match (latency, a
+# clock, is left out of the comparisons)
+FAST_ESTIMATE: dict[str, Any] = {
+    "meter": "estimate",
+    "warmup": 1,
+    "min_window_s": 0.005,
+    "min_repeats": 2,
+    "max_repeats": 2,
+    "time_cap_s": 0.05,
+    "idle_s": 0.02,
+}
+
 
 def config_dict(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """A deep copy of `base` with dotted keys set, e.g. ``config_dict(BASE, **{"search.lambda": 3})``."""

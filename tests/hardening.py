@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from evowatt.cli import main
+from tests.conftest import FAST_ESTIMATE
 
 
 def fails(capsys, argv: list[str], *needles: str, code: int = 2) -> str:
@@ -44,13 +45,5 @@ TINY_RUN = {
     },
     "search": {"generations": 1, "lambda": 1},
     "training": {"budget": {"steps": 3}, "threads": 1},
-    "energy": {
-        "meter": "estimate",
-        "warmup": 1,
-        "min_window_s": 0.005,
-        "min_repeats": 2,
-        "max_repeats": 2,
-        "time_cap_s": 0.05,
-        "idle_s": 0.02,
-    },
+    "energy": FAST_ESTIMATE,
 }

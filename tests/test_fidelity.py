@@ -16,7 +16,7 @@ from evowatt.grammar import load_grammar
 from evowatt.search import EvolutionStrategy
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.store import RunStore
-from tests.conftest import SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 GRAMMAR = load_grammar("cnn")
 
@@ -101,15 +101,7 @@ BASE = {
         "mutation": {"train_longer": 0.3},
     },
     "training": {"budget": {"steps": 10}, "threads": 1},
-    "energy": {
-        "meter": "estimate",
-        "warmup": 1,
-        "min_window_s": 0.005,
-        "min_repeats": 2,
-        "max_repeats": 2,
-        "time_cap_s": 0.05,
-        "idle_s": 0.02,
-    },
+    "energy": FAST_ESTIMATE,
 }
 
 

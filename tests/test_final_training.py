@@ -13,7 +13,7 @@ from evowatt.data import load_splits
 from evowatt.experiment import run
 from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
 from evowatt.store import RunStore
-from tests.conftest import SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 ADAM = {
     "learning": "adam",
@@ -96,15 +96,7 @@ BASE = {
     "network": SMALL_NETWORK,
     "search": {"generations": 0, "lambda": 2},
     "training": {"budget": {"steps": 10}, "threads": 1},
-    "energy": {
-        "meter": "estimate",
-        "warmup": 1,
-        "min_window_s": 0.005,
-        "min_repeats": 2,
-        "max_repeats": 2,
-        "time_cap_s": 0.05,
-        "idle_s": 0.02,
-    },
+    "energy": FAST_ESTIMATE,
 }
 
 

@@ -15,7 +15,7 @@ from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
 from evowatt.search import EvolutionStrategy
 from evowatt.store import RunStore
-from tests.conftest import SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 GRAMMAR = load_grammar("cnn")
 NETWORK = NetworkConfig(
@@ -202,15 +202,7 @@ BASE = {
     "network": SMALL_NETWORK,
     "search": {"generations": 2, "lambda": 2, "inherit_weights": True, "mutation": {"train_longer": 0.3}},
     "training": {"budget": {"steps": 10}, "threads": 1},
-    "energy": {
-        "meter": "estimate",
-        "warmup": 1,
-        "min_window_s": 0.005,
-        "min_repeats": 2,
-        "max_repeats": 2,
-        "time_cap_s": 0.05,
-        "idle_s": 0.02,
-    },
+    "energy": FAST_ESTIMATE,
 }
 
 

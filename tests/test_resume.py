@@ -29,7 +29,7 @@ from evowatt.config import validate_config
 from evowatt.errors import EvowattError
 from evowatt.experiment import planned_evaluations, resume, run
 from evowatt.store import CHECKPOINT_NAME, DB_NAME, RunStore
-from tests.conftest import SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 # seed 1 with train_longer 0.4 has a train_longer mutant in both later generations, continuing from the
 # weights of a different parent each time (#0, then #4): a resume must find those weights on disk
@@ -40,16 +40,7 @@ BASE: dict[str, Any] = {
     "network": SMALL_NETWORK,
     "search": {"generations": 2, "lambda": 2, "mutation": {"train_longer": 0.4}},
     "training": {"budget": {"steps": 15}, "threads": 1},
-    # the deterministic estimate meter, short protocol: energies must match; latency, a clock, is left out
-    "energy": {
-        "meter": "estimate",
-        "warmup": 1,
-        "min_window_s": 0.005,
-        "min_repeats": 2,
-        "max_repeats": 2,
-        "time_cap_s": 0.05,
-        "idle_s": 0.02,
-    },
+    "energy": FAST_ESTIMATE,
 }
 TOTAL = 2 + 3 + 3  # generation 0: lambda; then the retrained parent + lambda per generation
 KILLS = {  # kill point -> evaluations recorded when it fires
