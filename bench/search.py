@@ -67,6 +67,8 @@ CONFIGS = (
     "e-hand",
 )
 BAR = 0.91  # the accuracy a cheap model must keep
+# the arguments that change what a configuration runs (recorded with each row)
+SETTINGS = ("train_subset", "budget", "lam", "eta", "rungs", "final_fraction", "pareto_finals", "start_from")
 
 
 def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
@@ -294,7 +296,14 @@ def _mean(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} (min {min(values):.4f})"
 
 
-def report(rows: list[dict]) -> str:
+def settings_of(row: dict, defaults: dict) -> str:
+    """The row's settings that differ from the defaults, as ``name=value`` (rows before settings were
+    recorded ran with the defaults)."""
+    settings = row.get("settings") or {}
+    return " ".join(f"{k}={settings[k]}" for k in SETTINGS if k in settings and settings[k] != defaults[k])
+
+
+def report(rows: list[dict], defaults: dict) -> str:
     lines = [
         "| configuration | T (min) | seeds | test accuracy, most accurate | energy / inference (µJ) | method "
         "| MFLOPs | cheapest at ≥ 0.91: MFLOPs (seeds with one) | best-so-far test accuracy at T/3 "
@@ -307,17 +316,18 @@ def report(rows: list[dict]) -> str:
         f"runs: {len(rows)}; 1-minute load average during them: "
         + (f"{min(loads):.1f}-{max(loads):.1f}\n" if loads else "not recorded\n"),
     )
-    groups: dict[tuple[str, float], list[dict]] = {}
+    groups: dict[tuple[str, float, str], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["configuration"], row["minutes"]), []).append(row)
-    for (name, minutes), group in sorted(groups.items()):
+        groups.setdefault((row["configuration"], row["minutes"], settings_of(row, defaults)), []).append(row)
+    for (name, minutes, settings), group in sorted(groups.items()):
+        label = f"{name} ({settings})" if settings else name
         cheap = [r["cheapest_at_bar"]["flops"] / 1e6 for r in group if r.get("cheapest_at_bar")]
         early = [_at(r["anytime"], minutes * 60 / 3) for r in group]
         energies = [r["energy"] * 1e6 for r in group if r.get("energy") is not None]
         flops = [r["flops"] / 1e6 for r in group if r.get("flops") is not None]
         evaluations = [r["evaluations"] for r in group if "evaluations" in r]
         lines.append(
-            f"| {name} | {minutes:g} | {len(group)} | {_mean([r['test_accuracy'] for r in group])} "
+            f"| {label} | {minutes:g} | {len(group)} | {_mean([r['test_accuracy'] for r in group])} "
             f"| {f'{statistics.fmean(energies):.3g}' if energies else '-'} | {group[0].get('energy_method')} "
             f"| {f'{statistics.fmean(flops):.3g}' if flops else '-'} "
             f"| {f'{min(cheap):.3g}' if cheap else '-'} ({len(cheap)}/{len(group)}) "
@@ -393,13 +403,14 @@ def main() -> int:
     parser.add_argument("--pareto-finals", type=int, default=3, help="front models the Pareto run trains")
     parser.add_argument("--start-from", choices=("scratch", "search"), default="search")
     args = parser.parse_args()
+    defaults = vars(parser.parse_args([]))
     results = Path(args.report or args.results)
     png = Path(args.png) if args.png else results.with_suffix(".png")
     if args.report:
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         if args.max_load is not None:
             rows = [r for r in rows if max(r.get("load") or [math.inf]) <= args.max_load]
-        print(report(rows))
+        print(report(rows, defaults))
         plot(rows, png)
         return 0
     try:
@@ -413,7 +424,8 @@ def main() -> int:
         for line in results.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                done.add((row["configuration"], row["seed"], row["minutes"]))
+                if settings_of(row, defaults) == settings_of({"settings": vars(args)}, defaults):
+                    done.add((row["configuration"], row["seed"], row["minutes"]))
     # seed-major, so that a comparison stopped part way has every configuration on its first seeds
     plan = [
         (name, seed)
@@ -443,6 +455,7 @@ def main() -> int:
         )
         loads.stop()
         row["load"] = [round(load_before, 2), round(max(loads), 2), round(os.getloadavg()[0], 2)]
+        row["settings"] = {k: getattr(args, k) for k in SETTINGS}  # rows of other settings stay apart
         with results.open("a") as out:
             out.write(json.dumps(row) + "\n")
         print(
@@ -451,7 +464,7 @@ def main() -> int:
             file=sys.stderr,
         )
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    print(report(rows))
+    print(report(rows, defaults))
     try:
         plot(rows, png)
         print(f"plot: {png}", file=sys.stderr)
