@@ -288,3 +288,38 @@ def test_cli_parser_does_not_import_torch():
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("algorithm", ["es", "pareto"])
+def test_a_time_limit_inside_the_first_generation_hands_over_the_best_so_far(tmp_path, algorithm):
+    """No generation was told, so the search has no best: the run says so and hands over the best of
+    what it recorded (by the search's own ranking) instead of nothing."""
+    from evowatt.events import read_events
+
+    search = {"algorithm": algorithm, "lambda": 40, "population": 40, "time_limit": 2.0}
+    config = make_config(
+        **{"search": {**BASE["search"], **search}},
+        **{
+            "training.budget": {"seconds": 0.3},
+            "training.final_training": {"budget": {"steps": 5}, "models": 2},
+        },
+    )
+    result = run(config, out=tmp_path / "t")
+    assert result.stopped == "time_limit" and result.generations == []
+    store = RunStore(result.run_dir)
+    recorded = [r for r in store.evaluations("WHERE kind != 'final'") if r["status"] == "ok"]
+    finals = store.evaluations("WHERE kind = 'final'")
+    store.close()
+    assert 1 <= len(recorded) < 40
+    if algorithm == "es":
+        assert len(result.handed) == len(finals) == 1
+    else:  # every front member is handed over; the two most accurate get a final training
+        assert len(finals) == min(2, len(result.handed))
+    assert {f["parent_id"] for f in finals} <= {h["id"] for h in result.handed}
+    if algorithm == "es":  # the fittest recorded evaluation
+        assert result.best["id"] == max(recorded, key=lambda r: r["fitness"])["id"]
+    else:  # its front, the most accurate first, as the Pareto search hands over after a generation
+        accuracy = {r["id"]: r["metrics"]["accuracy"]["value"] for r in recorded}
+        assert accuracy[result.handed[0]["id"]] == max(accuracy.values())
+    notes = [e["message"] for e in read_events(result.run_dir) if e["event"] == "note"]
+    assert len(notes) == 1 and "before the search had a best" in notes[0]

@@ -135,6 +135,8 @@ class LiveProgress:
             budget = info["budget"]
             text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
             self.bar.update(self.task, description=f"final training of the best genome ({text})")
+        elif event == "note":
+            console.print(f"[yellow]note:[/] {info['message']}", highlight=False)
 
 
 class PlainProgress:
@@ -209,6 +211,8 @@ class PlainProgress:
             budget = info["budget"]
             text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
             self._print(f"final training of the best genome ({text})")
+        elif event == "note":
+            self._print(f"note: {info['message']}")
 
 
 def make_progress(total: int | None, done: int = 0) -> LiveProgress | PlainProgress:

@@ -38,7 +38,7 @@ from evowatt.records import EvalResult
 from evowatt.runners import check_runner, make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
-from evowatt.search.protocol import derived_seed
+from evowatt.search.protocol import Evaluated, Score, derived_seed
 from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
 
 Progress = Callable[..., None]
@@ -442,9 +442,10 @@ def _loop_body(
         except EvowattError:
             if not failed:  # a failing run reports its first error, not this follow-on one
                 raise
-    handed = [_report_test(config, grammar_text, store, i) for i in search.best()]
+    chosen = search.best() or _best_of_unfinished_generation(search, store, stopped, hooks)
+    handed = [_report_test(config, grammar_text, store, i) for i in chosen]
     handed = [row for row in handed if row is not None]
-    finals = _final_training(config, grammar_text, search, store, hooks)
+    finals = _final_training(config, grammar_text, search, store, hooks, chosen)
     store.set_meta("finished_at", time.time())
     result = RunResult(
         run_dir=store.dir,
@@ -475,15 +476,46 @@ def _report_test(
     return best
 
 
+def _best_of_unfinished_generation(search: Search, store: RunStore, stopped: str, hooks: Hooks) -> list[int]:
+    """When the time limit fell inside the first generation the search has no best yet: hand over what
+    it would select if that generation had ended with the evaluations recorded so far, and say so.
+
+    A copy of the search is told them, so the run's own search (and its checkpoint) stays as it was."""
+    if stopped != "time_limit":
+        return []
+    rows = [r for r in store.evaluations("WHERE kind != 'final' AND status = 'ok'") if r["weights"]]
+    if not rows:
+        return []
+    evaluated = []
+    for r in rows:
+        result = EvalResult.coerce(r["result"])
+        candidate = Candidate(r["id"], r["generation"], r["kind"], r["genome"], r["seed"])
+        score = Score.from_json(r["score"]) if r["score"] else search.score(result)
+        evaluated.append(Evaluated(candidate, result, score))
+    trial = copy.deepcopy(getattr(search, "inner", search))  # under successive halving: the search itself
+    trial.pending = [e.candidate for e in evaluated]
+    trial.tell(evaluated)
+    chosen = trial.best()
+    if chosen:
+        hooks(
+            "note",
+            message=f"the time limit fell inside generation {search.generation}, before the search had a "
+            f"best: handing over what it selects from the {len(rows)} evaluations recorded so far (#"
+            + ", #".join(map(str, chosen))
+            + "); a longer search.time_limit or a smaller population lets it select among a whole generation",
+        )
+    return chosen
+
+
 def _final_training(
-    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
 ) -> list[dict[str, Any]]:
-    """The final training of the models the run hands over (``final_training.models`` of ``best()``)."""
+    """The final training of the models the run hands over (``final_training.models`` of them)."""
     budget = config.training.final_training.budget
     if budget is None:
         return []
     count = config.training.final_training.models
-    chosen = search.best() if count == "all" else search.best()[: int(count)]
+    chosen = handed if count == "all" else handed[: int(count)]
     rows = []
     for source_id in chosen:
         row = store.evaluation(source_id)
