@@ -85,6 +85,41 @@ def test_invalid_ranks_below_every_valid():
     assert record["parent_id"] == batch[1].id
 
 
+def _with_energy(cid: int, accuracy: float, energy: float, method: str, device: str = "cpu") -> dict:
+    row = ok(cid, accuracy)
+    row["metrics"]["energy"] = {"value": energy, "method": method}
+    row["device"] = device
+    return row
+
+
+def test_an_energy_fitness_refuses_a_generation_measured_in_different_ways():
+    """Ray workers resolving `energy.meter: auto` differently must not have their joules ranked together."""
+    from evowatt.config import FitnessConfig
+    from evowatt.errors import EvowattError
+
+    cfg = config()
+    cfg.fitness = FitnessConfig(terms=[{"metric": "accuracy"}, {"metric": "energy", "objective": "minimize"}])
+    es = EvolutionStrategy(cfg, GRAMMAR)
+    batch = es.ask()
+    rows = [_with_energy(c.id, 0.5, 1.0, "estimated:model") for c in batch]
+    rows[2] = _with_energy(batch[2].id, 0.5, 1.0, "measured:rapl")
+    with pytest.raises(EvowattError) as refused:
+        es.tell(rows)
+    message = str(refused.value)
+    assert "in one generation's fitness" in message and "measured:rapl on cpu: #2" in message
+    assert "energy.meter" in message and es.generation == 0  # names the fix; nothing was selected
+    rows[2] = invalid(batch[2].id)  # a failed evaluation has no energy to compare
+    assert es.tell(rows)["generation"] == 0
+
+
+def test_an_accuracy_fitness_ignores_how_energies_were_obtained():
+    es = EvolutionStrategy(config(), GRAMMAR)
+    batch = es.ask()
+    rows = [_with_energy(c.id, 0.5 + c.id / 10, 1.0, "estimated:model") for c in batch]
+    rows[0] = _with_energy(batch[0].id, 0.5, 1.0, "measured:nvml", "cuda:0")
+    assert es.tell(rows)["parent_id"] == batch[-1].id
+
+
 def test_fitness_is_evo_test_accuracy_never_test():
     fitness = config().fitness
     assert fitness_of(ok(0, 0.8), fitness) == 0.8

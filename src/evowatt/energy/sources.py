@@ -136,14 +136,15 @@ def point_source(result: Any, metrics: Iterable[str]) -> str | None:
     return f"{label} on {_device_kind(result)}" if measured else label
 
 
-def check_one_source(points: Mapping[Any, str | None]) -> None:
-    """Refuse a front whose points (id -> `point_source`) were obtained in more than one way."""
+def check_one_source(points: Mapping[Any, str | None], where: str = "on one front") -> None:
+    """Refuse a front (or a generation, ``where``) whose points (id -> `point_source`) were obtained in
+    more than one way."""
     by_source: dict[str, list[Any]] = {}
     for ident, source in points.items():
         if source is not None:
             by_source.setdefault(source, []).append(ident)
     if len(by_source) > 1:
-        what = "cannot compare energies obtained in different ways on one front"
+        what = f"cannot compare energies obtained in different ways {where}"
         listed = "; ".join(
             f"{source}: " + ", ".join(f"#{i}" for i in sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
             for source, ids in sorted(by_source.items())

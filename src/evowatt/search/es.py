@@ -16,6 +16,7 @@ from typing import Any
 
 from evowatt.checkpoint import check_es_state
 from evowatt.config import RunConfig
+from evowatt.energy.sources import check_one_source, point_source
 from evowatt.genome import Genome, random_genome
 from evowatt.grammar import Grammar
 from evowatt.mutation import ModuleSampler
@@ -47,6 +48,7 @@ class EvolutionStrategy(GenomeSearch):
         used = config.fitness.metrics_used()
         cost = "power" if any(m.startswith("power") for m in used) else "energy"
         super().__init__(config, grammar, cost, reuse_sampler)
+        self.used = sorted(used)
         self.inherit = config.search.inherits()  # unset: the ES's default, train from scratch
         self.parent: Parent | None = None
 
@@ -100,6 +102,10 @@ class EvolutionStrategy(GenomeSearch):
     def tell(self, evaluated: Sequence[Evaluated | EvalResult | dict[str, Any]]) -> GenerationRecord:
         """Select the next parent from this generation's results; the retrained parent wins ties."""
         told = as_evaluated(evaluated, self.pending, self.score)
+        check_one_source(  # a fitness of measured joules must not be ranked against estimated ones
+            {item.candidate.id: point_source(item.result, self.used) for item in told if item.result.ok},
+            "in one generation's fitness",
+        )
         for item in told:
             self._archive_modules(item.result)
         best = told[0]
