@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +435,7 @@ def main() -> int:
         if seed in seeds_of(name, args)
     ]
     unavailable: set[str] = set()
+    failed: list[str] = []
     for name, seed in plan:
         if name in unavailable:
             continue
@@ -450,10 +452,19 @@ def main() -> int:
                 continue
         load_before = os.getloadavg()[0]
         loads = Load()
-        row = (
-            run_hand(seed, args.minutes) if data is None else run_search(name, data, seed, args.minutes, root)
-        )
-        loads.stop()
+        try:
+            row = (
+                run_hand(seed, args.minutes)
+                if data is None
+                else run_search(name, data, seed, args.minutes, root)
+            )
+        except Exception:  # one run's crash is reported; the comparison goes on with the next
+            traceback.print_exc()
+            print(f"{name} seed {seed}: crashed, no row recorded", file=sys.stderr)
+            failed.append(f"{name} seed {seed}")
+            continue
+        finally:
+            loads.stop()
         row["load"] = [round(load_before, 2), round(max(loads), 2), round(os.getloadavg()[0], 2)]
         row["settings"] = {k: getattr(args, k) for k in SETTINGS}  # rows of other settings stay apart
         with results.open("a") as out:
@@ -470,7 +481,9 @@ def main() -> int:
         print(f"plot: {png}", file=sys.stderr)
     except ImportError:
         print("no matplotlib: the PNG is skipped (pip install -e '.[report]')", file=sys.stderr)
-    return 0
+    if failed:
+        print(f"crashed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

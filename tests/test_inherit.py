@@ -231,3 +231,45 @@ def test_a_run_with_inheritance_records_what_each_mutant_inherited(tmp_path):
     # the weights left on disk are the last parent's only
     kept = sorted(p.name for p in (tmp_path / "run" / "weights").iterdir())
     assert len(kept) == 1
+
+
+@pytest.mark.parametrize("kind", ["train_longer", "mutant"])
+def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_path, kind):
+    """A Pareto population keeps invalid members while few are valid, and a tournament may pick one as
+    the parent of a train_longer or an inheriting child: it has no weights to continue from."""
+    import sqlite3
+
+    from evowatt.evaluate import evaluate
+    from evowatt.experiment import _task
+    from evowatt.search import Candidate
+
+    config = validate_config(config_dict(BASE))
+    run(config, out=tmp_path / "run")
+    grammar_text = (tmp_path / "run" / "grammar.grammar").read_text()
+    store = RunStore(tmp_path / "run")
+    try:
+        parent = next(r for r in store.evaluations() if r["weights"])
+        child = Candidate(
+            99,
+            2,
+            kind,
+            parent["genome"],
+            5,
+            parent_id=parent["id"],
+            continue_from=parent["id"],
+            inherit=kind == "mutant",
+        )
+        task = _task(config, grammar_text, store, child)
+        assert task.init_weights is not None and task.init_from == parent["id"]  # a trained parent
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "run" / "evowatt.sqlite") as db:  # as an invalid evaluation is stored
+        db.execute("UPDATE evaluations SET status = 'invalid', weights = NULL WHERE id = ?", (parent["id"],))
+    store = RunStore(tmp_path / "run")
+    try:
+        task = _task(config, grammar_text, store, child)
+    finally:
+        store.close()
+    assert task.init_weights is None and task.init_from is None and task.init_genome is None
+    result = evaluate(task)
+    assert result.ok and result.inherited is None  # trained from fresh weights, and says so

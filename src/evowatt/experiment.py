@@ -370,12 +370,14 @@ def _has_final(store: RunStore) -> bool:
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
     source = candidate.continue_from
     init_genome = None
-    if source is not None and getattr(candidate, "inherit", False):
+    if source is not None:
         row = store.evaluation(source)
-        # a parent without weights (an invalid generation 0's best) leaves nothing to inherit
+        # a parent that never trained (an invalid or failed evaluation: a Pareto population of a few
+        # valid members keeps invalid ones, and a tournament may pick one) leaves nothing to continue
+        # from, whether the child inherits layers or trains longer: it starts from fresh weights
         if row is None or row["status"] != "ok" or row["weights"] is None:
             source = None
-        else:
+        elif getattr(candidate, "inherit", False):
             init_genome = row["genome"]
     return EvalTask(
         id=candidate.id,
