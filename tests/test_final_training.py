@@ -124,3 +124,65 @@ def test_final_training_starts_where_configured(tmp_path, start_from):
         assert row["result"]["inherited"]["fresh"] == []
     else:
         assert row["continue_from"] is None and row["result"]["inherited"] is None
+
+
+class _Rows:
+    """A store's ``evaluation`` lookup over given rows (all the final-training choice reads)."""
+
+    def __init__(self, rows: dict[int, dict]):
+        self.rows = rows
+
+    def evaluation(self, evaluation_id: int) -> dict | None:
+        return self.rows.get(evaluation_id)
+
+
+def _genomes():
+    import numpy as np
+
+    from evowatt.config import NetworkConfig
+    from evowatt.genome import random_genome
+    from evowatt.grammar import load_grammar
+
+    grammar = load_grammar("cnn")
+    network = NetworkConfig(
+        modules=[{"name": "features", "network_structure_init": [2], "network_structure": [0, 4]}],
+        macro_structure=["learning"],
+    )
+    rng = np.random.default_rng(3)
+    first = random_genome(grammar, network, rng)
+    relearned = first.copy()  # the same network reached with other learning genes and other layer ids
+    relearned.macro["learning"] = grammar.sample("learning", rng)
+    for layer in relearned.layers():
+        layer.id = layer.id + 100
+    other = random_genome(grammar, network, rng)
+    return first, relearned, other
+
+
+def test_a_network_key_ignores_ids_and_learning_genes_only():
+    first, relearned, other = _genomes()
+    assert first.to_json() != relearned.to_json()
+    assert first.network_key() == relearned.network_key()
+    assert first.network_key() != other.network_key()
+    shorter = first.copy()
+    del shorter.modules[0].layers[-1], shorter.modules[0].connections[-1]
+    assert shorter.network_key() != first.network_key()
+
+
+@pytest.mark.parametrize("models, expected", [(2, [1, 3]), (3, [1, 3, 5]), ("all", [1, 3, 5])])
+def test_final_training_trains_each_network_once_in_handover_order(models, expected):
+    """A front holding one network twice (other learning genes) trains it once, the first handed copy."""
+    from evowatt.experiment import _final_picks
+
+    first, relearned, other = _genomes()
+    third = other.copy()
+    del third.modules[0].layers[-1], third.modules[0].connections[-1]
+    ok = {"status": "ok"}
+    rows = {
+        1: {**ok, "genome": first.to_json()},
+        2: {**ok, "genome": relearned.to_json()},
+        3: {**ok, "genome": other.to_json()},
+        4: {"status": "invalid", "genome": third.to_json()},
+        5: {**ok, "genome": third.to_json()},
+    }
+    config = validate_config(config_dict(BASE, **{"training.final_training": {"models": models}}))
+    assert [i for i, _ in _final_picks(config, _Rows(rows), [1, 2, 3, 4, 5])] == expected

@@ -31,7 +31,7 @@ from evowatt.evaluate import (
     score_on_test,
 )
 from evowatt.events import EventLog, tee
-from evowatt.genome import check_network_against_grammar
+from evowatt.genome import Genome, check_network_against_grammar
 from evowatt.grammar import Grammar, load_grammar, parse_grammar
 from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, keep_weights, killpoint_hook, run_search
 from evowatt.records import EvalResult
@@ -509,6 +509,26 @@ def _best_of_unfinished_generation(search: Search, store: RunStore, stopped: str
     return chosen
 
 
+def _final_picks(config: RunConfig, store: RunStore, handed: list[int]) -> list[tuple[int, dict[str, Any]]]:
+    """The handed models that get a final training: ``final_training.models`` of them, in handover order,
+    each a different network (a front can hold one network twice, reached with other learning genes:
+    training it again would spend the budget on a model of the same cost)."""
+    count = config.training.final_training.models
+    picks: list[tuple[int, dict[str, Any]]] = []
+    networks: set[str] = set()
+    for source_id in handed:
+        if count != "all" and len(picks) >= int(count):
+            break
+        row = store.evaluation(source_id)
+        if row is None or row["status"] != "ok":
+            continue
+        network = Genome.from_json(row["genome"]).network_key()
+        if network not in networks:
+            networks.add(network)
+            picks.append((source_id, row))
+    return picks
+
+
 def _final_training(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
 ) -> list[dict[str, Any]]:
@@ -516,13 +536,8 @@ def _final_training(
     budget = config.training.final_training.budget
     if budget is None:
         return []
-    count = config.training.final_training.models
-    chosen = handed if count == "all" else handed[: int(count)]
     rows = []
-    for source_id in chosen:
-        row = store.evaluation(source_id)
-        if row is None or row["status"] != "ok":
-            continue
+    for source_id, row in _final_picks(config, store, handed):
         existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
         if existing:  # resuming a run killed after this final training: not trained twice
             rows.append(existing[-1])

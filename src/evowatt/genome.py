@@ -12,6 +12,7 @@ written before ids existed get ids 0 .. L-1 in layer order when they are read.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,23 @@ class Genome:
             "macro": {k: v.to_json() for k, v in self.macro.items()},
             "next_layer_id": self.next_layer_id,
         }
+
+    def network_key(self) -> str:
+        """What decides the network built (layers, connections, output, partition point), as one string.
+
+        Layer ids and learning genes are left out: two genomes with equal keys build networks of the same
+        shape and cost, however they were reached and trained (the final training trains only one of them).
+        """
+        partition = self.macro.get(PARTITION_RULE)
+        network = {
+            "modules": [
+                {"type": m.type, "layers": [n.to_json(ids=False) for n in m.layers], "inputs": m.connections}
+                for m in self.modules
+            ],
+            "output": self.output.to_json(ids=False),
+            "partition": partition.to_json(ids=False) if partition is not None else None,
+        }
+        return json.dumps(network, sort_keys=True)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Genome:
