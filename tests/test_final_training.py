@@ -186,3 +186,14 @@ def test_final_training_trains_each_network_once_in_handover_order(models, expec
     }
     config = validate_config(config_dict(BASE, **{"training.final_training": {"models": models}}))
     assert [i for i, _ in _final_picks(config, _Rows(rows), [1, 2, 3, 4, 5])] == expected
+
+
+def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_budget(tmp_path):
+    search = {"algorithm": "pareto", "generations": 1, "lambda": 4, "population": 4}
+    final = {"budget": {"steps": 30}, "others_budget": {"steps": 10}, "models": "all"}
+    config = config_dict(BASE, **{"search": search, "training.final_training": final})
+    result = run(validate_config(config), out=tmp_path / "r")
+    assert len(result.finals) >= 2
+    assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
+    assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
+    assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)

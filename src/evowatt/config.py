@@ -243,10 +243,15 @@ class AugmentConfig(_Strict):
 class FinalTrainingConfig(_Strict):
     """Train the best genome again for a longer budget, reported separately."""
 
-    budget: BudgetConfig | None = None
+    budget: BudgetConfig | None = Field(None, description="of the most accurate model (unset: none)")
     models: int | Literal["all"] = Field(
         1,
         description="how many models the run hands over get a final training (most accurate first)",
+    )
+    others_budget: BudgetConfig | None = Field(
+        None,
+        description="of every model after the most accurate (unset: budget): a front's cheap models "
+        "need less time than its most accurate one",
     )
     schedule: Literal["none", "cosine", "one_cycle"] = Field(
         "cosine", description="learning-rate schedule over the whole budget"

@@ -532,12 +532,14 @@ def _final_picks(config: RunConfig, store: RunStore, handed: list[int]) -> list[
 def _final_training(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
 ) -> list[dict[str, Any]]:
-    """The final training of the models the run hands over (``final_training.models`` of them)."""
-    budget = config.training.final_training.budget
-    if budget is None:
+    """The final training of the models the run hands over (``final_training.models`` of them): the most
+    accurate for ``budget``, the others for ``others_budget`` where set."""
+    final = config.training.final_training
+    if final.budget is None:
         return []
     rows = []
-    for source_id, row in _final_picks(config, store, handed):
+    for place, (source_id, row) in enumerate(_final_picks(config, store, handed)):
+        budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
         existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
         if existing:  # resuming a run killed after this final training: not trained twice
             rows.append(existing[-1])
@@ -551,7 +553,7 @@ def _final_training(
             derived_seed(config.seed, final_id),
             parent_id=source_id,
         )
-        from_search = config.training.final_training.start_from == "search" and row["weights"] is not None
+        from_search = final.start_from == "search" and row["weights"] is not None
         if from_search:
             candidate.continue_from = source_id
         task = EvalTask(
