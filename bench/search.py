@@ -69,7 +69,17 @@ CONFIGS = (
 )
 BAR = 0.91  # the accuracy a cheap model must keep
 # the arguments that change what a configuration runs (recorded with each row)
-SETTINGS = ("train_subset", "budget", "lam", "eta", "rungs", "final_fraction", "pareto_finals", "start_from")
+SETTINGS = (
+    "train_subset",
+    "budget",
+    "lam",
+    "eta",
+    "rungs",
+    "final_fraction",
+    "pareto_finals",
+    "first_share",
+    "start_from",
+)
 
 
 def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
@@ -126,8 +136,14 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         data["search"].update(inherit_weights=True, fidelity=fidelity, **{"lambda": 3 * args.lam})
     elif name == "c-pareto":
         data["search"].update(algorithm="pareto", inherit_weights=True, fidelity=fidelity)
-        data["training"]["final_training"]["models"] = args.pareto_finals
-        data["training"]["final_training"]["budget"] = {"seconds": final_seconds / args.pareto_finals}
+        final = data["training"]["final_training"]
+        final["models"] = args.pareto_finals
+        if args.first_share is None or args.pareto_finals == 1:  # an even split
+            final["budget"] = {"seconds": final_seconds / args.pareto_finals}
+        else:
+            final["budget"] = {"seconds": final_seconds * args.first_share}
+            others = final_seconds * (1 - args.first_share) / (args.pareto_finals - 1)
+            final["others_budget"] = {"seconds": others}
     elif name == "d-random":
         data["search"]["algorithm"] = "random"
     elif name == "e-hand":
@@ -402,6 +418,11 @@ def main() -> int:
     parser.add_argument("--rungs", type=int, default=3)
     parser.add_argument("--final-fraction", type=float, default=1 / 3, help="of T for the final training")
     parser.add_argument("--pareto-finals", type=int, default=3, help="front models the Pareto run trains")
+    parser.add_argument(
+        "--first-share",
+        type=float,
+        help="of the final time, for the Pareto run's most accurate model (default: an even split)",
+    )
     parser.add_argument("--start-from", choices=("scratch", "search"), default="search")
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))
