@@ -351,7 +351,41 @@ def report(rows: list[dict], defaults: dict) -> str:
             f"| {_mean([e for e in early if e is not None])} "
             f"| {statistics.fmean(evaluations) if evaluations else math.nan:.0f} |"
         )
+    lines += anytime_comparison(groups, defaults)
     return "\n".join(lines)
+
+
+def anytime_comparison(groups: dict[tuple[str, float, str], list[dict]], defaults: dict) -> list[str]:
+    """Where the Pareto run's anytime curve (mean over seeds) lies above each other search's of the same
+    settings, from T/3 to the end of the search (every 5 s): the issue's third goal."""
+    lines = []
+    for (name, minutes, settings), group in sorted(groups.items()):
+        if name != "c-pareto":
+            continue
+        fraction = (group[0].get("settings") or defaults)["final_fraction"]
+        grid = [t for t in range(int(minutes * 20), int(minutes * 60 * (1 - fraction)) + 1, 5)]
+        for other in ("a-es", "b-es-inherit", "d-random"):
+            theirs = groups.get((other, minutes, settings), [])
+            seeds = {r["seed"] for r in theirs} & {r["seed"] for r in group}  # the same seeds on both sides
+            if not seeds:
+                continue
+            theirs = [r for r in theirs if r["seed"] in seeds]
+            mine = [_mean_at([r for r in group if r["seed"] in seeds], t) for t in grid]
+            curve = [_mean_at(theirs, t) for t in grid]
+            pairs = [(m, o) for m, o in zip(mine, curve, strict=True) if m is not None and o is not None]
+            above = sum(m > o for m, o in pairs)
+            gap = statistics.fmean(m - o for m, o in pairs) if pairs else math.nan
+            lines.append(
+                f"- c-pareto{f' ({settings})' if settings else ''} above {other} (seeds {sorted(seeds)}) at "
+                f"{above}/{len(pairs)} times from T/3 to the end of the search; mean gap {gap * 100:+.2f} pp"
+            )
+    return [""] + lines if lines else []
+
+
+def _mean_at(group: list[dict], t: float) -> float | None:
+    """The seeds' mean best-so-far value at time t (None until every seed has one)."""
+    values = [_at(r["anytime"], t) for r in group]
+    return None if None in values else statistics.fmean(values)
 
 
 def _at(curve: list[list[float]], t: float) -> float | None:
