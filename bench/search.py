@@ -19,12 +19,12 @@ recipe (cosine schedule, shifts and flips, the best validated weights kept) for 
 
 Reported per run (JSON lines in ``--results``, appended as each run ends, so a long comparison can stop,
 continue and be committed as results arrive): the official test accuracy of the most accurate final-trained
-model, its energy per inference with the meter's method label and FLOPs, the cheapest final-trained model
-at >= 0.91 test accuracy, the anytime curve (the test accuracy of the most accurate model so far, by the
-search's own evo_test accuracy, against wall time; the final-trained model at the end) and every valid
-evaluation's (evo_test accuracy, energy). Test accuracy is reported only: the searches never see it. The
-anytime curve's test scoring runs in the same process; its time is taken out of the curve's clock and
-reported (``scoring_seconds``).
+model (most accurate on the run's evo_test split: the test set never chooses), its energy per inference
+with the meter's method label and FLOPs, the cheapest final-trained model at >= 0.91 test accuracy, the
+anytime curve (the test accuracy of the most accurate model so far, by the search's own evo_test accuracy,
+against wall time; the final-trained model at the end) and every valid evaluation's (evo_test accuracy,
+energy). Test accuracy is reported only: the searches never see it. The anytime curve's test scoring runs
+in the same process; its time is taken out of the curve's clock and reported (``scoring_seconds``).
 
 Needs the real dataset (``sudo apt-get install dataset-fashion-mnist``) and, for the PNG, matplotlib
 (``pip install -e ".[report]"``).
@@ -80,6 +80,7 @@ SETTINGS = (
     "first_share",
     "start_from",
 )
+PARETO_ONLY = ("pareto_finals", "first_share")  # change only the Pareto run's final training
 
 
 def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
@@ -221,6 +222,7 @@ def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> 
         {
             "id": f["id"],
             "test_accuracy": _value(f, "test_accuracy"),
+            "evo_test_accuracy": _value(f, "accuracy"),
             "energy": _value(f, "energy"),
             "energy_method": ((f.get("metrics") or {}).get("energy") or {}).get("method"),
             "flops": _value(f, "flops"),
@@ -228,7 +230,8 @@ def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> 
         }
         for f in finals
     ]
-    best = max(models, key=lambda m: m["test_accuracy"] or -1, default=None)
+    # the most accurate by the run's own evo_test split after the final training: test is only reported
+    best = max(models, key=lambda m: m["evo_test_accuracy"] or -1, default=None)
     if best is not None:  # the curve ends at the final-trained model
         anytime.curve.append([anytime.now(), best["test_accuracy"]])
     return {
@@ -314,10 +317,11 @@ def _mean(values: list[float]) -> str:
 
 
 def settings_of(row: dict, defaults: dict) -> str:
-    """The row's settings that differ from the defaults, as ``name=value`` (rows before settings were
-    recorded ran with the defaults)."""
+    """The row's settings that differ from the defaults and change what its configuration ran, as
+    ``name=value`` (rows before settings were recorded ran with the defaults)."""
     settings = row.get("settings") or {}
-    return " ".join(f"{k}={settings[k]}" for k in SETTINGS if k in settings and settings[k] != defaults[k])
+    keys = [k for k in SETTINGS if row.get("configuration") == "c-pareto" or k not in PARETO_ONLY]
+    return " ".join(f"{k}={settings[k]}" for k in keys if k in settings and settings[k] != defaults[k])
 
 
 def report(rows: list[dict], defaults: dict) -> str:
@@ -365,7 +369,8 @@ def anytime_comparison(groups: dict[tuple[str, float, str], list[dict]], default
         fraction = (group[0].get("settings") or defaults)["final_fraction"]
         grid = [t for t in range(int(minutes * 20), int(minutes * 60 * (1 - fraction)) + 1, 5)]
         for other in ("a-es", "b-es-inherit", "d-random"):
-            theirs = groups.get((other, minutes, settings), [])
+            search = settings_of({"settings": group[0].get("settings")}, defaults)  # no Pareto-only ones
+            theirs = groups.get((other, minutes, search), [])
             seeds = {r["seed"] for r in theirs} & {r["seed"] for r in group}  # the same seeds on both sides
             if not seeds:
                 continue
@@ -480,7 +485,8 @@ def main() -> int:
         for line in results.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                if settings_of(row, defaults) == settings_of({"settings": vars(args)}, defaults):
+                planned = {"configuration": row["configuration"], "settings": vars(args)}
+                if settings_of(row, defaults) == settings_of(planned, defaults):
                     done.add((row["configuration"], row["seed"], row["minutes"]))
     # seed-major, so that a comparison stopped part way has every configuration on its first seeds
     plan = [
