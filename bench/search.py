@@ -360,31 +360,40 @@ def report(rows: list[dict], defaults: dict) -> str:
 
 
 def anytime_comparison(groups: dict[tuple[str, float, str], list[dict]], defaults: dict) -> list[str]:
-    """Where the Pareto run's anytime curve (mean over seeds) lies above each other search's of the same
-    settings, from T/3 to the end of the search (every 5 s): the issue's third goal."""
+    """Where the Pareto run's anytime curve (mean over runs) lies above each other search's of the same
+    search settings, from T/3 to the end of the search (every 5 s): the issue's third goal. Pareto runs
+    that differ only in their final training share one search, so they are pooled."""
+    pooled: dict[tuple[float, str], list[dict]] = {}
+    for (name, minutes, _settings), group in groups.items():
+        if name == "c-pareto":
+            search = settings_of({"settings": group[0].get("settings")}, defaults)  # no Pareto-only ones
+            pooled.setdefault((minutes, search), []).extend(group)
     lines = []
-    for (name, minutes, settings), group in sorted(groups.items()):
-        if name != "c-pareto":
-            continue
+    for (minutes, settings), group in sorted(pooled.items()):
         fraction = (group[0].get("settings") or defaults)["final_fraction"]
         grid = [t for t in range(int(minutes * 20), int(minutes * 60 * (1 - fraction)) + 1, 5)]
         for other in ("a-es", "b-es-inherit", "d-random"):
-            search = settings_of({"settings": group[0].get("settings")}, defaults)  # no Pareto-only ones
-            theirs = groups.get((other, minutes, search), [])
+            theirs = groups.get((other, minutes, settings), [])
             seeds = {r["seed"] for r in theirs} & {r["seed"] for r in group}  # the same seeds on both sides
             if not seeds:
                 continue
             theirs = [r for r in theirs if r["seed"] in seeds]
-            mine = [_mean_at([r for r in group if r["seed"] in seeds], t) for t in grid]
+            mine = [r for r in group if r["seed"] in seeds]
+            ours = [_mean_at(mine, t) for t in grid]
             curve = [_mean_at(theirs, t) for t in grid]
-            pairs = [(m, o) for m, o in zip(mine, curve, strict=True) if m is not None and o is not None]
+            pairs = [(m, o) for m, o in zip(ours, curve, strict=True) if m is not None and o is not None]
             above = sum(m > o for m, o in pairs)
             gap = statistics.fmean(m - o for m, o in pairs) if pairs else math.nan
             lines.append(
-                f"- c-pareto{f' ({settings})' if settings else ''} above {other} (seeds {sorted(seeds)}) at "
-                f"{above}/{len(pairs)} times from T/3 to the end of the search; mean gap {gap * 100:+.2f} pp"
+                f"- c-pareto{f' ({settings})' if settings else ''}, {_runs(mine)}, above {other} "
+                f"({_runs(theirs)}; seeds {sorted(seeds)}) at {above}/{len(pairs)} times from T/3 to the "
+                f"end of the search; mean gap {gap * 100:+.2f} pp"
             )
     return [""] + lines if lines else []
+
+
+def _runs(rows: list[dict]) -> str:
+    return f"{len(rows)} run{'' if len(rows) == 1 else 's'}"
 
 
 def _mean_at(group: list[dict], t: float) -> float | None:
