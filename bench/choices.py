@@ -1,16 +1,18 @@
-"""Short, deterministic comparisons behind two defaults of issue 11: where the final training starts
-(``training.final_training.start_from``: scratch or the search's weights) and which grammar (cnn or the
-previous cnn_v1).
+"""Short, deterministic comparisons behind defaults of issue 11: where the final training starts
+(``training.final_training.start_from``: scratch or the search's weights), which grammar (cnn or the
+previous cnn_v1), and whether the final training also learns from evo_validation
+(``training.final_training.train_on_validation``).
 
     python bench/choices.py start --seeds 0 1 2 3 4      # digits: about 2 minutes on 2 quiet cores
     python bench/choices.py grammar --seeds 0 1 2 3 4
+    python bench/choices.py validation --seeds 0 1 2 3 4
     python bench/choices.py start --dataset fashion-mnist --train-subset 3000 --seeds 0 1 2
 
 Every run is the same small ES under an optimiser-step budget on one torch thread, so the two arms of a
-comparison share the seed's search exactly (``start``: the identical search, only the final training
-differs) or differ only in the grammar (``grammar``). Printed: the official test accuracy of the
-final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and as the mean, and the
-mean paired difference.
+comparison share the seed's search exactly (``start``, ``validation``: the identical search, only the
+final training differs) or differ only in the grammar (``grammar``). Printed: the official test accuracy
+of the final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and as the mean, and
+the mean paired difference.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from pathlib import Path
 from evowatt.config import validate_config
 from evowatt.experiment import run
 
-ARMS = {"start": ("scratch", "search"), "grammar": ("cnn_v1", "cnn")}
+ARMS = {
+    "start": ("scratch", "search"),
+    "grammar": ("cnn_v1", "cnn"),
+    "validation": ("hold_out", "train"),  # final_training.train_on_validation: false | true
+}
 
 
 def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
@@ -50,6 +56,7 @@ def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
                 "schedule": "cosine",
                 "augment": {"shift": 1},
                 "start_from": arm if what == "start" else "scratch",
+                "train_on_validation": what == "validation" and arm == "train",
             },
         },
         "energy": {

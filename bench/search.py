@@ -79,6 +79,7 @@ SETTINGS = (
     "pareto_finals",
     "first_share",
     "start_from",
+    "train_on_validation",
 )
 PARETO_ONLY = ("pareto_finals", "first_share")  # change only the Pareto run's final training
 
@@ -110,6 +111,7 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "schedule": "cosine",
                 "augment": {"shift": 2, "flip": True},
                 "start_from": args.start_from,
+                "train_on_validation": args.train_on_validation,
             },
         },
         "fitness": {"metric": "accuracy"},
@@ -472,6 +474,11 @@ def main() -> int:
         help="of the final time, for the Pareto run's most accurate model (default: an even split)",
     )
     parser.add_argument("--start-from", choices=("scratch", "search"), default="search")
+    parser.add_argument(
+        "--train-on-validation",
+        action="store_true",
+        help="the final training learns from evo_validation too and keeps its last weights",
+    )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))
     results = Path(args.report or args.results)

@@ -197,3 +197,48 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
     assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
+
+
+def test_without_a_hold_out_no_epoch_is_validated_and_the_last_weights_are_kept(digits, monkeypatch):
+    import evowatt.nn.train as train_module
+
+    calls = []
+    real = train_module.evaluate_split
+    monkeypatch.setattr(train_module, "evaluate_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    recipe = Recipe(schedule="cosine", early_stopping=False, hold_out=False)
+    model = cnn()
+    outcome = train(model, digits["evo_train"], None, ADAM, Budget(steps=100), seed=0, recipe=recipe)
+    assert outcome.steps == 100 and outcome.epochs >= 4 and outcome.best_validation_loss is None
+    assert calls == []
+    again = cnn()
+    train(again, digits["evo_train"], None, ADAM, Budget(steps=100), seed=0, recipe=recipe)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="validation split"):
+        train(cnn(), digits["evo_train"], None, ADAM, Budget(steps=5), seed=0, recipe=Recipe())
+
+
+def test_train_on_validation_trains_on_both_splits_and_needs_no_early_stopping(tmp_path, monkeypatch):
+    import evowatt.evaluate as evaluate_module
+
+    seen = []  # (training images, validation images or None, final training or not) per training
+    real = evaluate_module.train
+
+    def spy(model, train_xy, validation_xy, *args, **kwargs):
+        held = None if validation_xy is None else len(validation_xy[1])
+        seen.append((len(train_xy[1]), held, kwargs.get("recipe") is not None))
+        return real(model, train_xy, validation_xy, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "train", spy)
+    final = {"budget": {"steps": 40}, "train_on_validation": True}
+    result = run(validate_config(config_dict(BASE, **{"training.final_training": final})), out=tmp_path / "r")
+    splits = load_splits("digits", seed=2)
+    train_n, validation_n = len(splits.evo_train.y), len(splits.evo_validation.y)
+    assert seen[-1] == (train_n + validation_n, None, True)  # the final training: both splits
+    assert set(seen[:-1]) == {(train_n, validation_n, False)}  # the search: evo_train only
+    final_row = result.finals[0]
+    assert final_row["train"]["steps"] == 40 and final_row["train"]["best_validation_loss"] is None
+    with pytest.raises(Exception, match="early_stopping: false"):
+        validate_config(config_dict(BASE, **{"training.final_training": {**final, "early_stopping": True}}))

@@ -269,8 +269,22 @@ class FinalTrainingConfig(_Strict):
     train_subset: int | Literal["all"] | None = Field(
         None,
         description="training images for the final training: unset = the search's dataset.train_subset, "
-        "'all' = the whole official training set (still split for early stopping)",
+        "'all' = the whole official training set (still split into evo_train, evo_validation, evo_test)",
     )
+    train_on_validation: bool = Field(
+        False,
+        description="train on evo_validation too (a fifth more data, no validation pass per epoch) and "
+        "keep the last weights; evo_test still scores the model. Needs early_stopping: false",
+    )
+
+    @model_validator(mode="after")
+    def _validation_held_out_for_early_stopping(self) -> FinalTrainingConfig:
+        if self.train_on_validation and self.early_stopping:
+            raise ValueError(
+                "train_on_validation trains on the split early stopping watches: set early_stopping: "
+                "false, or train_on_validation: false"
+            )
+        return self
 
     @field_validator("models")
     @classmethod

@@ -197,17 +197,22 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
         meter, idle = _meter_and_idle(settings, str(device)) if settings.energy else (None, None)
         if meter is not None:
             result.meter = meter.name
+        recipe = Recipe(**settings.recipe) if settings.recipe else None
+        train_xy, validation_xy = data["evo_train"], data["evo_validation"]
+        if recipe is not None and not recipe.hold_out:  # the final training may learn from both
+            train_xy = tuple(torch.cat(pair) for pair in zip(train_xy, validation_xy, strict=True))
+            validation_xy = None
         with _training_energy(meter, settings.energy) as training_energy:
             outcome = train(
                 model,
-                data["evo_train"],
-                data["evo_validation"],
+                train_xy,
+                validation_xy,
                 learning,
                 Budget(settings.budget_seconds, settings.budget_steps),
                 seed=task.seed,
                 max_epochs=settings.max_epochs,
                 eval_batch_size=settings.eval_batch_size,
-                recipe=Recipe(**settings.recipe) if settings.recipe else None,
+                recipe=recipe,
             )
         result.train = outcome.to_json()
         if training_energy is not None and training_energy.to_metric() is not None:

@@ -112,6 +112,7 @@ def final_recipe(config: RunConfig) -> dict[str, Any]:
         "shift": final.augment.shift,
         "flip": final.augment.flip,
         "early_stopping": final.early_stopping,
+        "hold_out": not final.train_on_validation,
     }
 
 

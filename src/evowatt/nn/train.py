@@ -46,12 +46,15 @@ class Recipe:
     of the padded image), ``flip`` mirrors half of them left-right: both on tensors, seeded.
     ``early_stopping`` False trains for the whole budget; either way the weights of the best validation
     loss are kept, the final weights validated once more after the budget to compete with them.
+    ``hold_out`` False: the caller trains on the validation split too (``train`` is given none), so no
+    epoch is validated and the last weights are kept: under a decaying schedule they are the settled ones.
     """
 
     schedule: str = "none"  # none | cosine | one_cycle
     shift: int = 0
     flip: bool = False
     early_stopping: bool = True
+    hold_out: bool = True
 
     def factor(self, progress: float) -> float:
         """The learning-rate multiplier at ``progress`` (0 .. 1) of the budget."""
@@ -236,7 +239,7 @@ class _NanWatch:
 def train(
     model: nn.Module,
     train_xy: tuple[torch.Tensor, torch.Tensor],
-    validation_xy: tuple[torch.Tensor, torch.Tensor],
+    validation_xy: tuple[torch.Tensor, torch.Tensor] | None,
     learning: dict[str, Any],
     budget: Budget,
     seed: int,
@@ -250,7 +253,10 @@ def train(
     Early stopping restores the weights of the best validation loss; a budget end keeps the latest ones,
     so that no validation pass runs after the budget is spent. With a ``recipe`` (the final training),
     see ``Recipe``: the final weights are validated after the budget and the best ones kept.
+    ``validation_xy`` None (a recipe without a hold-out): no validation at all, the last weights kept.
     """
+    if validation_xy is None and (recipe is None or recipe.early_stopping):
+        raise ValueError("early stopping needs a validation split")
     x, y = train_xy
     n = x.shape[0]
     batch_size = max(1, min(int(learning.get("batch_size", 64)), n))
@@ -308,6 +314,8 @@ def train(
                     steps, reason = steps - undo, "diverged"
                     break
                 epochs += 1
+                if validation_xy is None:
+                    continue
                 val_loss, val_accuracy = evaluate_split(
                     model, *validation_xy, eval_batch_size, deadline, both_heads=two_heads
                 )
@@ -331,7 +339,12 @@ def train(
         steps, reason = steps - undo, "diverged"  # a non-finite loss among the last, unread steps
     if reason == "early_stop" and best_state is not None:
         model.load_state_dict(best_state)  # when the budget ends training, the latest weights are kept
-    elif recipe is not None and reason in ("budget", "max_epochs") and best_state is not None:
+    elif (
+        recipe is not None
+        and validation_xy is not None
+        and reason in ("budget", "max_epochs")
+        and best_state is not None
+    ):
         # the final training: the latest weights compete with the best validated ones
         last_loss, _ = evaluate_split(model, *validation_xy, eval_batch_size, both_heads=two_heads)
         if not last_loss < best_loss:
