@@ -15,6 +15,8 @@ from evowatt.experiment import planned_evaluations, resume, run
 from evowatt.grammar import load_grammar
 from evowatt.search import EvolutionStrategy
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
+from evowatt.search.pareto import ParetoSearch
+from evowatt.search.protocol import as_evaluated
 from evowatt.store import RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
@@ -72,6 +74,35 @@ def test_promotion_follows_the_ranking_and_the_budgets():
     assert sh.weights_to_keep() == {rung2[1].id}
     nxt = sh.ask()  # generation 1 starts again at rung 0
     assert len(nxt) == 9 and all(c.fidelity["rung"] == 0 for c in nxt)
+
+
+def test_pareto_promotion_breaks_a_tie_of_extremes_by_the_first_objective():
+    config = RunConfig.model_validate(
+        {
+            "seed": 3,
+            "network": SMALL_NETWORK,
+            "search": {"algorithm": "pareto", "generations": 1, "population": 4, "lambda": 4},
+        }
+    )
+    sh = SuccessiveHalving(ParetoSearch(config, GRAMMAR), Rungs(10, eta=3, rungs=2), run_seed=3)
+    rung0 = sh.ask()
+    # one front, the cheapest first: both extremes are infinitely crowded
+    points = [(0.70, 1e-7), (0.80, 2e-7), (0.85, 3e-7), (0.90, 4e-7)]
+    told = [
+        {
+            "id": c.id,
+            "status": "ok",
+            "metrics": {
+                "accuracy": {"value": a, "method": "computed:evo_test"},
+                "energy": {"value": e, "method": "estimated:model"},
+            },
+        }
+        for c, (a, e) in zip(rung0, points, strict=True)
+    ]
+    assert sh.tell(told) is None
+    assert [c.continue_from for c in sh.ask()] == [rung0[3].id]  # the most accurate extreme, not the first
+    ranked = sh.inner.rank(as_evaluated(told, rung0, sh.score))
+    assert [e.candidate.id for e in ranked][:2] == [rung0[3].id, rung0[0].id]  # then the other extreme
 
 
 def test_state_round_trip_between_rungs():

@@ -153,16 +153,22 @@ class ParetoSearch(GenomeSearch):
         return {w: (int(r), float(s)) for w, r, s in zip(where, ranks, spread, strict=True)}
 
     def rank(self, told: Sequence[Evaluated]) -> list[Evaluated]:
-        """Results best first by constrained rank, then crowding (or HV share): multi-fidelity promotion."""
+        """Results best first by constrained rank, then crowding (or HV share): multi-fidelity promotion.
+
+        Ties (above all the two extremes of a front, both infinitely crowded) go to the better first
+        objective, the one the run hands over by: a short rung underrates what a larger network learns,
+        while a cheap network's energy is exact at any rung, so the longer rungs are spent where they can
+        change the accuracy end of the front. Then the candidates' order.
+        """
         pool = [Member(e.candidate.id, e.candidate.genome, e.score.points) for e in told]
         ranked = self._rank(pool)
 
-        def key(index: int) -> tuple[float, float, int]:
+        def key(index: int) -> tuple[float, float, float, int]:
             mine = [ranked[(index, e)] for e in pool[index].points]
             if not mine:
-                return (math.inf, 0.0, index)
+                return (math.inf, 0.0, 0.0, index)
             rank, spread = min(mine, key=lambda rs: (rs[0], -rs[1]))
-            return (float(rank), -spread, index)
+            return (float(rank), -spread, self._handover_key(pool[index])[0], index)
 
         return [told[i] for i in sorted(range(len(told)), key=key)]
 
