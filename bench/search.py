@@ -13,7 +13,8 @@ recipe (cosine schedule, shifts and flips, the best validated weights kept) for 
   a-es-cnn_v1             the same on the previous grammar (cnn_v1): the grammar's effect
   b-es-inherit            the ES with weight inheritance
   b-es-inherit-fidelity   the ES with inheritance and successive halving
-  c-pareto                the Pareto search with inheritance and successive halving
+  c-pareto                the Pareto search with inheritance and successive halving (``--min-accuracy``:
+                          with the constraint ``accuracy > X``)
   d-random                random search with the same budget
   e-hand                  DESIGN.md §1's hand CNN trained for T (bench/paper.py's)
 
@@ -80,8 +81,10 @@ SETTINGS = (
     "first_share",
     "start_from",
     "train_on_validation",
+    "min_accuracy",
 )
-PARETO_ONLY = ("pareto_finals", "first_share")  # change only the Pareto run's final training
+PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
+FINAL_ONLY = ("pareto_finals", "first_share", "start_from", "train_on_validation")  # the final training's
 
 
 def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
@@ -139,6 +142,8 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         data["search"].update(inherit_weights=True, fidelity=fidelity, **{"lambda": 3 * args.lam})
     elif name == "c-pareto":
         data["search"].update(algorithm="pareto", inherit_weights=True, fidelity=fidelity)
+        if args.min_accuracy is not None:  # the user's bar: the front spends no slot below it
+            data["search"]["constraints"] = [f"accuracy > {args.min_accuracy}"]
         final = data["training"]["final_training"]
         final["models"] = args.pareto_finals
         if args.first_share is None or args.pareto_finals == 1:  # an even split
@@ -318,11 +323,15 @@ def _mean(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} (min {min(values):.4f})"
 
 
-def settings_of(row: dict, defaults: dict) -> str:
+def settings_of(row: dict, defaults: dict, ignore: tuple[str, ...] = ()) -> str:
     """The row's settings that differ from the defaults and change what its configuration ran, as
-    ``name=value`` (rows before settings were recorded ran with the defaults)."""
+    ``name=value`` (rows before settings were recorded ran with the defaults), less those in ``ignore``.
+    The hand CNN trains for T whatever the searches' settings: it has none."""
+    if row.get("configuration") == "e-hand":
+        return ""
     settings = row.get("settings") or {}
-    keys = [k for k in SETTINGS if row.get("configuration") == "c-pareto" or k not in PARETO_ONLY]
+    pareto = row.get("configuration") == "c-pareto"
+    keys = [k for k in SETTINGS if k not in ignore and (pareto or k not in PARETO_ONLY)]
     return " ".join(f"{k}={settings[k]}" for k in keys if k in settings and settings[k] != defaults[k])
 
 
@@ -363,19 +372,26 @@ def report(rows: list[dict], defaults: dict) -> str:
 
 def anytime_comparison(groups: dict[tuple[str, float, str], list[dict]], defaults: dict) -> list[str]:
     """Where the Pareto run's anytime curve (mean over runs) lies above each other search's of the same
-    search settings, from T/3 to the end of the search (every 5 s): the issue's third goal. Pareto runs
-    that differ only in their final training share one search, so they are pooled."""
+    search settings, from T/3 to the end of the search (every 5 s): the issue's third goal. The curve ends
+    where the final training begins, so settings of the final training alone are ignored on both sides
+    (Pareto runs that differ only there share one search and are pooled), as are the Pareto run's own
+    search settings (``--min-accuracy``) when matching the others."""
+    rows = [r for group in groups.values() for r in group]
     pooled: dict[tuple[float, str], list[dict]] = {}
-    for (name, minutes, _settings), group in groups.items():
-        if name == "c-pareto":
-            search = settings_of({"settings": group[0].get("settings")}, defaults)  # no Pareto-only ones
-            pooled.setdefault((minutes, search), []).extend(group)
+    others: dict[tuple[str, float, str], list[dict]] = {}
+    for row in rows:
+        if row["configuration"] == "c-pareto":
+            pooled.setdefault((row["minutes"], settings_of(row, defaults, FINAL_ONLY)), []).append(row)
+        else:
+            key = (row["configuration"], row["minutes"], settings_of(row, defaults, FINAL_ONLY))
+            others.setdefault(key, []).append(row)
     lines = []
     for (minutes, settings), group in sorted(pooled.items()):
         fraction = (group[0].get("settings") or defaults)["final_fraction"]
         grid = [t for t in range(int(minutes * 20), int(minutes * 60 * (1 - fraction)) + 1, 5)]
+        shared = settings_of(group[0], defaults, FINAL_ONLY + PARETO_ONLY)
         for other in ("a-es", "b-es-inherit", "d-random"):
-            theirs = groups.get((other, minutes, settings), [])
+            theirs = others.get((other, minutes, shared), [])
             seeds = {r["seed"] for r in theirs} & {r["seed"] for r in group}  # the same seeds on both sides
             if not seeds:
                 continue
@@ -478,6 +494,11 @@ def main() -> int:
         "--train-on-validation",
         action="store_true",
         help="the final training learns from evo_validation too and keeps its last weights",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        help="the Pareto run's constraint 'accuracy > X': below it a network ranks by its shortfall only",
     )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))
