@@ -204,3 +204,28 @@ def test_run_of_the_previous_store_version_still_opens(reference, tmp_path, caps
         store.close()
     assert main(["show", str(old)]) == 0
     assert "generations of" in capsys.readouterr().out
+
+
+def test_a_run_where_no_network_meets_the_constraints_says_so_and_names_the_closest(tmp_path, capsys):
+    """Nothing feasible: nothing is handed over or final-trained, and the run says why and what to change."""
+    data = config_dict(
+        BASE,
+        **{
+            "search.generations": 0,
+            "search.constraints": ["params < 2"],
+            "network.macro_structure": ["learning"],  # one exit: the closest is the smallest network
+            "training.final_training": {"budget": {"steps": 5}},
+        },
+    )
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    rows = _rows(tmp_path / "run")
+    assert rows and not [r for r in rows if r["kind"] == "final"]
+    params = {r["id"]: r["metrics"]["params"]["value"] for r in rows if r["status"] == "ok"}
+    closest = min(params, key=lambda i: (params[i], i))  # one constraint: least violation is fewest params
+    assert "no evaluated network meets the constraints (params < 2)" in out
+    assert f"the closest is #{closest} (" in out and "violates params < 2" in out
+    assert "loosen search.constraints" in out
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "note" and "the closest is" in e["message"] for e in events)

@@ -446,6 +446,9 @@ def _loop_body(
             if not failed:  # a failing run reports its first error, not this follow-on one
                 raise
     chosen = search.best() or _best_of_unfinished_generation(search, store, stopped, hooks)
+    unmet = getattr(search, "unmet", None)  # a constrained search with nothing feasible says so
+    if not chosen and unmet is not None and (message := unmet()):
+        hooks("note", message=message)
     handed = [_report_test(config, grammar_text, store, i) for i in chosen]
     handed = [row for row in handed if row is not None]
     finals = _final_training(config, grammar_text, search, store, hooks, chosen)

@@ -120,6 +120,26 @@ class ParetoSearch(GenomeSearch):
         members = [m for m in self.population if any(self._on_front(m, e) for e in m.points)]
         return [m.id for m in sorted(members, key=self._handover_key)]
 
+    def unmet(self) -> str | None:
+        """Why ``best()`` is empty although networks were evaluated: no point met the constraints. Names
+        the closest member (least total violation) and what to change; None when ``best()`` has members."""
+        if self.best() or not self.constraints:
+            return None
+        scored = [(p["violation"], m.id, e, p) for m in self.population for e, p in m.points.items()]
+        if not scored:
+            return None
+        _violation, closest, exit_, point = min(scored, key=lambda item: item[:3])
+        where = f"#{closest}" if exit_ == "0" else f"#{closest}'s early exit"
+        values = ", ".join(
+            f"{o.metric} {v:.4g}" for o, v in zip(self.objectives, point["values"], strict=True)
+        )
+        wanted = " and ".join(c.text() for c in self.constraints)
+        return (
+            f"no evaluated network meets the constraints ({wanted}), so none is handed over or final-trained;"
+            f" the closest is {where} ({values}; it {point['reason']}): loosen search.constraints, or"
+            " give the search longer (search.time_limit, search.generations, training.budget)"
+        )
+
     # --- selection ---------------------------------------------------------------------------------
     def _flat(self, pool: Sequence[Member]) -> tuple[list[tuple[int, str]], np.ndarray, list[float]]:
         """Every point of the pool: (member index, exit), minimisation-form values, violations."""
