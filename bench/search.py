@@ -358,8 +358,12 @@ def report(rows: list[dict], defaults: dict) -> str:
         energies = [r["energy"] * 1e6 for r in group if r.get("energy") is not None]
         flops = [r["flops"] / 1e6 for r in group if r.get("flops") is not None]
         evaluations = [r["evaluations"] for r in group if "evaluations" in r]
+        accuracy = _mean([r["test_accuracy"] for r in group])
+        empty = sum(r["test_accuracy"] is None for r in group)  # a run that handed over no model
+        if empty:
+            accuracy += f"; {empty} handed over none"
         lines.append(
-            f"| {label} | {minutes:g} | {len(group)} | {_mean([r['test_accuracy'] for r in group])} "
+            f"| {label} | {minutes:g} | {len(group)} | {accuracy} "
             f"| {f'{statistics.fmean(energies):.3g}' if energies else '-'} | {group[0].get('energy_method')} "
             f"| {f'{statistics.fmean(flops):.3g}' if flops else '-'} "
             f"| {f'{min(cheap):.3g}' if cheap else '-'} ({len(cheap)}/{len(group)}) "
