@@ -370,17 +370,16 @@ def report(rows: list[dict], defaults: dict) -> str:
             f"| {_mean([e for e in early if e is not None])} "
             f"| {statistics.fmean(evaluations) if evaluations else math.nan:.0f} |"
         )
-    lines += anytime_comparison(groups, defaults)
+    lines += anytime_comparison(rows, defaults)
     return "\n".join(lines)
 
 
-def anytime_comparison(groups: dict[tuple[str, float, str], list[dict]], defaults: dict) -> list[str]:
+def anytime_comparison(rows: list[dict], defaults: dict) -> list[str]:
     """Where the Pareto run's anytime curve (mean over runs) lies above each other search's of the same
     search settings, from T/3 to the end of the shorter search (every 5 s): the issue's third goal. Up to
     then neither curve depends on the final training, nor on when the search will stop, so those
     settings are ignored when matching (Pareto runs that differ only in ``FINAL_ONLY`` are pooled), as
     are the Pareto run's own search settings (``--min-accuracy``)."""
-    rows = [r for group in groups.values() for r in group]
     ignored = (*FINAL_ONLY, "final_fraction")
     pooled: dict[tuple[float, str], list[dict]] = {}
     others: dict[tuple[str, float, str], list[dict]] = {}
