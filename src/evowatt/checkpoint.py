@@ -46,6 +46,8 @@ class StoreSection(_Model):
 
     format: int = Field(1, ge=1)
     weights: dict[Annotated[str, StringConstraints(pattern=r"^[0-9]+$")], WeightFile] = {}
+    # the optimiser states kept beside those weights (format 2), for continuations that resume them
+    optimisers: dict[Annotated[str, StringConstraints(pattern=r"^[0-9]+$")], WeightFile] = {}
 
 
 # --- genomes ----------------------------------------------------------------------------------------

@@ -315,6 +315,13 @@ class TrainingConfig(_Strict):
         False,
         description="also score every evaluation on the test split (benchmarks); reported, never selected on",
     )
+    resume_optimiser: bool | None = Field(
+        None,
+        description="a training that continues from earlier weights (a rung, train_longer, an inheriting "
+        "mutant's shared layers, the final training from the search's weights) resumes that training's "
+        "optimiser state instead of a fresh optimiser; unset = on where the search inherits weights or "
+        "uses multi-fidelity, off for the paper's ES (its train_longer restarts the optimiser)",
+    )
 
     @field_validator("threads")
     @classmethod
@@ -450,6 +457,13 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     energy: EnergySettings = EnergySettings()
+
+    def resumes_optimiser(self) -> bool:
+        """Whether continued trainings resume their optimiser: ``training.resume_optimiser``, or when unset
+        on wherever weights are inherited or promoted through rungs."""
+        if self.training.resume_optimiser is not None:
+            return self.training.resume_optimiser
+        return self.search.inherits() or self.search.fidelity is not None
 
     def metrics_used(self) -> set[str]:
         """Metrics the chosen search selects on: the fitness's, or the objectives' and constraints'."""

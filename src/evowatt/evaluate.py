@@ -90,14 +90,19 @@ class EvalTask:
     # with it load (nn/inherit.py); without, the genome is the same and every tensor loads
     init_genome: dict[str, Any] | None = None
     init_from: int | None = None  # the evaluation those weights come from (recorded in the result)
+    # safetensors bytes of that evaluation's optimiser state (nn/optimiser_state.py): the training resumes
+    # its optimiser where the state fits; None: a fresh optimiser
+    init_optimiser: bytes | None = None
+    return_optimiser: bool = False  # send the optimiser's final state back in the result
     fidelity: dict[str, Any] | None = None  # multi-fidelity rung and cumulative budget, echoed in the result
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.init_weights is not None:
-            data["init_weights"] = base64.b64encode(self.init_weights).decode("ascii")
+        for key in ("init_weights", "init_optimiser"):
+            if data[key] is not None:
+                data[key] = base64.b64encode(data[key]).decode("ascii")
         return data
 
     @classmethod
@@ -105,8 +110,9 @@ class EvalTask:
         values = dict(data)
         values["data"] = DataRef(**{**data["data"], "splits": tuple(data["data"]["splits"])})
         values["settings"] = EvalSettings(**data["settings"])
-        if values.get("init_weights") is not None:
-            values["init_weights"] = base64.b64decode(values["init_weights"])
+        for key in ("init_weights", "init_optimiser"):
+            if values.get(key) is not None:
+                values[key] = base64.b64decode(values[key])
         return cls(**values)
 
 
@@ -191,8 +197,11 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
         result.metrics["flops"] = _metric(plan.flops, "counted:plan")
         data = _tensors(task.data, str(device), splits)
         model = build_network(plan, task.seed).to(device)
+        optimiser_state, sources = None, None
         if task.init_weights is not None:
-            result.inherited = _load_initial_weights(model, genome, grammar, task, device)
+            result.inherited, sources = _load_initial_weights(model, genome, grammar, task, device)
+            if task.init_optimiser is not None:
+                optimiser_state = load(task.init_optimiser)
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
         meter, idle = _meter_and_idle(settings, str(device)) if settings.energy else (None, None)
         if meter is not None:
@@ -213,6 +222,9 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
                 max_epochs=settings.max_epochs,
                 eval_batch_size=settings.eval_batch_size,
                 recipe=recipe,
+                optimiser_state=optimiser_state,
+                optimiser_sources=sources,
+                keep_optimiser=task.return_optimiser,
             )
         result.train = outcome.to_json()
         if training_energy is not None and training_energy.to_metric() is not None:
@@ -240,6 +252,8 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
             _measure(result, models, plan, model, task, meter, idle, data["evo_test"][0])
         if task.return_weights:
             result.weights = weights_bytes(model)
+        if task.return_optimiser and outcome.optimiser:
+            result.optimiser = save(outcome.optimiser)
     except InvalidNetwork as exc:
         result.status, result.reason = Status.INVALID, str(exc)
     except EvowattError:
@@ -256,15 +270,19 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
 
 def _load_initial_weights(
     model: Network, genome: Genome, grammar: Grammar, task: EvalTask, device: torch.device
-) -> dict[str, Any]:
-    """Start from earlier weights: all of them (same genome) or the parent's shared layers (init_genome)."""
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Start from earlier weights: all of them (same genome) or the parent's shared layers (init_genome).
+
+    Returns the record of what loaded and, for an inheriting child, where each loaded tensor came from
+    (None: the same network, every name its own)."""
     state = {k: v.to(device) for k, v in load(task.init_weights).items()}
     if task.init_genome is None:
         model.load_state_dict(state)
         ids: list = [*genome.layer_ids(), "output", *(["exit_head"] if model.exit_head is not None else [])]
-        return {"from": task.init_from, "layers": ids, "fresh": []}
+        return {"from": task.init_from, "layers": ids, "fresh": []}, None
     parent = Genome.from_json(task.init_genome)
-    return inherit_weights(parent, state, genome, model, grammar).to_json(task.init_from)
+    inheritance = inherit_weights(parent, state, genome, model, grammar)
+    return inheritance.to_json(task.init_from), inheritance.sources
 
 
 @functools.lru_cache(maxsize=4)

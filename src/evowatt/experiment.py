@@ -370,6 +370,7 @@ def _has_final(store: RunStore) -> bool:
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
     source = candidate.continue_from
+    resume = config.resumes_optimiser()
     init_genome = None
     if source is not None:
         row = store.evaluation(source)
@@ -394,10 +395,12 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         seed=candidate.seed,
         # the weights travel in the task and come back in the result: workers need no run directory
         init_weights=store.read_weights(source) if source is not None else None,
+        init_optimiser=store.read_optimiser(source) if source is not None and resume else None,
         init_genome=init_genome,
         init_from=source,
         fidelity=candidate.fidelity,
         return_weights=True,
+        return_optimiser=resume,
         kind=candidate.kind,
     )
 
@@ -558,6 +561,7 @@ def _final_training(
             parent_id=source_id,
         )
         from_search = final.start_from == "search" and row["weights"] is not None
+        resume = config.resumes_optimiser()
         if from_search:
             candidate.continue_from = source_id
         task = EvalTask(
@@ -571,6 +575,7 @@ def _final_training(
             candidate.seed,
             return_weights=True,
             init_weights=store.read_weights(source_id) if from_search else None,
+            init_optimiser=store.read_optimiser(source_id) if from_search and resume else None,
             init_from=source_id if from_search else None,
             kind="final",
         )

@@ -103,6 +103,8 @@ def keep_weights(result: EvalResult, store: RunStore) -> EvalResult:
     error (never the individual's)."""
     if result.weights is not None:
         try:
+            if result.optimiser is not None:  # first: weights on disk always have theirs beside them
+                store.write_optimiser(result.id, result.optimiser)
             result.weights_path = store.write_weights(result.id, result.weights)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
@@ -110,7 +112,7 @@ def keep_weights(result: EvalResult, store: RunStore) -> EvalResult:
             result.status, result.reason = Status.FAILED, f"OSError: [Errno {errno.ENOSPC}] {exc.strerror}"
             _raise_if_disk_full(result, store)
         finally:
-            result.weights = None
+            result.weights = result.optimiser = None
     return result
 
 

@@ -48,6 +48,8 @@ class EvalResult:
     # the trained weights as safetensors bytes (with task.return_weights); the driver writes them into the
     # run directory, and they are never part of the JSON record
     weights: bytes | None = field(default=None, repr=False, compare=False)
+    # the optimiser's final state as safetensors bytes (with task.return_optimiser), written beside them
+    optimiser: bytes | None = field(default=None, repr=False, compare=False)
     inherited: dict[str, Any] | None = None  # the weights it started from: {"from": id, "layers", "fresh"}
     fidelity: dict[str, Any] | None = None  # multi-fidelity: {"rung", "cumulative" budget, "unit", "root"}
 
@@ -67,12 +69,14 @@ class EvalResult:
         return None if value is None else float(value)
 
     def to_json(self) -> dict[str, Any]:
-        weights, self.weights = self.weights, None  # asdict would copy the bytes only to drop them
+        # asdict would copy the bytes only to drop them
+        weights, optimiser, self.weights, self.optimiser = self.weights, self.optimiser, None, None
         try:
             data = asdict(self)
         finally:
-            self.weights = weights
+            self.weights, self.optimiser = weights, optimiser
         data.pop("weights")
+        data.pop("optimiser")
         data["status"] = self.status.value
         return data
 

@@ -41,7 +41,7 @@ CONFIG_NAME = "config.yaml"
 GRAMMAR_NAME = "grammar.grammar"
 LOCK_NAME = "run.lock"
 CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the optimiser states continuations resume (1 has none)
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _TABLES = ("meta", "evaluations", "generations")
 
@@ -407,6 +407,22 @@ class RunStore:
         """The safetensors bytes an evaluation that continues from this one is sent."""
         return Path(self.weights_path(evaluation_id)).read_bytes()
 
+    def optimiser_path(self, evaluation_id: int) -> str:
+        """Beside the weights: the optimiser's state when the training ended (nn/optimiser_state.py)."""
+        return str(self.dir / "weights" / f"{evaluation_id}.optimiser.safetensors")
+
+    def write_optimiser(self, evaluation_id: int, data: bytes) -> None:
+        """Written atomically before the weights: weights on disk always have their optimiser state."""
+        path = self.optimiser_path(evaluation_id)
+        with open(f"{path}.tmp", "wb") as file:
+            file.write(data)
+        os.replace(f"{path}.tmp", path)
+
+    def read_optimiser(self, evaluation_id: int) -> bytes | None:
+        """The optimiser state a continuation resumes; None where none was kept."""
+        path = Path(self.optimiser_path(evaluation_id))
+        return path.read_bytes() if path.is_file() else None
+
     def _relative(self, path: str | None) -> str | None:
         """Weights are recorded relative to the run directory, so a moved run directory still resumes."""
         if not path:
@@ -567,7 +583,7 @@ class RunStore:
         for path in (self.dir / "weights").iterdir():
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
-            stem = path.name.removesuffix(".safetensors")
+            stem = path.name.removesuffix(".safetensors").removesuffix(".optimiser")
             if path.name.endswith(".safetensors") and stem.isdigit() and prunable(int(stem)):
                 path.unlink(missing_ok=True)
         ids = [int(r[0]) for r in self.db.execute("SELECT id FROM evaluations WHERE weights IS NOT NULL")]
@@ -581,16 +597,22 @@ class RunStore:
     # --- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], keep_weights: Iterable[int] = ()) -> None:
         """The search state plus the weight files it needs (size and SHA-256), written atomically."""
-        weights = {}
+        weights, optimisers = {}, {}
         for evaluation_id in sorted(keep_weights):
-            path = Path(self.weights_path(evaluation_id))
-            if path.is_file():
-                weights[str(evaluation_id)] = {
-                    "file": self._relative(str(path)),
-                    "bytes": path.stat().st_size,
-                    "sha256": file_digest(path),
-                }
-        payload = {**state, CHECKPOINT_KEY: {"format": CHECKPOINT_FORMAT, "weights": weights}}
+            for files, path in (
+                (weights, Path(self.weights_path(evaluation_id))),
+                (optimisers, Path(self.optimiser_path(evaluation_id))),
+            ):
+                if path.is_file():
+                    files[str(evaluation_id)] = {
+                        "file": self._relative(str(path)),
+                        "bytes": path.stat().st_size,
+                        "sha256": file_digest(path),
+                    }
+        section: dict[str, Any] = {"format": 1, "weights": weights}
+        if optimisers:  # format 2: an older evowatt would resume without them, not exactly
+            section.update(format=CHECKPOINT_FORMAT, optimisers=optimisers)
+        payload = {**state, CHECKPOINT_KEY: section}
         path = self.dir / CHECKPOINT_NAME
         try:
             atomic_write_text(path, json.dumps(payload), kill_at="checkpoint-write")
@@ -619,7 +641,9 @@ class RunStore:
             section = check_store_section(raw)
         except CheckpointError as exc:
             raise self._bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
-        for evaluation_id, entry in section.weights.items():
+        needed = [(i, e, "trained weights") for i, e in section.weights.items()]
+        needed += [(i, e, "optimiser state") for i, e in section.optimisers.items()]
+        for evaluation_id, entry, what in needed:
             weights = self.dir / entry.file
             if not weights.is_file():
                 problem = "is missing"
@@ -628,7 +652,7 @@ class RunStore:
             else:
                 continue
             raise EvowattError(
-                f"{weights}, the trained weights of evaluation {evaluation_id} that checkpoint {path} needs, "
+                f"{weights}, the {what} of evaluation {evaluation_id} that checkpoint {path} needs, "
                 f"{problem}; nothing was changed. Restore it from a backup, or start a new run"
             )
         return state

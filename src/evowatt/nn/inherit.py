@@ -28,14 +28,19 @@ LayerKey = int | str  # a hidden layer's id, or "output" / "exit_head"
 class Inheritance:
     inherited: list[LayerKey] = field(default_factory=list)  # layers whose every tensor was copied
     fresh: list[LayerKey] = field(default_factory=list)  # layers left at their fresh initialisation
+    # each copied tensor's name in the child -> its name in the parent (whose optimiser state may follow)
+    sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, source: int | None) -> dict:
         return {"from": source, "layers": list(self.inherited), "fresh": list(self.fresh)}
 
 
-def _groups(state: dict[str, torch.Tensor], ids: list[int | None]) -> dict[LayerKey, dict[str, torch.Tensor]]:
-    """A network's state dict by layer key: ``layers.<index>.rest`` under the layer's id."""
-    groups: dict[LayerKey, dict[str, torch.Tensor]] = {}
+def _groups(
+    state: dict[str, torch.Tensor], ids: list[int | None]
+) -> dict[LayerKey, dict[str, tuple[str, torch.Tensor]]]:
+    """A network's state dict by layer key (``layers.<index>.rest`` under the layer's id): each tensor
+    by the rest of its name, with its full name beside it."""
+    groups: dict[LayerKey, dict[str, tuple[str, torch.Tensor]]] = {}
     for name, tensor in state.items():
         head, _, rest = name.partition(".")
         if head == "layers":
@@ -43,7 +48,7 @@ def _groups(state: dict[str, torch.Tensor], ids: list[int | None]) -> dict[Layer
             key: LayerKey = ids[int(index)]  # type: ignore[assignment]
         else:
             key = head  # output, exit_head
-        groups.setdefault(key, {})[rest] = tensor
+        groups.setdefault(key, {})[rest] = (name, tensor)
     return groups
 
 
@@ -80,15 +85,18 @@ def inherit_weights(
             and (key != "exit_head" or same_exit)
             and source.keys() == tensors.keys()
             and all(
-                source[name].shape == t.shape and source[name].dtype == t.dtype for name, t in tensors.items()
+                source[rest][1].shape == t.shape and source[rest][1].dtype == t.dtype
+                for rest, (_, t) in tensors.items()
             )
         )
         if not usable:
             outcome.fresh.append(key)
             continue
         with torch.no_grad():
-            for name, tensor in tensors.items():
-                tensor.copy_(source[name])  # state_dict tensors share storage with the module's
+            for rest, (name, tensor) in tensors.items():
+                origin, value = source[rest]  # type: ignore[index]
+                tensor.copy_(value)  # state_dict tensors share storage with the module's
+                outcome.sources[name] = origin
         outcome.inherited.append(key)
     # parameterless layers (pooling, dropout) have nothing to copy: inherited when the parent has the id
     for key in child_ids:

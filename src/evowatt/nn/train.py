@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from evowatt.nn.optimiser_state import optimiser_tensors, restore_optimiser
 from evowatt.nn.seeding import seeded
 
 OPTIMISERS = ("gradient_descent", "adam", "rmsprop", "lars")
@@ -100,13 +101,18 @@ class TrainOutcome:
     best_validation_loss: float | None
     budget_seconds: float | None
     budget_steps: int | None
+    optimiser_resumed: int | None = None  # parameters whose optimiser state was restored (None: none given)
+    # the optimiser's state at the end (with ``keep_optimiser``): named tensors, never part of the JSON
+    optimiser: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def diverged(self) -> bool:
         return self.stop_reason == "diverged"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("optimiser")
+        return data
 
 
 def make_optimiser(model: nn.Module, learning: dict[str, Any]) -> torch.optim.Optimizer:
@@ -246,6 +252,9 @@ def train(
     max_epochs: int = 10_000,
     eval_batch_size: int = 1024,
     recipe: Recipe | None = None,
+    optimiser_state: dict[str, torch.Tensor] | None = None,
+    optimiser_sources: dict[str, str] | None = None,
+    keep_optimiser: bool = False,
 ) -> TrainOutcome:
     """Train in place until the budget, early stopping, or divergence.
 
@@ -254,6 +263,9 @@ def train(
     so that no validation pass runs after the budget is spent. With a ``recipe`` (the final training),
     see ``Recipe``: the final weights are validated after the budget and the best ones kept.
     ``validation_xy`` None (a recipe without a hold-out): no validation at all, the last weights kept.
+    ``optimiser_state`` (from an earlier ``keep_optimiser`` outcome) resumes the optimiser where it
+    matches (nn/optimiser_state.py; ``optimiser_sources`` names each parameter's source for an
+    inheriting child); ``keep_optimiser`` returns the optimiser's final state in the outcome.
     """
     if validation_xy is None and (recipe is None or recipe.early_stopping):
         raise ValueError("early stopping needs a validation split")
@@ -263,6 +275,10 @@ def train(
     patience = int(learning.get("early_stop", 5))
     epoch_limit = min(max_epochs, int(learning.get("epochs", max_epochs)))
     optimiser = make_optimiser(model, learning)
+    kind = str(learning.get("learning", "adam"))
+    resumed = None
+    if optimiser_state is not None:
+        resumed = len(restore_optimiser(optimiser, model, kind, optimiser_state, optimiser_sources))
     base_lrs = [group["lr"] for group in optimiser.param_groups]
     scheduled = recipe is not None and recipe.schedule != "none"
     augmenting = recipe is not None and (recipe.shift > 0 or recipe.flip)
@@ -360,6 +376,8 @@ def train(
         best_validation_loss=None if math.isinf(best_loss) else best_loss,
         budget_seconds=budget.seconds,
         budget_steps=budget.steps,
+        optimiser_resumed=resumed,
+        optimiser=optimiser_tensors(optimiser, model, kind) if keep_optimiser else None,
     )
 
 
