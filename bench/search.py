@@ -162,10 +162,10 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         data["search"]["algorithm"] = "random"
     elif name == "e-hand":
         return None
-    if args.fresh_optimiser:  # every continuation restarts its optimiser (as before it was kept)
-        data["training"]["resume_optimiser"] = False
     else:
         raise SystemExit(f"unknown configuration {name}; choose from {', '.join(CONFIGS)}")
+    if args.fresh_optimiser:  # every continuation restarts its optimiser (as before it was kept)
+        data["training"]["resume_optimiser"] = False
     return data
 
 
