@@ -110,7 +110,11 @@ class TrainOutcome:
         return self.stop_reason == "diverged"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        optimiser, self.optimiser = self.optimiser, None  # asdict would deep-copy the tensors to drop them
+        try:
+            data = asdict(self)
+        finally:
+            self.optimiser = optimiser
         data.pop("optimiser")
         return data
 
