@@ -1,16 +1,20 @@
 """Short, deterministic comparisons behind defaults of issue 11: where the final training starts
 (``training.final_training.start_from``: scratch or the search's weights), which grammar (cnn or the
-previous cnn_v1), and whether the final training also learns from evo_validation
-(``training.final_training.train_on_validation``).
+previous cnn_v1), whether the final training also learns from evo_validation
+(``training.final_training.train_on_validation``), and whether continued trainings resume their
+optimiser (``training.resume_optimiser``, in an ES with inheritance and three rungs, the final training
+from the search's weights).
 
     python bench/choices.py start --seeds 0 1 2 3 4      # digits: about 2 minutes on 2 quiet cores
     python bench/choices.py grammar --seeds 0 1 2 3 4
     python bench/choices.py validation --seeds 0 1 2 3 4
+    python bench/choices.py optimiser --seeds 0 1 2 3 4
     python bench/choices.py start --dataset fashion-mnist --train-subset 3000 --seeds 0 1 2
 
 Every run is the same small ES under an optimiser-step budget on one torch thread, so the two arms of a
 comparison share the seed's search exactly (``start``, ``validation``: the identical search, only the
-final training differs) or differ only in the grammar (``grammar``). Printed: the official test accuracy
+final training differs) or differ only in the grammar (``grammar``) or in how continued trainings start
+(``optimiser``: the searches part once a resumed training scores differently). Printed: the official test accuracy
 of the final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and as the mean, and
 the mean paired difference.
 """
@@ -30,6 +34,7 @@ ARMS = {
     "start": ("scratch", "search"),
     "grammar": ("cnn_v1", "cnn"),
     "validation": ("hold_out", "train"),  # final_training.train_on_validation: false | true
+    "optimiser": ("fresh", "resume"),  # training.resume_optimiser, in an ES with inheritance and rungs
 }
 
 
@@ -55,7 +60,7 @@ def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
                 "budget": {"steps": args.final_steps},
                 "schedule": "cosine",
                 "augment": {"shift": 1},
-                "start_from": arm if what == "start" else "scratch",
+                "start_from": arm if what == "start" else "search" if what == "optimiser" else "scratch",
                 "train_on_validation": what == "validation" and arm == "train",
             },
         },
@@ -67,6 +72,11 @@ def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
             "warmup": 1,
         },
     }
+    if what == "optimiser":  # every kind of continuation: inheriting mutants, rungs, the final training
+        data["search"].update(
+            inherit_weights=True, fidelity={"min_budget": args.steps // 4, "eta": 2, "rungs": 3}
+        )
+        data["training"]["resume_optimiser"] = arm == "resume"
     return data
 
 
