@@ -14,9 +14,9 @@ from the search's weights).
 Every run is the same small ES under an optimiser-step budget on one torch thread, so the two arms of a
 comparison share the seed's search exactly (``start``, ``validation``: the identical search, only the
 final training differs) or differ only in the grammar (``grammar``) or in how continued trainings start
-(``optimiser``: the searches part once a resumed training scores differently). Printed: the official test accuracy
-of the final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and as the mean, and
-the mean paired difference.
+(``optimiser``: the searches part once a resumed training scores differently). Printed: the official
+test accuracy of the final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and
+as the mean, and the mean paired difference.
 """
 
 from __future__ import annotations

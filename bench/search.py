@@ -82,14 +82,9 @@ SETTINGS = (
     "start_from",
     "train_on_validation",
     "min_accuracy",
-    "fresh_optimiser",
+    "resume_optimiser",
 )
 PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
-# apply to the configurations that continue trainings (rungs, inheriting mutants): the others' don't
-CONTINUING = ("b-es-inherit", "b-es-inherit-fidelity", "c-pareto")
-CONTINUING_ONLY = ("fresh_optimiser",)
-# what rows recorded before a setting existed ran with (continuations restarted their optimiser)
-LEGACY = {"fresh_optimiser": True}
 FINAL_ONLY = ("pareto_finals", "first_share", "start_from", "train_on_validation")  # the final training's
 
 
@@ -164,8 +159,7 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         return None
     else:
         raise SystemExit(f"unknown configuration {name}; choose from {', '.join(CONFIGS)}")
-    if args.fresh_optimiser:  # every continuation restarts its optimiser (as before it was kept)
-        data["training"]["resume_optimiser"] = False
+    data["training"]["resume_optimiser"] = args.resume_optimiser
     return data
 
 
@@ -333,19 +327,13 @@ def _mean(values: list[float]) -> str:
 
 def settings_of(row: dict, defaults: dict, ignore: tuple[str, ...] = ()) -> str:
     """The row's settings that differ from the defaults and change what its configuration ran, as
-    ``name=value`` (rows before a setting was recorded ran with its default, or its ``LEGACY`` value),
-    less those in ``ignore``.
+    ``name=value`` (rows before settings were recorded ran with the defaults), less those in ``ignore``.
     The hand CNN trains for T whatever the searches' settings: it has none."""
     if row.get("configuration") == "e-hand":
         return ""
-    settings = {**LEGACY, **(row.get("settings") or {})}
+    settings = row.get("settings") or {}
     pareto = row.get("configuration") == "c-pareto"
-    continuing = row.get("configuration") in CONTINUING
-    keys = [
-        k
-        for k in SETTINGS
-        if k not in ignore and (pareto or k not in PARETO_ONLY) and (continuing or k not in CONTINUING_ONLY)
-    ]
+    keys = [k for k in SETTINGS if k not in ignore and (pareto or k not in PARETO_ONLY)]
     return " ".join(f"{k}={settings[k]}" for k in keys if k in settings and settings[k] != defaults[k])
 
 
@@ -394,7 +382,7 @@ def anytime_comparison(rows: list[dict], defaults: dict) -> list[str]:
     then neither curve depends on the final training, nor on when the search will stop, so those
     settings are ignored when matching (Pareto runs that differ only in ``FINAL_ONLY`` are pooled), as
     are the Pareto run's own search settings (``--min-accuracy``)."""
-    ignored = (*FINAL_ONLY, "final_fraction", *CONTINUING_ONLY)
+    ignored = (*FINAL_ONLY, "final_fraction")
     pooled: dict[tuple[float, str], list[dict]] = {}
     others: dict[tuple[str, float, str], list[dict]] = {}
     for row in rows:
@@ -521,9 +509,9 @@ def main() -> int:
         help="the Pareto run's constraint 'accuracy > X': below it a network ranks by its shortfall only",
     )
     parser.add_argument(
-        "--fresh-optimiser",
+        "--resume-optimiser",
         action="store_true",
-        help="continued trainings restart their optimiser (training.resume_optimiser: false)",
+        help="continued trainings resume their optimiser's state (training.resume_optimiser: true)",
     )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))

@@ -132,7 +132,7 @@ BASE = {
         "fidelity": {"min_budget": 5, "eta": 2, "rungs": 2},
         "mutation": {"train_longer": 0.3},
     },
-    "training": {"budget": {"steps": 10}, "threads": 1},
+    "training": {"budget": {"steps": 10}, "threads": 1, "resume_optimiser": True},
     "energy": FAST_ESTIMATE,
 }
 
@@ -168,17 +168,11 @@ def test_rungs_and_inheriting_mutants_resume_their_source_optimiser(tmp_path):
     }
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"training.resume_optimiser": False},
-        {"search.fidelity": None, "search.inherit_weights": None, "search.generations": 2},  # the paper's ES
-    ],
-    ids=["off", "es-default"],
-)
-def test_without_resuming_no_optimiser_is_kept_or_resumed(tmp_path, overrides):
-    config = validate_config(config_dict(BASE, **overrides))
-    assert not config.resumes_optimiser()
+def test_without_resuming_no_optimiser_is_kept_or_resumed(tmp_path):
+    data = config_dict(BASE)
+    del data["training"]["resume_optimiser"]  # the default: off
+    config = validate_config(data)
+    assert config.training.resume_optimiser is False
     run(config, out=tmp_path / "run")
     rows = _rows(tmp_path / "run")
     assert any(r["continue_from"] is not None for r in rows)  # train_longer or rungs continue...

@@ -315,12 +315,12 @@ class TrainingConfig(_Strict):
         False,
         description="also score every evaluation on the test split (benchmarks); reported, never selected on",
     )
-    resume_optimiser: bool | None = Field(
-        None,
+    resume_optimiser: bool = Field(
+        False,
         description="a training that continues from earlier weights (a rung, train_longer, an inheriting "
         "mutant's shared layers, the final training from the search's weights) resumes that training's "
-        "optimiser state instead of a fresh optimiser; unset = on where the search inherits weights or "
-        "uses multi-fidelity, off for the paper's ES (its train_longer restarts the optimiser)",
+        "optimiser state instead of starting a fresh optimiser. Off by default: measured worse end to end "
+        "(docs/results.md), the restart damps a short training's oscillations",
     )
 
     @field_validator("threads")
@@ -457,13 +457,6 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     energy: EnergySettings = EnergySettings()
-
-    def resumes_optimiser(self) -> bool:
-        """Whether continued trainings resume their optimiser: ``training.resume_optimiser``, or when unset
-        on wherever weights are inherited or promoted through rungs."""
-        if self.training.resume_optimiser is not None:
-            return self.training.resume_optimiser
-        return self.search.inherits() or self.search.fidelity is not None
 
     def metrics_used(self) -> set[str]:
         """Metrics the chosen search selects on: the fitness's, or the objectives' and constraints'."""

@@ -370,7 +370,7 @@ def _has_final(store: RunStore) -> bool:
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
     source = candidate.continue_from
-    resume = config.resumes_optimiser()
+    resume = config.training.resume_optimiser
     init_genome = None
     if source is not None:
         row = store.evaluation(source)
@@ -561,7 +561,7 @@ def _final_training(
             parent_id=source_id,
         )
         from_search = final.start_from == "search" and row["weights"] is not None
-        resume = config.resumes_optimiser()
+        resume = config.training.resume_optimiser
         if from_search:
             candidate.continue_from = source_id
         task = EvalTask(
