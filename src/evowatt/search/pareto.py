@@ -117,7 +117,8 @@ class ParetoSearch(GenomeSearch):
 
     def best(self) -> list[int]:
         """Members with a point on the feasible front, the most accurate (first objective) first."""
-        members = [m for m in self.population if any(self._on_front(m, e) for e in m.points)]
+        on_front = {m.id for m, _exit in self._front_points()}  # one front, not one per point asked about
+        members = [m for m in self.population if m.id in on_front]
         return [m.id for m in sorted(members, key=self._handover_key)]
 
     def unmet(self) -> str | None:
@@ -230,9 +231,6 @@ class ParetoSearch(GenomeSearch):
             for (i, e), r, v in zip(where, ranks, violations, strict=True)
             if r == 0 and v == 0
         ]
-
-    def _on_front(self, member: Member, exit_: str) -> bool:
-        return any(m.id == member.id and e == exit_ for m, e in self._front_points())
 
     def _handover_key(self, member: Member) -> tuple[float, int]:
         first = self.objectives[0]
