@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
 from evowatt.config import Constraint, Objective, validate_config
 from evowatt.errors import EvowattError
@@ -221,6 +222,22 @@ def test_random_search_keeps_the_front_of_everything():
     assert sorted(m.id for m in search.population) == [0, 1]
     batch = search.ask()
     assert all(c.kind == "random" for c in batch)
+
+
+def test_random_search_keeps_the_closest_infeasible_network_through_a_checkpoint():
+    """Its population holds feasible networks only; the one nearest the constraints is kept beside it."""
+    search = RandomSearch(config(constraints=["accuracy > 0.95"], **{"lambda": 3}), GRAMMAR)
+    batch = search.ask()
+    search.tell([result(batch[0].id, 0.9, 9.0), result(batch[1].id, 0.5, 1.0), result(batch[2].id, 0.4, 5.0)])
+    assert search.population == [] and search.closest.id == batch[0].id
+    state = yaml.safe_load(yaml.safe_dump(search.state()))
+    again = RandomSearch(config(constraints=["accuracy > 0.95"], **{"lambda": 3}), GRAMMAR)
+    again.load_state(state)
+    assert again.state() == search.state()
+    assert f"the closest is #{batch[0].id} (accuracy 0.9" in again.unmet()
+    batch = again.ask()
+    again.tell([result(c.id, 0.3, 1.0) for c in batch])  # further off: the closest stays
+    assert again.closest.id == search.closest.id
 
 
 def test_wrong_algorithm_checkpoint_is_refused():

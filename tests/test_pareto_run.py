@@ -206,12 +206,17 @@ def test_run_of_the_previous_store_version_still_opens(reference, tmp_path, caps
     assert "generations of" in capsys.readouterr().out
 
 
-def test_a_run_where_no_network_meets_the_constraints_says_so_and_names_the_closest(tmp_path, capsys):
-    """Nothing feasible: nothing is handed over or final-trained, and the run says why and what to change."""
+@pytest.mark.parametrize("algorithm", ["pareto", "random"])
+def test_a_run_where_no_network_meets_the_constraints_says_so_and_names_the_closest(
+    tmp_path, capsys, algorithm
+):
+    """Nothing feasible: nothing is handed over or final-trained, and the run says why and what to change.
+    The random search keeps only feasible networks in its population, and the closest beside it."""
     data = config_dict(
         BASE,
         **{
-            "search.generations": 0,
+            "search.algorithm": algorithm,
+            "search.generations": 0 if algorithm == "pareto" else 1,
             "search.constraints": ["params < 2"],
             "network.macro_structure": ["learning"],  # one exit: the closest is the smallest network
             "training.final_training": {"budget": {"steps": 5}},

@@ -183,6 +183,7 @@ class ParetoState(_Model):
     reference: list[float] | None
     rng: RngState
     archive: ArchiveState
+    closest: MemberState | None = None  # the random search's infeasible network nearest the constraints
 
 
 def _describe(error: ValidationError, prefix: str = "") -> str:

@@ -126,7 +126,9 @@ class ParetoSearch(GenomeSearch):
         the closest member (least total violation) and what to change; None when ``best()`` has members."""
         if self.best() or not self.constraints:
             return None
-        scored = [(p["violation"], m.id, e, p) for m in self.population for e, p in m.points.items()]
+        scored = [
+            (p["violation"], m.id, e, p) for m in self._candidates_for_unmet() for e, p in m.points.items()
+        ]
         if not scored:
             return None
         _violation, closest, exit_, point = min(scored, key=lambda item: item[:3])
@@ -140,6 +142,10 @@ class ParetoSearch(GenomeSearch):
             f" the closest is {where} ({values}; it {point['reason']}): loosen search.constraints, or"
             " give the search longer (search.time_limit, search.generations, training.budget)"
         )
+
+    def _candidates_for_unmet(self) -> list[Member]:
+        """Where ``unmet`` looks for the closest network: the population, which keeps infeasible members."""
+        return self.population
 
     # --- selection ---------------------------------------------------------------------------------
     def _flat(self, pool: Sequence[Member]) -> tuple[list[tuple[int, str]], np.ndarray, list[float]]:
@@ -309,7 +315,15 @@ class ParetoSearch(GenomeSearch):
 
 
 class RandomSearch(ParetoSearch):
-    """λ random genomes a generation, no selection; the population is the feasible front of all seen."""
+    """λ random genomes a generation, no selection; the population is the feasible front of all seen.
+
+    It also keeps the infeasible network closest to the constraints (least total violation), so that a
+    run in which nothing is feasible can name it (``unmet``) although the population holds none.
+    """
+
+    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
+        super().__init__(config, grammar, reuse_sampler)
+        self.closest: Member | None = None
 
     def ask(self) -> list[Candidate]:
         if not self.pending:
@@ -318,6 +332,13 @@ class RandomSearch(ParetoSearch):
 
     def _survivors(self, pool: list[Member]) -> list[Member]:
         ranked = self._rank(pool)
+        infeasible = [m for m in pool if m.points and all(p["violation"] > 0 for p in m.points.values())]
+        if self.closest is not None:
+            infeasible.append(self.closest)
+        if infeasible:
+            self.closest = min(
+                infeasible, key=lambda m: (min(p["violation"] for p in m.points.values()), m.id)
+            )
         kept = []
         for index, member in enumerate(pool):
             mine = [ranked[(index, e)] for e in member.points if member.points[e]["violation"] == 0]
@@ -325,3 +346,14 @@ class RandomSearch(ParetoSearch):
                 member.rank, member.crowding = 0.0, 0.0
                 kept.append(member)
         return kept
+
+    def _candidates_for_unmet(self) -> list[Member]:
+        return self.population + ([self.closest] if self.closest is not None else [])
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "closest": None if self.closest is None else self.closest.to_json()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        closest = state.get("closest")
+        self.closest = None if closest is None else Member.from_json(closest)
