@@ -1,22 +1,28 @@
-"""Short, deterministic comparisons behind defaults of issue 11: where the final training starts
-(``training.final_training.start_from``: scratch or the search's weights), which grammar (cnn or the
-previous cnn_v1), whether the final training also learns from evo_validation
-(``training.final_training.train_on_validation``), and whether continued trainings resume their
-optimiser (``training.resume_optimiser``, in an ES with inheritance and three rungs, the final training
-from the search's weights).
+"""Short, deterministic comparisons behind defaults of issue 11:
+
+  start       where the final training starts (``training.final_training.start_from``: scratch or the
+              search's weights)
+  grammar     which grammar (cnn or the previous cnn_v1)
+  validation  whether the final training also learns from evo_validation
+              (``training.final_training.train_on_validation``)
+  optimiser   whether continued trainings resume their optimiser (``training.resume_optimiser``; an ES
+              with inheritance and three rungs, the final training from the search's weights)
+  learning    whether the final training keeps the evolved learning genes or uses Adam at 0.002 with
+              batches of 128 (``training.final_training.learning``)
 
     python bench/choices.py start --seeds 0 1 2 3 4      # digits: about 2 minutes on 2 quiet cores
     python bench/choices.py grammar --seeds 0 1 2 3 4
     python bench/choices.py validation --seeds 0 1 2 3 4
     python bench/choices.py optimiser --seeds 0 1 2 3 4
+    python bench/choices.py learning --seeds 0 1 2 3 4
     python bench/choices.py start --dataset fashion-mnist --train-subset 3000 --seeds 0 1 2
 
 Every run is the same small ES under an optimiser-step budget on one torch thread, so the two arms of a
-comparison share the seed's search exactly (``start``, ``validation``: the identical search, only the
-final training differs) or differ only in the grammar (``grammar``) or in how continued trainings start
-(``optimiser``: the searches part once a resumed training scores differently). Printed: the official
-test accuracy of the final-trained model (digits: a seeded held-out split) and its FLOPs, per seed and
-as the mean, and the mean paired difference.
+comparison share the seed's search exactly (``start``, ``validation``, ``learning``: the identical
+search, only the final training differs) or differ only in the grammar (``grammar``) or in how continued
+trainings start (``optimiser``: the searches part once a resumed training scores differently). Printed:
+the official test accuracy of the final-trained model (digits: a seeded held-out split) and its FLOPs,
+per seed and as the mean, and the mean paired difference.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ ARMS = {
     "grammar": ("cnn_v1", "cnn"),
     "validation": ("hold_out", "train"),  # final_training.train_on_validation: false | true
     "optimiser": ("fresh", "resume"),  # training.resume_optimiser, in an ES with inheritance and rungs
+    "learning": ("evolved", "adam"),  # final_training.learning: the evolved genes or Adam, 0.002, batch 128
 }
 
 
@@ -62,6 +69,7 @@ def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
                 "augment": {"shift": 1},
                 "start_from": arm if what == "start" else "search" if what == "optimiser" else "scratch",
                 "train_on_validation": what == "validation" and arm == "train",
+                "learning": {"learning": "adam", "lr": 0.002, "batch_size": 128} if arm == "adam" else {},
             },
         },
         "energy": {

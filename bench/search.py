@@ -83,9 +83,16 @@ SETTINGS = (
     "train_on_validation",
     "min_accuracy",
     "resume_optimiser",
+    "final_learning",
 )
 PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
-FINAL_ONLY = ("pareto_finals", "first_share", "start_from", "train_on_validation")  # the final training's
+FINAL_ONLY = (
+    "pareto_finals",
+    "first_share",
+    "start_from",
+    "train_on_validation",
+    "final_learning",
+)  # the final training's
 
 
 def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.Namespace) -> dict:
@@ -116,11 +123,20 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "augment": {"shift": 2, "flip": True},
                 "start_from": args.start_from,
                 "train_on_validation": args.train_on_validation,
+                "learning": final_learning(args.final_learning),
             },
         },
         "fitness": {"metric": "accuracy"},
         "energy": {"meter": "auto", "time_cap_s": 0.2, "min_window_s": 0.02, "min_repeats": 3, "warmup": 2},
     }
+
+
+def final_learning(text: str | None) -> dict:
+    """``adam:0.002:128`` (optimiser, peak learning rate, batch size) as final_training.learning."""
+    if not text:
+        return {}
+    kind, lr, *batch = text.split(":")
+    return {"learning": kind, "lr": float(lr), **({"batch_size": int(batch[0])} if batch else {})}
 
 
 def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace) -> dict | None:
@@ -512,6 +528,11 @@ def main() -> int:
         "--resume-optimiser",
         action="store_true",
         help="continued trainings resume their optimiser's state (training.resume_optimiser: true)",
+    )
+    parser.add_argument(
+        "--final-learning",
+        metavar="OPTIMISER:LR[:BATCH]",
+        help="the final training's learning genes in place of the evolved ones, e.g. adam:0.002:128",
     )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))

@@ -242,3 +242,36 @@ def test_train_on_validation_trains_on_both_splits_and_needs_no_early_stopping(t
     assert final_row["train"]["steps"] == 40 and final_row["train"]["best_validation_loss"] is None
     with pytest.raises(Exception, match="early_stopping: false"):
         validate_config(config_dict(BASE, **{"training.final_training": {**final, "early_stopping": True}}))
+
+
+def test_final_learning_genes_replace_the_evolved_ones_in_the_final_training_only(tmp_path, monkeypatch):
+    import evowatt.evaluate as evaluate_module
+
+    seen = []  # (learning genes, final training or not) per training
+    real = evaluate_module.train
+
+    def spy(model, train_xy, validation_xy, learning, *args, **kwargs):
+        seen.append((dict(learning), kwargs.get("recipe") is not None))
+        return real(model, train_xy, validation_xy, learning, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "train", spy)
+    wanted = {"learning": "adam", "lr": 0.002, "batch_size": 100, "weight_decay": 0.0005}
+    final = {"budget": {"steps": 20}, "learning": wanted}
+    result = run(validate_config(config_dict(BASE, **{"training.final_training": final})), out=tmp_path / "r")
+    finals = [learning for learning, is_final in seen if is_final]
+    searched = [learning for learning, is_final in seen if not is_final]
+    assert len(finals) == 1 and {k: finals[0][k] for k in wanted} == wanted
+    assert not any({k: s.get(k) for k in wanted} == wanted for s in searched)  # the search keeps its genes
+    assert result.finals[0]["train"]["learning"] == wanted  # recorded with the final model
+    assert result.finals[0]["train"]["steps"] == 20
+
+
+def test_final_learning_genes_are_checked():
+    with pytest.raises(Exception, match="needs lr too"):
+        validate_config(config_dict(BASE, **{"training.final_training": {"learning": {"learning": "adam"}}}))
+    with pytest.raises(Exception, match="lars|literal|Input should be"):
+        validate_config(
+            config_dict(BASE, **{"training.final_training": {"learning": {"learning": "lars", "lr": 0.1}}})
+        )
+    partial = validate_config(config_dict(BASE, **{"training.final_training": {"learning": {"lr": 0.003}}}))
+    assert partial.training.final_training.learning.overrides() == {"lr": 0.003}

@@ -240,6 +240,30 @@ class AugmentConfig(_Strict):
     flip: bool = Field(False, description="mirror half the images left-right (not for digits or mnist)")
 
 
+class LearningConfig(_Strict):
+    """Learning genes the final training uses in place of the individual's evolved ones, which were
+    chosen for the search's short trainings; each one unset keeps the evolved value."""
+
+    learning: Literal["adam", "gradient_descent", "rmsprop"] | None = Field(
+        None, description="the optimiser (with it, lr is required: the evolved one belongs to another)"
+    )
+    lr: float | None = Field(None, gt=0, description="the peak learning rate the schedule scales")
+    batch_size: int | None = Field(None, ge=1)
+    weight_decay: float | None = Field(None, ge=0)
+    momentum: float | None = Field(None, ge=0, lt=1, description="gradient_descent's")
+
+    @model_validator(mode="after")
+    def _an_optimiser_brings_its_rate(self) -> LearningConfig:
+        if self.learning is not None and self.lr is None:
+            raise ValueError(
+                f"learning: {self.learning} needs lr too (the evolved rate was another optimiser's)"
+            )
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class FinalTrainingConfig(_Strict):
     """Train the best genome again for a longer budget, reported separately."""
 
@@ -270,6 +294,10 @@ class FinalTrainingConfig(_Strict):
         None,
         description="training images for the final training: unset = the search's dataset.train_subset, "
         "'all' = the whole official training set (still split into evo_train, evo_validation, evo_test)",
+    )
+    learning: LearningConfig = Field(
+        LearningConfig(),
+        description="learning genes for the final training in place of the evolved ones (unset: evolved)",
     )
     train_on_validation: bool = Field(
         False,

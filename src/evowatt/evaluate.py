@@ -74,6 +74,7 @@ class EvalSettings:
     local_meter: bool = False
     report_test: bool = False  # the test set is scored for the final report only, never during search
     recipe: dict[str, Any] | None = None  # nn.train.Recipe as JSON: the final training's; None in search
+    learning: dict[str, Any] | None = None  # learning genes in place of the genome's (the final training's)
 
 
 @dataclass
@@ -203,6 +204,7 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
             if task.init_optimiser is not None:
                 optimiser_state = load(task.init_optimiser)
         learning = grammar.decode(genome.macro["learning"]) if "learning" in genome.macro else {}
+        learning.update(settings.learning or {})
         meter, idle = _meter_and_idle(settings, str(device)) if settings.energy else (None, None)
         if meter is not None:
             result.meter = meter.name
@@ -227,6 +229,8 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
                 keep_optimiser=task.return_optimiser,
             )
         result.train = outcome.to_json()
+        if settings.learning:
+            result.train["learning"] = dict(settings.learning)  # what replaced the evolved genes
         if training_energy is not None and training_energy.to_metric() is not None:
             result.metrics["training_energy"] = training_energy.to_metric()
         if outcome.diverged:

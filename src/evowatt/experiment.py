@@ -122,6 +122,7 @@ def eval_settings(
     report_test: bool = False,
     meter: dict[str, Any] | None = None,
     recipe: dict[str, Any] | None = None,
+    learning: dict[str, Any] | None = None,
 ) -> EvalSettings:
     """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline)."""
     budget = budget or config.training.budget
@@ -142,6 +143,7 @@ def eval_settings(
         max_flops=config.search.caps.max_flops,
         report_test=report_test or t.report_test,
         recipe=recipe,
+        learning=learning or None,
     )
 
 
@@ -570,7 +572,12 @@ def _final_training(
             grammar_text,
             data_ref(config, final=True),
             eval_settings(
-                config, budget, report_test=True, meter=store.meta("meter"), recipe=final_recipe(config)
+                config,
+                budget,
+                report_test=True,
+                meter=store.meta("meter"),
+                recipe=final_recipe(config),
+                learning=final.learning.overrides(),
             ),
             candidate.seed,
             return_weights=True,
