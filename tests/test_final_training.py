@@ -273,5 +273,12 @@ def test_final_learning_genes_are_checked():
         validate_config(
             config_dict(BASE, **{"training.final_training": {"learning": {"learning": "lars", "lr": 0.1}}})
         )
+    with pytest.raises(Exception, match="momentum is gradient_descent's"):
+        validate_config(
+            config_dict(
+                BASE,
+                **{"training.final_training": {"learning": {"learning": "adam", "lr": 0.1, "momentum": 0.9}}},
+            )
+        )
     partial = validate_config(config_dict(BASE, **{"training.final_training": {"learning": {"lr": 0.003}}}))
     assert partial.training.final_training.learning.overrides() == {"lr": 0.003}

@@ -258,6 +258,8 @@ class LearningConfig(_Strict):
             raise ValueError(
                 f"learning: {self.learning} needs lr too (the evolved rate was another optimiser's)"
             )
+        if self.momentum is not None and self.learning not in (None, "gradient_descent"):
+            raise ValueError(f"momentum is gradient_descent's; {self.learning} has none (leave it unset)")
         return self
 
     def overrides(self) -> dict[str, Any]:
