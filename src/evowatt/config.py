@@ -349,8 +349,8 @@ class TrainingConfig(_Strict):
         False,
         description="a training that continues from earlier weights (a rung, train_longer, an inheriting "
         "mutant's shared layers, the final training from the search's weights) resumes that training's "
-        "optimiser state instead of starting a fresh optimiser. Off by default: measured worse end to end "
-        "(docs/results.md), the restart damps a short training's oscillations",
+        "optimiser state instead of starting a fresh optimiser. Off by default: no gain measured, and a "
+        "loss on digits (docs/results.md); a restart damps a short training's oscillations",
     )
 
     @field_validator("threads")
