@@ -21,7 +21,8 @@ from evowatt.nn.inherit import inherit_weights
 from evowatt.nn.optimiser_state import optimiser_tensors, restore_optimiser
 from evowatt.nn.train import Budget, Recipe, make_optimiser, train
 from evowatt.store import RunStore
-from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
+from tests.conftest import config_dict
+from tests.test_fidelity import BASE as FIDELITY_BASE
 from tests.test_inherit import GRAMMAR, NETWORK, _plan, _trained, _valid_genomes
 
 LEARNING = {
@@ -120,21 +121,8 @@ def test_an_inheriting_child_resumes_the_state_of_exactly_the_tensors_it_inherit
 
 
 # --- a run ------------------------------------------------------------------------------------------
-BASE = {
-    "seed": 1,
-    "grammar": "cnn",
-    "dataset": {"name": "digits"},
-    "network": SMALL_NETWORK,
-    "search": {
-        "generations": 1,
-        "lambda": 4,
-        "inherit_weights": True,
-        "fidelity": {"min_budget": 5, "eta": 2, "rungs": 2},
-        "mutation": {"train_longer": 0.3},
-    },
-    "training": {"budget": {"steps": 10}, "threads": 1, "resume_optimiser": True},
-    "energy": FAST_ESTIMATE,
-}
+# the fidelity tests' run (ES, inheritance, 2 rungs, train_longer), resuming its optimiser
+BASE = config_dict(FIDELITY_BASE, **{"training.resume_optimiser": True})
 
 
 def _rows(run_dir):
