@@ -138,6 +138,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    """Atomically, through a ``.tmp`` beside it (``prune_weights`` removes one left by a kill)."""
+    with open(f"{path}.tmp", "wb") as file:
+        file.write(data)
+    os.replace(f"{path}.tmp", path)
+
+
 def atomic_write_text(path: Path, text: str, kill_at: str | None = None) -> None:
     """Write then rename, so a crash or a full disk leaves the previous file intact.
 
@@ -397,10 +404,7 @@ class RunStore:
         """An evaluation's trained weights (safetensors bytes from its result), written atomically by the
         driver: workers never write into the run directory. Returns the path."""
         path = self.weights_path(evaluation_id)
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
+        _write_bytes(path, data)
         return path
 
     def read_weights(self, evaluation_id: int) -> bytes:
@@ -413,10 +417,7 @@ class RunStore:
 
     def write_optimiser(self, evaluation_id: int, data: bytes) -> None:
         """Written atomically before the weights: weights on disk always have their optimiser state."""
-        path = self.optimiser_path(evaluation_id)
-        with open(f"{path}.tmp", "wb") as file:
-            file.write(data)
-        os.replace(f"{path}.tmp", path)
+        _write_bytes(self.optimiser_path(evaluation_id), data)
 
     def read_optimiser(self, evaluation_id: int) -> bytes | None:
         """The optimiser state a continuation resumes; None where none was kept."""

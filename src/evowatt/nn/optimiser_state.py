@@ -63,13 +63,13 @@ def restore_optimiser(
         found_kind, parameter, key = name.split(SEPARATOR)
         if found_kind == kind:
             by_parameter.setdefault(parameter, {})[key] = tensor
-    shapes = dict(model.named_parameters())
+    parameters = dict(model.named_parameters())
     state = optimiser.state_dict()
     restored: list[str] = []
     for index, name in _indexed(optimiser, model).items():
         source = name if sources is None else sources.get(name)
         entry = by_parameter.get(source) if source is not None else None
-        if not entry or any(k != "step" and t.shape != shapes[name].shape for k, t in entry.items()):
+        if not entry or any(k != "step" and t.shape != parameters[name].shape for k, t in entry.items()):
             continue
         state["state"][index] = dict(entry)
         restored.append(name)
