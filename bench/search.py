@@ -84,6 +84,7 @@ SETTINGS = (
     "min_accuracy",
     "resume_optimiser",
     "final_learning",
+    "final_width",
 )
 PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
 FINAL_ONLY = (
@@ -92,6 +93,7 @@ FINAL_ONLY = (
     "start_from",
     "train_on_validation",
     "final_learning",
+    "final_width",
 )  # the final training's
 
 
@@ -124,6 +126,7 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "start_from": args.start_from,
                 "train_on_validation": args.train_on_validation,
                 "learning": final_learning(args.final_learning),
+                **final_width(args.final_width),
             },
         },
         "fitness": {"metric": "accuracy"},
@@ -137,6 +140,15 @@ def final_learning(text: str | None) -> dict:
         return {}
     kind, lr, *batch = text.split(":")
     return {"learning": kind, "lr": float(lr), **({"batch_size": int(batch[0])} if batch else {})}
+
+
+def final_width(text: str | None) -> dict:
+    """``2`` (every final model twice as wide) or ``2:1`` (the most accurate, then the others) as
+    final_training.width and others_width."""
+    if not text:
+        return {}
+    first, *others = text.split(":")
+    return {"width": float(first), **({"others_width": float(others[0])} if others else {})}
 
 
 def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace) -> dict | None:
@@ -533,6 +545,12 @@ def main() -> int:
         "--final-learning",
         metavar="OPTIMISER:LR[:BATCH]",
         help="the final training's learning genes in place of the evolved ones, e.g. adam:0.002:128",
+    )
+    parser.add_argument(
+        "--final-width",
+        metavar="W[:OTHERS]",
+        help="train the most accurate final model W times as wide as searched (fresh weights), the "
+        "others OTHERS times (default W), e.g. 2:1",
     )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))

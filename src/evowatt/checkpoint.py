@@ -70,6 +70,7 @@ class GenomeState(_Model):
     output: NodeState
     macro: dict[str, NodeState] = {}
     next_layer_id: int = Field(0, ge=0)
+    width: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
 # --- the (1+λ)-ES -----------------------------------------------------------------------------------

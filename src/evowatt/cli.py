@@ -265,6 +265,14 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _final_title(row: dict[str, Any]) -> str:
+    """Where the final training started, and how wide it made the network (when widened)."""
+    start = "from the search's weights" if (row.get("result") or {}).get("inherited") else "from fresh weights"
+    width = float((row.get("genome") or {}).get("width", 1.0))
+    wide = f", {width:g}x as wide as searched" if width != 1 else ""
+    return f"final training of #{row.get('parent_id')} ({start}{wide})"
+
+
 def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column("", style="bold")
@@ -349,7 +357,7 @@ def _print_result(result: Any) -> None:
         objectives = sorted({k for m in models for k in m.metrics} & {"accuracy", "energy"}, key=len)
         console.print(_front_table(f"front ({len(models)} models)", models, objectives or ["accuracy"]))
     if result.final:
-        console.print(_best_table("final training of the best genome (from scratch)", result.final, None))
+        console.print(_best_table(_final_title(result.final), result.final, None))
     console.print(f"results: {result.run_dir}  (evowatt show {result.run_dir})")
 
 
@@ -488,7 +496,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if data["best"]:
         console.print(_best_table("best individual", data["best"], grammar_text))
     if data["final"]:
-        console.print(_best_table("final training of the best genome (from scratch)", data["final"], None))
+        console.print(_best_table(_final_title(data["final"]), data["final"], None))
     return 0
 
 

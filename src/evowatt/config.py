@@ -306,6 +306,20 @@ class FinalTrainingConfig(_Strict):
         description="train on evo_validation too (a fifth more data, no validation pass per epoch) and "
         "keep the last weights; evo_test still scores the model. Needs early_stopping: false",
     )
+    width: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="train the most accurate model this many times as wide as it was searched (every "
+        "hidden layer's channels and units; from fresh weights when not 1): a search on small networks, "
+        "a final model with more capacity. Its energy and FLOPs are the wide network's",
+    )
+    others_width: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the width of every model after the most accurate (unset: width)",
+    )
 
     @model_validator(mode="after")
     def _validation_held_out_for_early_stopping(self) -> FinalTrainingConfig:

@@ -542,50 +542,21 @@ def _final_training(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
 ) -> list[dict[str, Any]]:
     """The final training of the models the run hands over (``final_training.models`` of them): the most
-    accurate for ``budget``, the others for ``others_budget`` where set."""
+    accurate for ``budget`` at ``width``, the others for ``others_budget`` at ``others_width`` where set."""
     final = config.training.final_training
     if final.budget is None:
         return []
     rows = []
     for place, (source_id, row) in enumerate(_final_picks(config, store, handed)):
         budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
+        width = final.width if place == 0 or final.others_width is None else final.others_width
         existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
         if existing:  # resuming a run killed after this final training: not trained twice
             rows.append(existing[-1])
             continue
         final_id = max(search.next_id, store.max_id() + 1)
-        candidate = Candidate(
-            final_id,
-            search.generation,
-            "final",
-            row["genome"],
-            derived_seed(config.seed, final_id),
-            parent_id=source_id,
-        )
-        from_search = final.start_from == "search" and row["weights"] is not None
-        resume = config.training.resume_optimiser
-        if from_search:
-            candidate.continue_from = source_id
-        task = EvalTask(
-            final_id,
-            candidate.genome,
-            grammar_text,
-            data_ref(config, final=True),
-            eval_settings(
-                config,
-                budget,
-                report_test=True,
-                meter=store.meta("meter"),
-                recipe=final_recipe(config),
-                learning=final.learning.overrides(),
-            ),
-            candidate.seed,
-            return_weights=True,
-            init_weights=store.read_weights(source_id) if from_search else None,
-            init_optimiser=store.read_optimiser(source_id) if from_search and resume else None,
-            init_from=source_id if from_search else None,
-            kind="final",
-        )
+        candidate = final_candidate(config, final_id, search.generation, row, width)
+        task = final_task(config, grammar_text, store, candidate, row, budget)
         hooks("final", candidate=candidate, budget=budget)
         result = keep_weights(EvalResult.coerce(evaluate(task)), store)
         scored = search.score(result)
@@ -599,3 +570,49 @@ def _final_training(
         hooks("final_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
         rows.append(store.evaluation(final_id))
     return rows
+
+
+def final_candidate(config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float) -> Candidate:
+    """The final training's individual: the handed model's genome (``width`` times as wide), its own seed."""
+    return Candidate(
+        final_id,
+        generation,
+        "final",
+        row["genome"] if width == 1 else Genome.from_json(row["genome"]).widened(width).to_json(),
+        derived_seed(config.seed, final_id),
+        parent_id=row["id"],
+    )
+
+
+def final_task(
+    config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate, row: dict[str, Any], budget
+) -> EvalTask:
+    """The final training of ``candidate`` (from ``final_candidate``) for ``budget``: on the final
+    training's data and recipe, from the search's weights of ``row`` where configured and they fit."""
+    final = config.training.final_training
+    widened = Genome.from_json(candidate.genome).width != 1
+    # a widened network has no searched weights of its shapes: it starts fresh
+    from_search = final.start_from == "search" and row["weights"] is not None and not widened
+    if from_search:
+        candidate.continue_from = row["id"]
+    resume = config.training.resume_optimiser
+    return EvalTask(
+        candidate.id,
+        candidate.genome,
+        grammar_text,
+        data_ref(config, final=True),
+        eval_settings(
+            config,
+            budget,
+            report_test=True,
+            meter=store.meta("meter"),
+            recipe=final_recipe(config),
+            learning=final.learning.overrides(),
+        ),
+        candidate.seed,
+        return_weights=True,
+        init_weights=store.read_weights(row["id"]) if from_search else None,
+        init_optimiser=store.read_optimiser(row["id"]) if from_search and resume else None,
+        init_from=row["id"] if from_search else None,
+        kind="final",
+    )

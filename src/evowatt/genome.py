@@ -8,6 +8,10 @@ the genome, so that weight inheritance can match a child's layers to its parent'
 positions. A genome numbers its new layers from its own counter (``next_layer_id``, carried from parent
 to child), so an id is never given twice along a lineage; no random draw is spent on ids. Genomes
 written before ids existed get ids 0 .. L-1 in layer order when they are read.
+
+Width: a genome may carry a width factor (``width``, 1 unless set) that multiplies every hidden layer's
+channel or unit count when the network is built (nn/builder.py). The search never sets it; the final
+training may, to train the found architecture wider than it was searched (``final_training.width``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Genome:
     output: Node
     macro: dict[str, Node] = field(default_factory=dict)
     next_layer_id: int = 0
+    width: float = 1.0  # times every hidden layer's channels or units (a final training's widening)
 
     @property
     def layer_count(self) -> int:
@@ -86,7 +91,14 @@ class Genome:
             self.output.copy(),
             {k: v.copy() for k, v in self.macro.items()},
             self.next_layer_id,
+            self.width,
         )
+
+    def widened(self, factor: float) -> Genome:
+        """A copy built ``factor`` times as wide as this genome (the same layers, ids and genes)."""
+        genome = self.copy()
+        genome.width = self.width * float(factor)
+        return genome
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +106,8 @@ class Genome:
             "output": self.output.to_json(),
             "macro": {k: v.to_json() for k, v in self.macro.items()},
             "next_layer_id": self.next_layer_id,
+            # written only when set, so that every genome of a search reads and hashes as before
+            **({"width": self.width} if self.width != 1.0 else {}),
         }
 
     def network_key(self) -> str:
@@ -110,6 +124,7 @@ class Genome:
             ],
             "output": self.output.to_json(ids=False),
             "partition": partition.to_json(ids=False) if partition is not None else None,
+            **({"width": self.width} if self.width != 1.0 else {}),
         }
         return json.dumps(network, sort_keys=True)
 
@@ -120,6 +135,7 @@ class Genome:
             Node.from_json(data["output"]),
             {k: Node.from_json(v) for k, v in data.get("macro", {}).items()},
             int(data.get("next_layer_id", 0)),
+            float(data.get("width", 1.0)),
         )
         return genome.assign_ids()
 
@@ -137,6 +153,8 @@ class Genome:
                 extra = f" <- {module.connections[i]}" if module.connections[i] != [i - 1] else ""
                 args = ", ".join(f"{k}={_short(v)}" for k, v in spec.items())
                 lines.append(f"{module.type}: {kind}({args}){extra}")
+        if self.width != 1:  # the genes above are the searched widths
+            lines.append(f"width: {self.width:g}x every hidden layer's channels and units")
         return lines
 
 

@@ -155,7 +155,11 @@ _NEEDED = {
 }
 
 
-def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> LayerPlan:
+def plan_layer(
+    kind: str, spec: dict[str, Any], shape: Shape, index: int, channels: int | None = None
+) -> LayerPlan:
+    """One layer's plan; ``channels`` replaces the output channels or units of a conv, conv_bn or fc
+    layer (a widened genome's)."""
     where = f"layer {index} ({kind})"
     _check_choices(kind, spec, where)
     for key in _NEEDED.get("pool" if kind.startswith("pool") else kind, ()):
@@ -178,7 +182,7 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
                 f"{shape[1]}x{shape[2]} input gives spatial size {oh}x{ow} (below 1)"
             )
         if kind == "conv":
-            c_in, c_out, bias = shape[0], int(spec["out_channels"]), bool(spec.get("bias", True))
+            c_in, c_out, bias = shape[0], channels or int(spec["out_channels"]), bool(spec.get("bias", True))
             out = (c_out, oh, ow)
             params = kernel * kernel * c_in * c_out + (c_out if bias else 0)
             flops = 2 * kernel * kernel * c_in * _numel(out) + (_numel(out) if bias else 0)
@@ -186,7 +190,7 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
             return LayerPlan(kind, spec, [], shape, out, params, flops, pad)
         if kind == "conv_bn":  # convolution without bias, batch norm, activation: one block
             c_in = shape[0]
-            c_out = conv_bn_channels(c_in, float(spec.get("widen", 1.0)))
+            c_out = channels or conv_bn_channels(c_in, float(spec.get("widen", 1.0)))
             out = (c_out, oh, ow)
             params = kernel * kernel * c_in * c_out + 2 * c_out
             flops = 2 * kernel * kernel * c_in * _numel(out) + 2 * _numel(out)
@@ -205,7 +209,7 @@ def plan_layer(kind: str, spec: dict[str, Any], shape: Shape, index: int) -> Lay
             raise InvalidNetwork(f"{where}: dropout rate {rate} outside [0, 1)")
         return LayerPlan(kind, spec, [], shape, shape, 0, 0)
     if kind in ("fc", "output"):
-        f_in, f_out, bias = _numel(shape), int(spec["out_features"]), bool(spec.get("bias", True))
+        f_in, f_out, bias = _numel(shape), channels or int(spec["out_features"]), bool(spec.get("bias", True))
         params = f_in * f_out + (f_out if bias else 0)
         flops = 2 * f_in * f_out + (f_out if bias else 0)
         if kind == "fc":
@@ -236,6 +240,7 @@ def plan_network(
     With a ``model_partition`` macro gene and at least one hidden layer, an extra head (flatten + linear to
     the classes) is planned on the partition point; the parameter cap counts it, since it is trained.
     """
+    widths = _widened_channels(genome, grammar, input_shape, num_classes)
     layers: list[LayerPlan] = []
     input_shapes: list[list[Shape]] = []
     shapes: dict[int, Shape] = {-1: tuple(input_shape)}
@@ -246,7 +251,8 @@ def plan_network(
             spec = grammar.decode(node)
             inputs = [base + c if c >= 0 else module_input for c in module.connections[i]]
             in_shapes = [shapes[j] for j in inputs]
-            plan = plan_layer(str(spec.get("layer")), spec, _merged_shape(in_shapes), base + i)
+            kind = str(spec.get("layer"))
+            plan = plan_layer(kind, spec, _merged_shape(in_shapes), base + i, widths.get(base + i))
             plan.inputs = inputs
             shapes[base + i] = plan.out_shape
             layers.append(plan)
@@ -273,6 +279,26 @@ def plan_network(
             f"{plan.flops:,} FLOPs per inference exceed the cap of {max_flops:,} (search.caps.max_flops)"
         )
     return plan
+
+
+def _widened_channels(genome: Genome, grammar: Grammar, input_shape: Shape, num_classes: int) -> dict[int, int]:
+    """A widened genome's output channels (units) per layer index: those of the genome at width 1 times
+    the width, rounded (conv_bn up to its multiple of 8, without its 256 cap); empty at width 1."""
+    width = genome.width
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
+        raise InvalidNetwork(f"width is {width!r}; it must be a number above 0")
+    if width == 1:
+        return {}
+    narrow = genome.copy()
+    narrow.width = 1.0
+    plan = plan_network(narrow, grammar, input_shape, num_classes, partition=False)
+    channels = {}
+    for index, layer in enumerate(plan.layers):
+        if layer.kind == "conv_bn":
+            channels[index] = math.ceil(layer.out_shape[0] * width / 8) * 8
+        elif layer.kind in ("conv", "fc"):
+            channels[index] = max(1, round(layer.out_shape[0] * width))
+    return channels
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
