@@ -59,10 +59,11 @@ def main() -> int:
     source = store.evaluation(first["parent_id"])
     grammar_text = (run_dir / "grammar.grammar").read_text(encoding="utf-8")
     budget = config.training.final_training.budget
+    metrics = first["metrics"]
     print(
         f"run {run_dir}: its final #{first['id']} of #{source['id']} (width "
-        f"{first['genome'].get('width', 1.0):g}): test accuracy "
-        f"{first['metrics']['test_accuracy']['value']:.4f}, {first['metrics']['flops']['value'] / 1e6:.2f} MFLOP",
+        f"{first['genome'].get('width', 1.0):g}): test accuracy {metrics['test_accuracy']['value']:.4f}, "
+        f"{metrics['flops']['value'] / 1e6:.2f} MFLOP",
         flush=True,
     )
     for width in args.widths:

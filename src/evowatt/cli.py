@@ -267,7 +267,8 @@ def _integral(value: Any) -> Any:
 
 def _final_title(row: dict[str, Any]) -> str:
     """Where the final training started, and how wide it made the network (when widened)."""
-    start = "from the search's weights" if (row.get("result") or {}).get("inherited") else "from fresh weights"
+    inherited = (row.get("result") or {}).get("inherited")
+    start = "from the search's weights" if inherited else "from fresh weights"
     width = float((row.get("genome") or {}).get("width", 1.0))
     wide = f", {width:g}x as wide as searched" if width != 1 else ""
     return f"final training of #{row.get('parent_id')} ({start}{wide})"

@@ -572,7 +572,9 @@ def _final_training(
     return rows
 
 
-def final_candidate(config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float) -> Candidate:
+def final_candidate(
+    config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float
+) -> Candidate:
     """The final training's individual: the handed model's genome (``width`` times as wide), its own seed."""
     return Candidate(
         final_id,

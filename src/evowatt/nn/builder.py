@@ -281,7 +281,9 @@ def plan_network(
     return plan
 
 
-def _widened_channels(genome: Genome, grammar: Grammar, input_shape: Shape, num_classes: int) -> dict[int, int]:
+def _widened_channels(
+    genome: Genome, grammar: Grammar, input_shape: Shape, num_classes: int
+) -> dict[int, int]:
     """A widened genome's output channels (units) per layer index: those of the genome at width 1 times
     the width, rounded (conv_bn up to its multiple of 8, without its 256 cap); empty at width 1."""
     width = genome.width
