@@ -4,9 +4,10 @@ at several widths (``training.final_training.width``), so that only the width di
     python bench/search.py --configs c-pareto --seeds 0 --out /tmp/runs [...]   # keep the run directory
     python bench/width.py --run /tmp/runs/c-pareto-seed0 --widths 1 1.5 2 --results docs/width-results.jsonl
 
-For each width: the most accurate handed-over model's genome that many times as wide (every hidden
-layer's channels and units), trained with the run's final-training settings (budget of the most accurate
-model, data, recipe, learning genes) and the seed of the run's own final training; width 1 starts from
+For each width: the most accurate handed-over model's genome (or ``--source``'s, any evaluation of the
+run) that many times as wide (every hidden layer's channels and units), trained with the run's
+final-training settings (budget of the most accurate model unless ``--seconds``, data, recipe, learning
+genes) and the seed of the run's own final training; width 1 starts from
 the search's weights when the run's ``start_from`` says so, a wider network from fresh weights. Nothing
 is written into the run. Printed and appended as JSON lines: test accuracy (the official test set,
 reported only), evo_test accuracy, FLOPs, parameters, energy per inference with its method, epochs.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from evowatt.config import validate_config
+from evowatt.config import BudgetConfig, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import evaluate
 from evowatt.experiment import final_candidate, final_task, prepare
@@ -42,6 +43,10 @@ def main() -> int:
     parser.add_argument("--run", required=True, help="a finished run directory with a final training")
     parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 1.5, 2.0])
     parser.add_argument("--results", help="append one JSON line per width here")
+    parser.add_argument(
+        "--source", type=int, help="train this evaluation's network (default: the run's first final's)"
+    )
+    parser.add_argument("--seconds", type=float, help="the final training's budget (default: the run's)")
     args = parser.parse_args()
     run_dir = Path(args.run)
     try:
@@ -56,9 +61,14 @@ def main() -> int:
         print(f"width.py: {run_dir} has no final training to repeat", file=sys.stderr)
         return 2
     first = finals[0]  # the most accurate handed-over model's
-    source = store.evaluation(first["parent_id"])
+    source = store.evaluation(first["parent_id"] if args.source is None else args.source)
+    if source is None or source["status"] != "ok":
+        print(f"width.py: {run_dir} has no valid evaluation #{args.source}", file=sys.stderr)
+        return 2
     grammar_text = (run_dir / "grammar.grammar").read_text(encoding="utf-8")
     budget = config.training.final_training.budget
+    if args.seconds is not None:
+        budget = BudgetConfig(seconds=args.seconds)
     metrics = first["metrics"]
     print(
         f"run {run_dir}: its final #{first['id']} of #{source['id']} (width "
@@ -74,6 +84,8 @@ def main() -> int:
         row = {
             "run": str(run_dir),
             "source": source["id"],
+            "source_flops": source["metrics"]["flops"]["value"],
+            "source_accuracy": source["metrics"]["accuracy"]["value"],
             "width": width,
             "start": "search" if task.init_weights is not None else "fresh",
             "budget_seconds": budget.seconds,
