@@ -71,9 +71,11 @@ def main() -> int:
         budget = BudgetConfig(seconds=args.seconds)
     metrics = first["metrics"]
     print(
-        f"run {run_dir}: its final #{first['id']} of #{source['id']} (width "
+        f"run {run_dir}: its final #{first['id']} of #{first['parent_id']} (width "
         f"{first['genome'].get('width', 1.0):g}): test accuracy {metrics['test_accuracy']['value']:.4f}, "
-        f"{metrics['flops']['value'] / 1e6:.2f} MFLOP",
+        f"{metrics['flops']['value'] / 1e6:.2f} MFLOP; training #{source['id']} "
+        f"({source['metrics']['flops']['value'] / 1e6:.2f} MFLOP) for "
+        + (f"{budget.seconds:g} s" if budget.seconds else f"{budget.steps} steps"),
         flush=True,
     )
     for width in args.widths:
