@@ -46,6 +46,20 @@ def compat_dir() -> Path:
     return COMPAT
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """digits' evo splits as (x, y) tensors by split name: the trainer tests' data."""
+    import torch
+
+    from evowatt.data import load_splits
+
+    splits = load_splits("digits")
+    return {
+        name: (torch.tensor(getattr(splits, name).x), torch.tensor(getattr(splits, name).y))
+        for name in ("evo_train", "evo_validation", "evo_test")
+    }
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tests run beside other work on 2 cores; oversubscribed torch threads make small nets ~100x slower."""

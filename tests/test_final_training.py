@@ -26,15 +26,6 @@ ADAM = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_splits("digits")
-    return {
-        n: (torch.tensor(getattr(splits, n).x), torch.tensor(getattr(splits, n).y))
-        for n in ("evo_train", "evo_validation")
-    }
-
-
 def cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))

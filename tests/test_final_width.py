@@ -127,3 +127,13 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
         assert "width" not in row["genome"] and row["genome"] == source["genome"]
         assert row["result"]["inherited"]["from"] == source["id"]  # as searched: from its weights
         assert row["metrics"]["flops"]["value"] == source["metrics"]["flops"]["value"]
+
+
+def test_the_final_table_says_where_the_training_started_and_how_wide():
+    from evowatt.cli import _final_title
+
+    wide = {"parent_id": 7, "genome": {"width": 2.0}, "result": {"inherited": None}}
+    inherited = {"from": 7, "layers": [0], "fresh": []}
+    searched = {"parent_id": 7, "genome": {}, "result": {"inherited": inherited}}
+    assert _final_title(wide) == "final training of #7 (from fresh weights, 2x as wide as searched)"
+    assert _final_title(searched) == "final training of #7 (from the search's weights)"

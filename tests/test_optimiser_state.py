@@ -12,7 +12,6 @@ from torch import nn
 
 from evowatt.cli import main
 from evowatt.config import MutationConfig, validate_config
-from evowatt.data import load_splits
 from evowatt.experiment import run
 from evowatt.genome import Genome
 from evowatt.mutation import Mutator
@@ -30,15 +29,6 @@ LEARNING = {
     "gradient_descent": {"learning": "gradient_descent", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-5},
     "rmsprop": {"learning": "rmsprop", "lr": 0.005, "alpha": 0.9, "weight_decay": 1e-5},
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_splits("digits")
-    return {
-        name: (torch.tensor(getattr(splits, name).x), torch.tensor(getattr(splits, name).y))
-        for name in ("evo_train", "evo_validation")
-    }
 
 
 def _net() -> nn.Module:

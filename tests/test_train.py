@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evowatt.data import load_splits
 from evowatt.nn import train as train_module
 from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train
 
@@ -23,15 +22,6 @@ ADAM = {
     "batch_size": 64,
     "early_stop": 100,
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_splits("digits")
-    return {
-        name: (torch.tensor(getattr(splits, name).x), torch.tensor(getattr(splits, name).y))
-        for name in ("evo_train", "evo_validation", "evo_test")
-    }
 
 
 def mlp(seed: int = 0, dropout: float = 0.2, inputs: int = 64, hidden: int = 32, classes: int = 10):
