@@ -312,7 +312,8 @@ class FinalTrainingConfig(_Strict):
         allow_inf_nan=False,
         description="train the most accurate model this many times as wide as it was searched (every "
         "hidden layer's channels and units; from fresh weights when not 1): a search on small networks, "
-        "a final model with more capacity. Its energy and FLOPs are the wide network's",
+        "a final model with more capacity. Its energy and FLOPs are the wide network's; search.caps "
+        "still apply",
     )
     others_width: float | None = Field(
         None,

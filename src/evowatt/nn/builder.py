@@ -251,8 +251,9 @@ def plan_network(
             spec = grammar.decode(node)
             inputs = [base + c if c >= 0 else module_input for c in module.connections[i]]
             in_shapes = [shapes[j] for j in inputs]
-            kind = str(spec.get("layer"))
-            plan = plan_layer(kind, spec, _merged_shape(in_shapes), base + i, widths.get(base + i))
+            plan = plan_layer(
+                str(spec.get("layer")), spec, _merged_shape(in_shapes), base + i, widths.get(base + i)
+            )
             plan.inputs = inputs
             shapes[base + i] = plan.out_shape
             layers.append(plan)
