@@ -23,7 +23,8 @@ SHAPE, CLASSES = (1, 28, 28), 10
 
 
 def _genome(*layers: str) -> Genome:
-    """A one-module genome of the given ``features`` productions (conv_bn, convolution, ...), then fc."""
+    """A genome of the given ``features`` productions (conv_block, convolution, ...) in a chain, then one
+    dense layer in ``classification``."""
     network = NetworkConfig(
         modules=[
             {"name": "features", "network_structure_init": [1], "network_structure": [0, 8]},
