@@ -592,7 +592,7 @@ def final_task(
     """The final training of ``candidate`` (from ``final_candidate``) for ``budget``: on the final
     training's data and recipe, from the search's weights of ``row`` where configured and they fit."""
     final = config.training.final_training
-    widened = Genome.from_json(candidate.genome).width != 1
+    widened = float(candidate.genome.get("width", 1.0)) != 1
     # a widened network has no searched weights of its shapes: it starts fresh
     from_search = final.start_from == "search" and row["weights"] is not None and not widened
     if from_search:

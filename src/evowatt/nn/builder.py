@@ -288,7 +288,7 @@ def _widened_channels(
     """A widened genome's output channels (units) per layer index: those of the genome at width 1 times
     the width, rounded (conv_bn up to its multiple of 8, without its 256 cap); empty at width 1."""
     width = genome.width
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
+    if not 0 < width < math.inf:  # NaN fails too
         raise InvalidNetwork(f"width is {width!r}; it must be a number above 0")
     if width == 1:
         return {}
