@@ -85,6 +85,7 @@ SETTINGS = (
     "resume_optimiser",
     "final_learning",
     "final_width",
+    "screen",
 )
 PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
 FINAL_ONLY = (
@@ -94,6 +95,7 @@ FINAL_ONLY = (
     "train_on_validation",
     "final_learning",
     "final_width",
+    "screen",
 )  # the final training's
 
 
@@ -151,6 +153,14 @@ def final_width(text: str | None) -> dict:
     return {"width": float(first), **({"others_width": float(others[0])} if others else {})}
 
 
+def screen(text: str | None) -> tuple[int, float]:
+    """``3:60`` (networks, seconds each) as final_training.screen's models and seconds; (0, 0): none."""
+    if not text:
+        return 0, 0.0
+    models, seconds = text.split(":")
+    return int(models), float(seconds)
+
+
 def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace) -> dict | None:
     """A configuration's run config, or None for the hand CNN."""
     total = minutes * 60
@@ -188,6 +198,13 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
     else:
         raise SystemExit(f"unknown configuration {name}; choose from {', '.join(CONFIGS)}")
     data["training"]["resume_optimiser"] = args.resume_optimiser
+    models, seconds = screen(args.screen)
+    if models:  # the screening's time comes out of the most accurate model's final training
+        final = data["training"]["final_training"]
+        final["screen"] = {"models": models, "budget": {"seconds": seconds}}
+        final["budget"] = {"seconds": final["budget"]["seconds"] - models * seconds}
+        if final["budget"]["seconds"] <= 0:
+            raise SystemExit(f"--screen {args.screen} takes all of the final training's time; screen less")
     return data
 
 
@@ -281,6 +298,16 @@ def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> 
         "flops": best["flops"] if best else None,
         "cheapest_at_bar": _cheapest(models),
         "models": models,
+        "screened": [  # the screening before the final training, if any: which network got the budget
+            {
+                "id": s["id"],
+                "source": s["parent_id"],
+                "evo_test_accuracy": _value(s, "accuracy"),
+                "flops": _value(s, "flops"),
+            }
+            for s in result.screened
+            if s["status"] == "ok"
+        ],
         "anytime": anytime.curve,
         "front": anytime.front,
         "scoring_seconds": anytime.scoring,
@@ -551,6 +578,13 @@ def main() -> int:
         metavar="W[:OTHERS]",
         help="train the most accurate final model W times as wide as searched (fresh weights), the "
         "others OTHERS times (default W), e.g. 2:1",
+    )
+    parser.add_argument(
+        "--screen",
+        metavar="MODELS:SECONDS",
+        help="before the final training, train the run's MODELS most accurate networks for SECONDS each "
+        "on all the data and give the final training to the best (its time comes out of the final "
+        "training of the most accurate model), e.g. 3:60",
     )
     args = parser.parse_args()
     defaults = vars(parser.parse_args([]))

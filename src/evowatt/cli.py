@@ -77,6 +77,20 @@ def _metric(row: dict[str, Any] | None, name: str) -> Any:
     return metric.get("value") if isinstance(metric, dict) else metric
 
 
+def _screened_text(info: dict[str, Any]) -> str:
+    """Which screened network gets the final training, and what each screening scored."""
+    winner = info["winner"]
+    scores = ", ".join(f"#{row['parent_id']} {_fmt(_metric(row, 'accuracy'))}" for row in info["screened"])
+    return (
+        f"screening (evo_test accuracy: {scores}): the network of #{winner['parent_id']} gets the final "
+        f"training, from its screening's weights (#{winner['id']})"
+    )
+
+
+def _budget_text(budget: Any) -> str:
+    return f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
+
+
 class LiveProgress:
     """Turns the loop's progress events into a rich progress bar: generation, individual, phase, best."""
 
@@ -132,9 +146,15 @@ class LiveProgress:
                 description=f"individual {c.id} ({c.kind}): {status}",
             )
         elif event == "final":
-            budget = info["budget"]
-            text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
+            text = _budget_text(info["budget"])
             self.bar.update(self.task, description=f"final training of the best genome ({text})")
+        elif event == "screen":
+            text = _budget_text(info["budget"])
+            self.bar.update(
+                self.task, description=f"screening the network of #{info['candidate'].parent_id} ({text})"
+            )
+        elif event == "screened":
+            console.print(_screened_text(info), highlight=False)
         elif event == "note":
             console.print(f"[yellow]note:[/] {info['message']}", highlight=False)
 
@@ -166,7 +186,7 @@ class PlainProgress:
                 self._print(f"energy meter: {meter['name']} ({meter['reason']})")
         elif event == "generation":
             self.generation = info["generation"]
-        elif event in ("result", "final_result"):
+        elif event in ("result", "final_result", "screen_result"):
             c, result, fitness = info["candidate"], info["result"], info["fitness"]
             if event == "result":
                 self.done += 1
@@ -178,7 +198,9 @@ class PlainProgress:
             energy = _metric(result, "energy")
             train = result.get("train") or {}
             parts = [
-                "final training" if event == "final_result" else f"gen {self.generation} [{count}]",
+                {"final_result": "final training", "screen_result": "screening"}.get(
+                    event, f"gen {self.generation} [{count}]"
+                ),
                 f"individual {c.id} ({c.kind})",
                 status,
                 f"fitness {_fmt(fitness)}",
@@ -208,9 +230,12 @@ class PlainProgress:
                 f", best fitness {_fmt(record.get('best_fitness'))}"
             )
         elif event == "final":
-            budget = info["budget"]
-            text = f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
-            self._print(f"final training of the best genome ({text})")
+            self._print(f"final training of the best genome ({_budget_text(info['budget'])})")
+        elif event == "screen":
+            text = _budget_text(info["budget"])
+            self._print(f"screening the network of #{info['candidate'].parent_id} ({text})")
+        elif event == "screened":
+            self._print(_screened_text(info))
         elif event == "note":
             self._print(f"note: {info['message']}")
 
@@ -265,12 +290,29 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _with_screening(final: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A final training that continued a screening (among ``rows``) names the searched network it trained
+    and how many were screened."""
+    screens = {row["id"]: row for row in rows if row["kind"] == "screen"}
+    screen = screens.get(final.get("parent_id"))
+    if screen is None:
+        return final
+    return {**final, "screened": {"source": screen["parent_id"], "of": len(screens)}}
+
+
 def _final_title(row: dict[str, Any]) -> str:
     """Where the final training started, and how wide it made the network (when widened)."""
     inherited = (row.get("result") or {}).get("inherited")
-    start = "from the search's weights" if inherited else "from fresh weights"
+    screened = row.get("screened")
+    source = "its screening's" if screened else "the search's"
+    start = f"from {source} weights" if inherited else "from fresh weights"
     width = float((row.get("genome") or {}).get("width", 1.0))
     wide = f", {width:g}x as wide as searched" if width != 1 else ""
+    if screened:
+        return (
+            f"final training of #{screened['source']}, the best of {screened['of']} screened "
+            f"(#{row.get('parent_id')}; {start}{wide})"
+        )
     return f"final training of #{row.get('parent_id')} ({start}{wide})"
 
 
@@ -358,13 +400,14 @@ def _print_result(result: Any) -> None:
         objectives = sorted({k for m in models for k in m.metrics} & {"accuracy", "energy"}, key=len)
         console.print(_front_table(f"front ({len(models)} models)", models, objectives or ["accuracy"]))
     if result.final:
-        console.print(_best_table(_final_title(result.final), result.final, None))
+        final = _with_screening(result.final, result.screened)
+        console.print(_best_table(_final_title(final), final, None))
     console.print(f"results: {result.run_dir}  (evowatt show {result.run_dir})")
 
 
 def show_data(run_dir: str) -> dict[str, Any]:
     from evowatt.energy.sources import mixed_sources, sources
-    from evowatt.store import RunStore
+    from evowatt.store import AFTER_SEARCH, RunStore
 
     store = RunStore(run_dir)
     try:
@@ -375,14 +418,16 @@ def show_data(run_dir: str) -> dict[str, Any]:
             best_id = _most_accurate(generations[-1]["front"])
         by_id = {e["id"]: e for e in evaluations}
         finals = [e for e in evaluations if e["kind"] == "final"]
-        statuses = Counter(e["status"] for e in evaluations if e["kind"] != "final")
+        searched = [e for e in evaluations if e["kind"] not in AFTER_SEARCH]
+        statuses = Counter(e["status"] for e in searched)
+        final = _with_screening(finals[-1], evaluations) if finals else None
         return {
             "run_dir": str(run_dir),
-            "evaluations": len(evaluations) - len(finals),
+            "evaluations": len(searched),
             "statuses": dict(statuses),
             "generations": generations,
             "best": by_id.get(best_id),
-            "final": finals[-1] if finals else None,
+            "final": final,
             "elapsed_seconds": store.meta("elapsed_seconds"),
             "sources": sources(evaluations),  # host, device, meter: where evaluations ran
             "mixed_sources": mixed_sources(evaluations),

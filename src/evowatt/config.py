@@ -266,6 +266,25 @@ class LearningConfig(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class ScreenConfig(_Strict):
+    """A last look before the final budget is given out: the run's most promising networks trained a
+    little on the final training's data, and the one that does best gets the final training."""
+
+    models: int = Field(
+        0,
+        ge=0,
+        description="how many networks (the ones the whole run ranked highest for the handover, each at "
+        "its best evaluation, whether or not it is still in the population; 0: no screening)",
+    )
+    budget: BudgetConfig | None = Field(None, description="of each network's screening (needed with models)")
+
+    @model_validator(mode="after")
+    def _budget_with_models(self) -> ScreenConfig:
+        if self.models and self.budget is None:
+            raise ValueError("screening needs a budget: set screen.budget ({seconds: 60}), or models: 0")
+        return self
+
+
 class FinalTrainingConfig(_Strict):
     """Train the best genome again for a longer budget, reported separately."""
 
@@ -321,6 +340,23 @@ class FinalTrainingConfig(_Strict):
         allow_inf_nan=False,
         description="the width of every model after the most accurate (unset: width)",
     )
+
+    screen: ScreenConfig = Field(
+        ScreenConfig(),
+        description="before the final training, train the run's screen.models most promising networks "
+        "for screen.budget each on the final training's data and give the final budget to the best of "
+        "them (by the search's own ranking on evo_test), continuing from its screening's weights: short "
+        "search trainings on a subset can rank a larger network too low",
+    )
+
+    @model_validator(mode="after")
+    def _screen_needs_a_final_training(self) -> FinalTrainingConfig:
+        if self.screen.models and self.budget is None:
+            raise ValueError(
+                "screen picks the network the final training trains, but final_training.budget is unset: "
+                "set a budget, or screen.models: 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _validation_held_out_for_early_stopping(self) -> FinalTrainingConfig:

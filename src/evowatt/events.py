@@ -129,18 +129,24 @@ class EventLog:
             record = jsonable(info.get("record"))
             if isinstance(record, dict):  # None: a round that did not end a generation (a fidelity rung)
                 self.write("generation", **record)
-        elif event == "final":
+        elif event in ("final", "screen"):
             budget = info.get("budget")
             self.write(
-                "final_training",
+                "final_training" if event == "final" else "screening",
                 id=_get(info.get("candidate"), "id"),
                 parent_id=_get(info.get("candidate"), "parent_id"),
                 budget_steps=_get(budget, "steps"),
                 budget_seconds=_get(budget, "seconds"),
             )
-        elif event == "final_result":
+        elif event in ("final_result", "screen_result"):
+            self.write(event, **evaluation_event(info["candidate"], info["result"], info.get("fitness")))
+        elif event == "screened":
+            winner = info["winner"]
             self.write(
-                "final_result", **evaluation_event(info["candidate"], info["result"], info.get("fitness"))
+                "screened",
+                winner_id=winner["id"],
+                parent_id=winner["parent_id"],
+                screened=[row["id"] for row in info["screened"]],
             )
         elif event == "done":
             result = info.get("result")

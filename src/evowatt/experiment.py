@@ -39,7 +39,7 @@ from evowatt.runners import check_runner, make_runner
 from evowatt.search import Candidate, EvolutionStrategy, Search
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.protocol import Evaluated, Score, derived_seed
-from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, RunStore, claim_new_run_dir, write_config_files
+from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, SEARCHED, RunStore, claim_new_run_dir, write_config_files
 
 Progress = Callable[..., None]
 
@@ -88,6 +88,7 @@ class RunResult:
     stopped: str  # generations | time_limit
     handed: list[dict[str, Any]] = field(default_factory=list)  # every model handed over (ES: 1; front)
     finals: list[dict[str, Any]] = field(default_factory=list)  # their final trainings
+    screened: list[dict[str, Any]] = field(default_factory=list)  # the screening before them, if any
 
 
 def _quiet(*_: Any, **__: Any) -> None:
@@ -367,7 +368,7 @@ def _load_search_state(search: Search, state: dict[str, Any], store: RunStore) -
 
 
 def _has_final(store: RunStore) -> bool:
-    return bool(store.evaluations("WHERE kind = 'final'"))
+    return bool(store.evaluations(f"WHERE NOT ({SEARCHED})"))
 
 
 def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
@@ -463,11 +464,12 @@ def _loop_body(
         best=handed[0] if handed else None,
         final=finals[0] if finals else None,
         generations=store.generations(),
-        evaluations=len(store.evaluations("WHERE kind != 'final'")),
+        evaluations=len(store.evaluations(f"WHERE {SEARCHED}")),
         wall_seconds=limit.elapsed(),
         stopped=stopped,
         handed=handed,
         finals=finals,
+        screened=store.evaluations("WHERE kind = 'screen'"),
     )
     hooks("done", result=result)
     return result
@@ -494,7 +496,7 @@ def _best_of_unfinished_generation(search: Search, store: RunStore, stopped: str
     A copy of the search is told them, so the run's own search (and its checkpoint) stays as it was."""
     if stopped != "time_limit":
         return []
-    rows = [r for r in store.evaluations("WHERE kind != 'final' AND status = 'ok'") if r["weights"]]
+    rows = [r for r in store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'") if r["weights"]]
     if not rows:
         return []
     evaluated = []
@@ -518,36 +520,117 @@ def _best_of_unfinished_generation(search: Search, store: RunStore, stopped: str
     return chosen
 
 
-def _final_picks(config: RunConfig, store: RunStore, handed: list[int]) -> list[tuple[int, dict[str, Any]]]:
+def _final_picks(
+    config: RunConfig, store: RunStore, handed: list[int], screened: dict[str, Any] | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     """The handed models that get a final training: ``final_training.models`` of them, in handover order,
     each a different network (a front can hold one network twice, reached with other learning genes:
-    training it again would spend the budget on a model of the same cost)."""
+    training it again would spend the budget on a model of the same cost). The screening's winner, when
+    there was one, takes the first place."""
     count = config.training.final_training.models
     picks: list[tuple[int, dict[str, Any]]] = []
     networks: set[str] = set()
-    for source_id in handed:
+    rows = [screened] if screened is not None else []
+    rows += [row for row in map(store.evaluation, handed) if row is not None]
+    for row in rows:
         if count != "all" and len(picks) >= int(count):
             break
-        row = store.evaluation(source_id)
-        if row is None or row["status"] != "ok":
+        if row["status"] != "ok":
             continue
         network = Genome.from_json(row["genome"]).network_key()
         if network not in networks:
             networks.add(network)
-            picks.append((source_id, row))
+            picks.append((row["id"], row))
     return picks
+
+
+def _handover_value(search: Search, row: dict[str, Any]) -> float | None:
+    """The search's handover value of a recorded evaluation (None: not valid, infeasible, or NaN)."""
+    if row["status"] != "ok":
+        return None
+    score = Score.from_json(row["score"]) if row["score"] else search.score(EvalResult.coerce(row["result"]))
+    value = search.handover_value(score)
+    return None if value is None or value != value else float(value)
+
+
+def _screen_picks(search: Search, store: RunStore, count: int) -> list[dict[str, Any]]:
+    """The ``count`` networks the whole run ranks highest for the handover, each by its best evaluation
+    at any rung (a longer rung may have scored it lower, and the population may have lost it), each
+    from its latest evaluation whose weights are kept (from that best evaluation's genome, fresh, when
+    none is)."""
+    best: dict[str, tuple[float, int]] = {}
+    kept: dict[str, dict[str, Any]] = {}
+    for row in store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'"):
+        value = _handover_value(search, row)
+        if value is None:
+            continue
+        network = Genome.from_json(row["genome"]).network_key()
+        if network not in best or value > best[network][0]:
+            best[network] = (value, row["id"])
+        if row["weights"]:
+            kept[network] = row
+    ranked = sorted(best, key=lambda network: (-best[network][0], best[network][1]))[:count]
+    return [kept.get(network) or store.evaluation(best[network][1]) for network in ranked]
+
+
+def _screen(
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks
+) -> dict[str, Any] | None:
+    """The screening's winner (its evaluation row), or None without a screening or a valid result.
+
+    Each screened network trains for ``screen.budget`` with the final training's data and recipe, is
+    recorded (kind ``screen``, its source as parent) and, on resume, not trained again."""
+    screen = config.training.final_training.screen
+    if not screen.models:
+        return None
+    rows = []
+    for source in _screen_picks(search, store, screen.models):
+        existing = store.evaluations("WHERE kind = 'screen' AND parent_id = ?", (source["id"],))
+        if existing:
+            rows.append(existing[-1])
+            continue
+        screen_id = max(search.next_id, store.max_id() + 1)
+        candidate = final_candidate(config, screen_id, search.generation, source, 1.0, kind="screen")
+        task = final_task(config, grammar_text, store, candidate, source, screen.budget)
+        hooks("screen", candidate=candidate, budget=screen.budget)
+        _record_after_search(search, store, hooks, candidate, task, screen.budget, "screen_result")
+        rows.append(store.evaluation(screen_id))
+    ranked = [(value, -row["id"], row) for row in rows if (value := _handover_value(search, row)) is not None]
+    if not ranked:
+        return None
+    winner = max(ranked, key=lambda item: item[:2])[2]
+    hooks("screened", winner=winner, screened=rows)
+    return winner
+
+
+def _record_after_search(
+    search: Search, store: RunStore, hooks: Hooks, candidate: Candidate, task: EvalTask, budget, event: str
+) -> None:
+    """Evaluate a screening's or a final training's task, keep its weights, record it, tell the hooks."""
+    result = keep_weights(EvalResult.coerce(evaluate(task)), store)
+    scored = search.score(result)
+    store.record(
+        candidate.to_json(),
+        result.to_json(),
+        scored.fitness,
+        {"steps": budget.steps, "seconds": budget.seconds},
+        scored,
+    )
+    hooks(event, candidate=candidate, result=result.to_json(), fitness=scored.fitness)
 
 
 def _final_training(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
 ) -> list[dict[str, Any]]:
-    """The final training of the models the run hands over (``final_training.models`` of them): the most
-    accurate for ``budget`` at ``width``, the others for ``others_budget`` at ``others_width`` where set."""
+    """The final training of the models the run hands over (``final_training.models`` of them, the
+    screening's winner first where configured): the first for ``budget`` at ``width``, the others for
+    ``others_budget`` at ``others_width`` where set."""
     final = config.training.final_training
     if final.budget is None:
         return []
+    screened = _screen(config, grammar_text, search, store, hooks)
     rows = []
-    for place, (source_id, row) in enumerate(_final_picks(config, store, handed)):
+    for place, (source_id, row) in enumerate(_final_picks(config, store, handed, screened)):
         budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
         width = final.width if place == 0 or final.others_width is None else final.others_width
         existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
@@ -558,28 +641,20 @@ def _final_training(
         candidate = final_candidate(config, final_id, search.generation, row, width)
         task = final_task(config, grammar_text, store, candidate, row, budget)
         hooks("final", candidate=candidate, budget=budget)
-        result = keep_weights(EvalResult.coerce(evaluate(task)), store)
-        scored = search.score(result)
-        store.record(
-            candidate.to_json(),
-            result.to_json(),
-            scored.fitness,
-            {"steps": budget.steps, "seconds": budget.seconds},
-            scored,
-        )
-        hooks("final_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
+        _record_after_search(search, store, hooks, candidate, task, budget, "final_result")
         rows.append(store.evaluation(final_id))
     return rows
 
 
 def final_candidate(
-    config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float
+    config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float, kind: str = "final"
 ) -> Candidate:
-    """The final training's individual: the handed model's genome (``width`` times as wide), its own seed."""
+    """The final training's (or a screening's) individual: the handed model's genome (``width`` times as
+    wide), its own seed."""
     return Candidate(
         final_id,
         generation,
-        "final",
+        kind,
         row["genome"] if width == 1 else Genome.from_json(row["genome"]).widened(width).to_json(),
         derived_seed(config.seed, final_id),
         parent_id=row["id"],
@@ -589,8 +664,9 @@ def final_candidate(
 def final_task(
     config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate, row: dict[str, Any], budget
 ) -> EvalTask:
-    """The final training of ``candidate`` (from ``final_candidate``) for ``budget``: on the final
-    training's data and recipe, from the search's weights of ``row`` where configured and they fit."""
+    """The final training (or screening) of ``candidate`` (from ``final_candidate``) for ``budget``: on
+    the final training's data and recipe, from the search's weights of ``row`` where configured and they
+    fit. Only a final training scores the test set."""
     final = config.training.final_training
     widened = float(candidate.genome.get("width", 1.0)) != 1
     # a widened network has no searched weights of its shapes: it starts fresh
@@ -606,7 +682,7 @@ def final_task(
         eval_settings(
             config,
             budget,
-            report_test=True,
+            report_test=candidate.kind == "final",
             meter=store.meta("meter"),
             recipe=final_recipe(config),
             learning=final.learning.overrides(),
@@ -616,5 +692,5 @@ def final_task(
         init_weights=store.read_weights(row["id"]) if from_search else None,
         init_optimiser=store.read_optimiser(row["id"]) if from_search and resume else None,
         init_from=row["id"] if from_search else None,
-        kind="final",
+        kind=candidate.kind,
     )

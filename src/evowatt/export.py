@@ -83,10 +83,15 @@ class ExportedModel:
 
 
 def _best_id(store: RunStore) -> int:
-    """The final training of the best genome when the run has one, else the best individual."""
+    """The final training of the best genome when the run has one (of the screening's winner when the
+    run screened: that is the model it handed over first), else the best individual."""
     generations = store.generations()
     best = generations[-1].get("best_id", generations[-1].get("parent_id")) if generations else None
     finals = store.evaluations("WHERE kind = 'final'")
+    screens = {row["id"] for row in store.evaluations("WHERE kind = 'screen'")}
+    after_screening = [f for f in finals if f["parent_id"] in screens]
+    if after_screening:
+        return int(after_screening[0]["id"])
     if best is not None:
         trained = [f for f in finals if f["parent_id"] == best]
         return int(trained[-1]["id"]) if trained else int(best)

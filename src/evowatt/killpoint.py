@@ -6,14 +6,15 @@ machine dies. The variable is read once at import, so an unset variable costs on
 
 Points: ``checkpoint-write`` (a checkpoint's temporary file is written, not yet renamed into place),
 ``mid-training`` (an evaluation has trained and saved its weights, not yet recorded), ``after-record``
-(an evaluation is recorded, the generation's checkpoint not yet written).
+(an evaluation is recorded, the generation's checkpoint not yet written), ``after-screen`` (a screening
+before the final training is recorded).
 """
 
 from __future__ import annotations
 
 import os
 
-KILLPOINTS = ("checkpoint-write", "mid-training", "after-record")
+KILLPOINTS = ("checkpoint-write", "mid-training", "after-record", "after-screen")
 ENV = "EVOWATT_KILL_AT"
 
 

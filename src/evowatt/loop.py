@@ -28,7 +28,8 @@ class Hooks:
     """Observers of the loop's events, called in order: ``hook(event, **info)``.
 
     Events: start, generation, evaluate, recording (an evaluation is done, not yet recorded), result
-    (recorded), told (a round was told; ``record`` is None mid-generation), final, done.
+    (recorded), told (a round was told; ``record`` is None mid-generation), screen, screen_result, screened
+    (the screening before the final training), final, final_result, done.
     """
 
     def __init__(self, *hooks: Hook | None):
@@ -48,6 +49,8 @@ def killpoint_hook(event: str, **_: Any) -> None:
         killpoint("mid-training")
     elif event == "result":
         killpoint("after-record")
+    elif event == "screen_result":
+        killpoint("after-screen")
 
 
 class TimeLimit:

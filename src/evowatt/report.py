@@ -26,7 +26,7 @@ import yaml
 from evowatt import __version__
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
-from evowatt.store import RunStore
+from evowatt.store import AFTER_SEARCH, RunStore
 from evowatt.units import format_si
 
 FIGURES = ("tradeoff", "generations", "budget", "measurement")
@@ -174,7 +174,7 @@ def fig_tradeoff(data: RunData):
             group = [
                 p
                 for p in usable
-                if p.exit == exit_index and (p.id, p.exit) not in marked and p.kind != "final"
+                if p.exit == exit_index and (p.id, p.exit) not in marked and p.kind not in AFTER_SEARCH
             ]
             if group:
                 ax.scatter([p.cost for p in group], [p.accuracy for p in group], marker=marker, s=22,
@@ -404,7 +404,7 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
     statuses: dict[str, int] = {}
     for r in data.evaluations:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    searched = [r for r in data.evaluations if r["kind"] != "final"]
+    searched = [r for r in data.evaluations if r["kind"] not in AFTER_SEARCH]
     places = sources(searched)  # host, device, meter: where the evaluations ran
     summary = [
         ("run directory", str(data.run_dir)),

@@ -17,7 +17,7 @@ from evowatt.config import Constraint, RunConfig, validate_config
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
 from evowatt.search.front import EXITS, constrained_ranks, minimisation, points_of
-from evowatt.store import RunStore
+from evowatt.store import SEARCHED, RunStore
 
 
 @dataclass
@@ -67,7 +67,7 @@ def front(run_dir: str | Path) -> list[FrontModel]:
     store = RunStore(run_dir)
     try:
         config = run_config(store)
-        rows = {r["id"]: r for r in store.evaluations("WHERE kind != 'final'")}
+        rows = {r["id"]: r for r in store.evaluations(f"WHERE {SEARCHED}")}
         generations = store.generations()
         recorded = generations[-1]["front"] if generations and config.search.algorithm != "es" else None
     finally:
@@ -105,7 +105,7 @@ def pick(run_dir: str | Path, *budgets: str) -> FrontModel | None:
     store = RunStore(run_dir)
     try:
         config = run_config(store)
-        rows = store.evaluations("WHERE kind != 'final' AND status = 'ok'")
+        rows = store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'")
     finally:
         store.close()
     limits = [*config.search.constraints, *wanted]

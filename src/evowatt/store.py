@@ -43,6 +43,10 @@ LOCK_NAME = "run.lock"
 CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
 CHECKPOINT_FORMAT = 2  # 2: the optimiser states continuations resume (1 has none)
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# evaluations the run makes after its search: a last screening of the most promising networks, and the
+# final trainings. They are not the search's, and their weights are never pruned
+AFTER_SEARCH = ("screen", "final")
+SEARCHED = "kind NOT IN ('screen', 'final')"  # an SQL condition: the search's own evaluations
 _TABLES = ("meta", "evaluations", "generations")
 
 _SCHEMA = """
@@ -572,9 +576,9 @@ class RunStore:
         Called only after the checkpoint naming the kept ones is on disk, so the last checkpoint's weights
         always survive. Only ids under ``below`` (the generation just told) are candidates: a replayed run
         keeps the weights of later generations it recorded before, which may still become parents.
-        Final-training models are never pruned; leftover temporary files are removed.
+        Screenings and final trainings are never pruned; leftover temporary files are removed.
         """
-        finals = {int(r[0]) for r in self.db.execute("SELECT id FROM evaluations WHERE kind = 'final'")}
+        finals = {int(r[0]) for r in self.db.execute(f"SELECT id FROM evaluations WHERE NOT ({SEARCHED})")}
         keep = set(keep) | finals
         limit = float("inf") if below is None else below
 

@@ -129,6 +129,10 @@ class EvolutionStrategy(GenomeSearch):
     def best(self) -> list[int]:
         return [self.parent.id] if self.parent is not None else []
 
+    def handover_value(self, score: Score) -> float | None:
+        """What the ES hands over by: the fitness (None: the result has none)."""
+        return score.fitness
+
     # --- state -------------------------------------------------------------------------------------
     def weights_to_keep(self) -> set[int]:
         """Evaluations whose weights may still be needed: the parent's (train_longer, inheriting mutants)."""

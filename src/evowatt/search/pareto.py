@@ -238,11 +238,17 @@ class ParetoSearch(GenomeSearch):
             if r == 0 and v == 0
         ]
 
+    def handover_value(self, score: Score) -> float | None:
+        """What the handover orders by: the first objective of the result's best feasible point, signed
+        so that higher is better (None: no point is feasible)."""
+        values = [p["values"][0] for p in score.points.values() if p["violation"] == 0]
+        if not values:
+            return None
+        return max(values) if self.objectives[0].objective == "maximize" else -min(values)
+
     def _handover_key(self, member: Member) -> tuple[float, int]:
-        first = self.objectives[0]
-        values = [p["values"][0] for p in member.points.values() if p["violation"] == 0]
-        best = (max(values) if first.objective == "maximize" else -min(values)) if values else -math.inf
-        return (-best, member.id)
+        value = self.handover_value(Score(points=member.points))
+        return (-(value if value is not None else -math.inf), member.id)
 
     def _fix_reference(self, points: np.ndarray, violations: Sequence[float]) -> None:
         """The hypervolume reference, fixed once from the first feasible points and kept in the state."""

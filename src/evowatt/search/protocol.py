@@ -143,6 +143,11 @@ class Search(Protocol):
         """Evaluation ids the run hands to the user: the ES's parent, the Pareto search's front."""
         ...
 
+    def handover_value(self, score: Score) -> float | None:
+        """How ``best`` orders what it hands over, for any scored result, higher first (None: it could
+        not be handed over): the ES's fitness, the Pareto search's first objective of a feasible point."""
+        ...
+
     def weights_to_keep(self) -> set[int]:
         """Evaluations whose trained weights a later candidate may still start from."""
         ...
