@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from evowatt.config import apply_overrides
+from evowatt.store import AFTER_SEARCH
 
 CONFIG: dict[str, Any] = {
     "seed": 0,
@@ -144,8 +145,10 @@ def state_at_kill(run_dir: Path) -> tuple[str, dict[int, float]]:
     rows = _rows(run_dir)
     checkpoint = run_dir / "checkpoint.json"
     generation = json.loads(checkpoint.read_text())["generation"] if checkpoint.exists() else None
-    done = "final trained" if any(r["kind"] == "final" for r in rows) else ""
-    searched = [r for r in rows if r["kind"] != "final"]
+    screened = sum(r["kind"] == "screen" for r in rows)
+    finals = any(r["kind"] == "final" for r in rows)
+    done = ", ".join([f"{screened} screened"] * bool(screened) + ["final trained"] * finals)
+    searched = [r for r in rows if r["kind"] not in AFTER_SEARCH]
     text = f"{len(searched)} recorded, checkpoint {'none' if generation is None else f'gen {generation}'}"
     return text + (f", {done}" if done else ""), {r["id"]: r["recorded_at"] for r in rows}
 

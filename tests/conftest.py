@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,19 @@ def config_dict(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[last] = value
     return data
+
+
+def run_killed_at(data: dict[str, Any], run_dir: Path, kill_at: str) -> None:
+    """``evowatt run`` of the config ``data`` into ``run_dir``, in a subprocess that ``EVOWATT_KILL_AT``
+    (``kill_at``, e.g. ``after-record:5``) ends as a SIGKILL would (status 137)."""
+    import yaml
+
+    config = run_dir.parent / f"{run_dir.name}.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "EVOWATT_KILL_AT": kill_at}
+    cmd = [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(run_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True)
+    assert proc.returncode == 137, proc.stderr.decode()
 
 
 @pytest.fixture

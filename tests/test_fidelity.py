@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.pareto import ParetoSearch
 from evowatt.search.protocol import as_evaluated
 from evowatt.store import RunStore
-from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 
 GRAMMAR = load_grammar("cnn")
 
@@ -185,13 +182,8 @@ def test_a_run_records_rungs_and_resumes_exactly_when_killed_between_rungs(tmp_p
             assert row["continue_from"] is not None and row["inherited"]["fresh"] == []
             assert row["steps"] == 5
     # killed right after recording the first evaluation of rung 1 (the 5th record), then resumed
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(data))
     killed = tmp_path / "killed"
-    env = {**os.environ, "EVOWATT_KILL_AT": "after-record:5"}
-    cmd = [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(killed)]
-    proc = subprocess.run(cmd, env=env, capture_output=True)
-    assert proc.returncode == 137, proc.stderr.decode()
+    run_killed_at(data, killed, "after-record:5")
     resume(killed)
     assert _history(killed) == _history(reference)
     assert sorted(p.name for p in (killed / "weights").iterdir()) == sorted(

@@ -3,19 +3,15 @@ training's data, and the best of them gets the final budget (``training.final_tr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evowatt.config import validate_config
 from evowatt.experiment import _screen_picks, resume, run
 from evowatt.genome import Genome
 from evowatt.store import RunStore
-from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
+from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 from tests.test_final_training import _genomes
 
 BASE = {
@@ -170,16 +166,10 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
 def test_a_run_killed_after_a_screening_resumes_to_the_same_screening_and_final(tmp_path):
     reference = tmp_path / "reference"
     run(validate_config(BASE), out=reference)
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(BASE))
     killed = tmp_path / "killed"
-    env = {**os.environ, "EVOWATT_KILL_AT": "after-screen:2"}
-    cmd = [sys.executable, "-m", "evowatt.cli", "run", str(config), "--out", str(killed)]
-    proc = subprocess.run(cmd, env=env, capture_output=True)
-    assert proc.returncode == 137, proc.stderr.decode()
-    assert [r["kind"] for r in _rows(killed)].count("screen") == 2 and "final" not in [
-        r["kind"] for r in _rows(killed)
-    ]
+    run_killed_at(BASE, killed, "after-screen:2")
+    kinds = [r["kind"] for r in _rows(killed)]
+    assert kinds.count("screen") == 2 and "final" not in kinds
     resume(killed)
     keep = ("id", "kind", "genome", "seed", "parent_id", "continue_from", "status", "steps")
 
