@@ -530,9 +530,9 @@ def _final_picks(
     count = config.training.final_training.models
     picks: list[tuple[int, dict[str, Any]]] = []
     networks: set[str] = set()
-    rows = [screened] if screened is not None else []
-    rows += [row for row in map(store.evaluation, handed) if row is not None]
-    for row in rows:
+    rows = [(screened["id"], screened)] if screened is not None else []
+    rows += [(source_id, row) for source_id in handed if (row := store.evaluation(source_id)) is not None]
+    for source_id, row in rows:
         if count != "all" and len(picks) >= int(count):
             break
         if row["status"] != "ok":
@@ -540,7 +540,7 @@ def _final_picks(
         network = Genome.from_json(row["genome"]).network_key()
         if network not in networks:
             networks.add(network)
-            picks.append((row["id"], row))
+            picks.append((source_id, row))
     return picks
 
 
