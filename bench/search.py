@@ -463,8 +463,10 @@ def anytime_comparison(rows: list[dict], defaults: dict) -> list[str]:
             ours = [_mean_at(mine, t) for t in grid]
             curve = [_mean_at(theirs, t) for t in grid]
             pairs = [(m, o) for m, o in zip(ours, curve, strict=True) if m is not None and o is not None]
+            if not pairs:  # the search ended before T/3 (most of T to the final training): nothing to compare
+                continue
             above = sum(m > o for m, o in pairs)
-            gap = statistics.fmean(m - o for m, o in pairs) if pairs else math.nan
+            gap = statistics.fmean(m - o for m, o in pairs)
             lines.append(
                 f"- c-pareto{f' ({settings})' if settings else ''}, {_runs(mine)}, above {other} "
                 f"({_runs(theirs)}; seeds {sorted(seeds)}) at {above}/{len(pairs)} times from T/3 to "
