@@ -188,6 +188,9 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
     assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
+    from evowatt.cli import show_data
+
+    assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0]["id"]  # the most accurate's
 
 
 def test_without_a_hold_out_no_epoch_is_validated_and_the_last_weights_are_kept(digits, monkeypatch):

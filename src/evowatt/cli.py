@@ -420,7 +420,11 @@ def show_data(run_dir: str) -> dict[str, Any]:
         finals = [e for e in evaluations if e["kind"] == "final"]
         searched = [e for e in evaluations if e["kind"] not in AFTER_SEARCH]
         statuses = Counter(e["status"] for e in searched)
-        final = _with_screening(finals[-1], evaluations) if finals else None
+        # the first final training after the last search evaluation: the most accurate handed model's (a run
+        # extended after its final training trained older ones; a front's later ones are its cheaper models)
+        last_searched = max((e["id"] for e in searched), default=-1)
+        latest = [f for f in finals if f["id"] > last_searched] or finals
+        final = _with_screening(latest[0], evaluations) if latest else None
         return {
             "run_dir": str(run_dir),
             "evaluations": len(searched),
