@@ -583,18 +583,10 @@ def _screen(
     screen = config.training.final_training.screen
     if not screen.models:
         return None
-    rows = []
-    for source in _screen_picks(search, store, screen.models):
-        existing = store.evaluations("WHERE kind = 'screen' AND parent_id = ?", (source["id"],))
-        if existing:
-            rows.append(existing[-1])
-            continue
-        screen_id = max(search.next_id, store.max_id() + 1)
-        candidate = final_candidate(config, screen_id, search.generation, source, 1.0, kind="screen")
-        task = final_task(config, grammar_text, store, candidate, source, screen.budget)
-        hooks("screen", candidate=candidate, budget=screen.budget)
-        _record_after_search(search, store, hooks, candidate, task, screen.budget, "screen_result")
-        rows.append(store.evaluation(screen_id))
+    rows = [
+        _train_after_search(config, grammar_text, search, store, hooks, "screen", source, screen.budget)
+        for source in _screen_picks(search, store, screen.models)
+    ]
     ranked = [(value, -row["id"], row) for row in rows if (value := _handover_value(search, row)) is not None]
     if not ranked:
         return None
@@ -603,10 +595,27 @@ def _screen(
     return winner
 
 
-def _record_after_search(
-    search: Search, store: RunStore, hooks: Hooks, candidate: Candidate, task: EvalTask, budget, event: str
-) -> None:
-    """Evaluate a screening's or a final training's task, keep its weights, record it, tell the hooks."""
+def _train_after_search(
+    config: RunConfig,
+    grammar_text: str,
+    search: Search,
+    store: RunStore,
+    hooks: Hooks,
+    kind: str,
+    row: dict[str, Any],
+    budget: BudgetConfig,
+    width: float = 1.0,
+) -> dict[str, Any]:
+    """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``: trained,
+    its weights kept, recorded (``row`` as its parent) and told to the hooks (events ``kind`` and
+    ``kind_result``); on resume the one recorded before, never trained twice."""
+    existing = store.evaluations("WHERE kind = ? AND parent_id = ?", (kind, row["id"]))
+    if existing:
+        return existing[-1]
+    new_id = max(search.next_id, store.max_id() + 1)
+    candidate = final_candidate(config, new_id, search.generation, row, width, kind=kind)
+    task = final_task(config, grammar_text, store, candidate, row, budget)
+    hooks(kind, candidate=candidate, budget=budget)
     result = keep_weights(EvalResult.coerce(evaluate(task)), store)
     scored = search.score(result)
     store.record(
@@ -616,7 +625,8 @@ def _record_after_search(
         {"steps": budget.steps, "seconds": budget.seconds},
         scored,
     )
-    hooks(event, candidate=candidate, result=result.to_json(), fitness=scored.fitness)
+    hooks(f"{kind}_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
+    return store.evaluation(new_id)
 
 
 def _final_training(
@@ -630,19 +640,11 @@ def _final_training(
         return []
     screened = _screen(config, grammar_text, search, store, hooks)
     rows = []
-    for place, (source_id, row) in enumerate(_final_picks(config, store, handed, screened)):
+    for place, (_source_id, row) in enumerate(_final_picks(config, store, handed, screened)):
         budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
         width = final.width if place == 0 or final.others_width is None else final.others_width
-        existing = store.evaluations("WHERE kind = 'final' AND parent_id = ?", (source_id,))
-        if existing:  # resuming a run killed after this final training: not trained twice
-            rows.append(existing[-1])
-            continue
-        final_id = max(search.next_id, store.max_id() + 1)
-        candidate = final_candidate(config, final_id, search.generation, row, width)
-        task = final_task(config, grammar_text, store, candidate, row, budget)
-        hooks("final", candidate=candidate, budget=budget)
-        _record_after_search(search, store, hooks, candidate, task, budget, "final_result")
-        rows.append(store.evaluation(final_id))
+        trained = _train_after_search(config, grammar_text, search, store, hooks, "final", row, budget, width)
+        rows.append(trained)
     return rows
 
 
