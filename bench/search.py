@@ -85,6 +85,7 @@ SETTINGS = (
     "resume_optimiser",
     "final_learning",
     "final_width",
+    "final_augment",
     "screen",
 )
 PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
@@ -95,6 +96,7 @@ FINAL_ONLY = (
     "train_on_validation",
     "final_learning",
     "final_width",
+    "final_augment",
     "screen",
 )  # the final training's
 
@@ -124,7 +126,7 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "budget": {"seconds": final_seconds},
                 "train_subset": "all",
                 "schedule": "cosine",
-                "augment": {"shift": 2, "flip": True},
+                "augment": final_augment(args.final_augment),
                 "start_from": args.start_from,
                 "train_on_validation": args.train_on_validation,
                 "learning": final_learning(args.final_learning),
@@ -142,6 +144,12 @@ def final_learning(text: str | None) -> dict:
         return {}
     kind, lr, *batch = text.split(":")
     return {"learning": kind, "lr": float(lr), **({"batch_size": int(batch[0])} if batch else {})}
+
+
+def final_augment(text: str) -> dict:
+    """``2:1`` (shifts of up to 2 pixels, flips on) as final_training.augment; ``0:0`` none."""
+    shift, flip = text.split(":")
+    return {"shift": int(shift), "flip": flip not in ("0", "false", "no")}
 
 
 def final_width(text: str | None) -> dict:
@@ -574,6 +582,13 @@ def main() -> int:
         "--final-learning",
         metavar="OPTIMISER:LR[:BATCH]",
         help="the final training's learning genes in place of the evolved ones, e.g. adam:0.002:128",
+    )
+    parser.add_argument(
+        "--final-augment",
+        metavar="SHIFT:FLIP",
+        default="2:1",
+        help="the final training's augmentation: shifts of up to SHIFT pixels, flips if FLIP is 1 "
+        "(default 2:1; 0:0 none)",
     )
     parser.add_argument(
         "--final-width",
