@@ -11,6 +11,8 @@ genes) and the seed of the run's own final training; width 1 starts from
 the search's weights when the run's ``start_from`` says so, a wider network from fresh weights. Nothing
 is written into the run. Printed and appended as JSON lines: test accuracy (the official test set,
 reported only), evo_test accuracy, FLOPs, parameters, energy per inference with its method, epochs.
+``--set`` changes the run's config for these trainings only (another augmentation, schedule or learning
+override), so that a recipe can be compared on one network too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from evowatt.config import BudgetConfig, validate_config
+from evowatt.config import BudgetConfig, apply_overrides, validate_config
 from evowatt.errors import EvowattError
 from evowatt.evaluate import evaluate
 from evowatt.experiment import final_candidate, final_task, prepare
@@ -47,10 +49,19 @@ def main() -> int:
         "--source", type=int, help="train this evaluation's network (default: the run's first final's)"
     )
     parser.add_argument("--seconds", type=float, help="the final training's budget (default: the run's)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the run's config for these trainings only, e.g. "
+        "--set 'training.final_training.augment={shift: 0, flip: false}' (repeatable)",
+    )
     args = parser.parse_args()
     run_dir = Path(args.run)
     try:
-        config = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        config = validate_config(apply_overrides(data, args.set), overrides=args.set)
         prepare(config)
         store = RunStore(run_dir)
     except (OSError, EvowattError) as exc:
@@ -89,6 +100,7 @@ def main() -> int:
             "source_flops": source["metrics"]["flops"]["value"],
             "source_accuracy": source["metrics"]["accuracy"]["value"],
             "width": width,
+            "set": args.set,
             "start": "search" if task.init_weights is not None else "fresh",
             "budget_seconds": budget.seconds,
             "status": result.status.value,
