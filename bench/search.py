@@ -82,13 +82,15 @@ SETTINGS = (
     "start_from",
     "train_on_validation",
     "min_accuracy",
+    "accuracy_within",
     "resume_optimiser",
     "final_learning",
     "final_width",
     "final_augment",
     "screen",
 )
-PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy")  # apply to the Pareto run only
+# apply to the Pareto run only
+PARETO_ONLY = ("pareto_finals", "first_share", "min_accuracy", "accuracy_within")
 FINAL_ONLY = (
     "pareto_finals",
     "first_share",
@@ -191,6 +193,8 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         data["search"].update(algorithm="pareto", inherit_weights=True, fidelity=fidelity)
         if args.min_accuracy is not None:  # the user's bar: the front spends no slot below it
             data["search"]["constraints"] = [f"accuracy > {args.min_accuracy}"]
+        if args.accuracy_within is not None:  # a floor that rises with the best network found
+            data["search"].setdefault("constraints", []).append(f"accuracy > best - {args.accuracy_within}")
         final = data["training"]["final_training"]
         final["models"] = args.pareto_finals
         if args.first_share is None or args.pareto_finals == 1:  # an even split
@@ -572,6 +576,12 @@ def main() -> int:
         "--min-accuracy",
         type=float,
         help="the Pareto run's constraint 'accuracy > X': below it a network ranks by its shortfall only",
+    )
+    parser.add_argument(
+        "--accuracy-within",
+        type=float,
+        help="the Pareto run's constraint 'accuracy > best - X': the front holds only networks within X "
+        "of the most accurate one so far",
     )
     parser.add_argument(
         "--resume-optimiser",

@@ -20,6 +20,7 @@ from evowatt.search.front import (
     hv_contributions,
     hypervolume,
     points_of,
+    with_floors,
 )
 from evowatt.search.pareto import ParetoSearch, RandomSearch
 from tests.conftest import SMALL_NETWORK
@@ -254,6 +255,11 @@ def test_wrong_algorithm_checkpoint_is_refused():
         ({"constraints": ["test_accuracy > 0.9"]}, "never used for selection"),
         ({"objectives": [{"metric": "accuracy"}, {"metric": "accuracy"}]}, "twice"),
         ({"reference_point": {"accuracy": 0}}, "every objective"),
+        ({"constraints": ["params > best - 10"]}, "not an objective"),
+        ({"constraints": ["accuracy > best + 0.01"]}, "exclude the best network itself"),
+        ({"constraints": ["accuracy < best - 0.01"]}, "exclude the best network itself"),
+        ({"constraints": ["energy < best - 1"]}, "exclude the best network itself"),
+        ({"constraints": ["accuracy > best - one"]}, "'metric > best - margin'"),
     ],
 )
 def test_bad_pareto_config_names_the_key(search, message):
@@ -364,3 +370,44 @@ def test_the_planned_evaluations_are_what_the_search_asks_for(algorithm, fidelit
         asked += len(batch)
         search.tell([result(c.id, float(rng.random()), float(rng.random())) for c in batch])
     assert asked == planned_evaluations(config)
+
+
+def test_a_relative_floor_is_written_read_and_fixed_by_the_best():
+    floor = Constraint.model_validate("accuracy > best - 0.01")
+    assert (floor.metric, floor.type, floor.relative) == ("accuracy", "greater_than", True)
+    assert floor.value == -0.01
+    assert floor.text() == "accuracy > best - 0.01"
+    assert Constraint.model_validate(floor.text()) == floor
+    assert floor.bound(0.9).value == pytest.approx(0.89)
+    assert not Constraint.model_validate("energy < 5").relative
+    ceiling = Constraint.model_validate("energy < best+2")
+    assert (ceiling.value, ceiling.relative, ceiling.text()) == (2.0, True, "energy < best + 2")
+    # the bound follows the best point that meets the fixed constraints, not an infeasible better one
+    values = [[0.95, 9.0], [0.90, 2.0], [0.895, 1.0], [0.80, 0.5]]
+    total = with_floors(values, [0.3, 0.0, 0.0, 0.0], OBJECTIVES, [floor])
+    assert total[:3] == [0.3, 0.0, 0.0]
+    assert total[3] == pytest.approx((0.89 - 0.80) / 0.89)
+    # where no point meets the fixed constraints, the floor is fixed by the best of all
+    assert with_floors([[0.5, 1.0], [0.3, 1.0]], [0.1, 0.2], OBJECTIVES, [floor])[1] > 0.2
+    assert with_floors(values, [0.0] * 4, OBJECTIVES, []) == [0.0] * 4
+
+
+def test_a_relative_floor_keeps_the_front_within_the_margin_of_the_best_as_it_rises():
+    search = ParetoSearch(config(population=4, constraints=["accuracy > best - 0.05"]), GRAMMAR)
+    search.ask()
+    record = search.tell(
+        [result(0, 0.70, 9.0), result(1, 0.67, 2.0), result(2, 0.30, 0.1), result(3, 0.60, 0.5)]
+    )
+    # #2 and #3 are cheap but more than 0.05 below the best: off the front, ranked by their shortfall
+    assert {p["id"] for p in record.front} == {0, 1} and search.best() == [0, 1]
+    assert record.survivors == [0, 1, 3, 2]
+    assert search.unmet() is None
+    children = search.ask()
+    record = search.tell([result(c.id, 0.80 - 0.01 * i, 5.0 + i) for i, c in enumerate(children)])
+    # the floor rose to 0.75: the generation-0 networks left the front and the population
+    assert {p["id"] for p in record.front} == {children[0].id}
+    assert set(record.survivors) == {c.id for c in children}
+    # a checkpoint holds no floor: the resumed search ranks the same
+    again = ParetoSearch(config(population=4, constraints=["accuracy > best - 0.05"]), GRAMMAR)
+    again.load_state(yaml.safe_load(yaml.safe_dump(search.state())))
+    assert again.best() == search.best() and again._record([]).front == record.front

@@ -135,6 +135,8 @@ def test_show_front_and_pick(reference, capsys):
     assert "no model" in capsys.readouterr().out
     assert main(["show", str(reference), "--pick", "energy about 3"]) == 2
     assert "expected 'metric < value'" in capsys.readouterr().err
+    assert main(["show", str(reference), "--pick", "accuracy > best - 0.01"]) == 2
+    assert "a budget is a fixed bound" in capsys.readouterr().err
 
 
 def test_resume_refuses_another_algorithm(reference, tmp_path):

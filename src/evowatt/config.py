@@ -116,11 +116,17 @@ class Objective(_Strict):
 
 
 class Constraint(_Strict):
-    """``metric < value`` or ``metric > value`` on each exit; also written as the string "energy < 5e-6"."""
+    """``metric < value`` or ``metric > value`` on each exit; also written as the string "energy < 5e-6".
+
+    ``relative``: the bound is ``value`` away from the best value of an objective among the networks being
+    ranked ("accuracy > best - 0.01"), a floor that rises with the search and that the best network always
+    meets, so the front never empties the way a fixed floor the search has not reached yet does.
+    """
 
     metric: str
     type: Literal["greater_than", "less_than"]
     value: float
+    relative: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -135,20 +141,33 @@ class Constraint(_Strict):
         return _check_exit_metric(value)
 
     def text(self) -> str:
-        return f"{self.metric} {'<' if self.type == 'less_than' else '>'} {self.value:g}"
+        sign = "<" if self.type == "less_than" else ">"
+        if not self.relative:
+            return f"{self.metric} {sign} {self.value:g}"
+        return f"{self.metric} {sign} best {'-' if self.value < 0 else '+'} {abs(self.value):g}"
+
+    def bound(self, best: float) -> Constraint:
+        """This constraint with its bound fixed for a pool whose best value is ``best``."""
+        return self.model_copy(update={"value": best + self.value if self.relative else self.value})
 
 
 def parse_constraint(text: str) -> dict[str, Any]:
-    """ "energy < 5e-6" -> {metric, type, value}; the error says the form expected."""
+    """ "energy < 5e-6" -> {metric, type, value}; "accuracy > best - 0.01" -> also relative: true (the
+    value is the offset from the best); the error says the forms expected."""
     for sign, kind in (("<", "less_than"), (">", "greater_than")):
         if sign in text:
             name, _, raw = text.partition(sign)
+            raw = raw.strip().lstrip("=").strip()
+            relative = raw.startswith("best")
+            offset = raw.removeprefix("best").replace(" ", "") if relative else raw
             try:
-                return {"metric": name.strip(), "type": kind, "value": float(raw.strip().lstrip("="))}
+                value = float(offset) if offset else 0.0
             except ValueError:
                 break
+            return {"metric": name.strip(), "type": kind, "value": value, "relative": relative}
     raise ValueError(
-        f"constraint {text!r}: expected 'metric < value' or 'metric > value', e.g. 'energy < 5e-6'"
+        f"constraint {text!r}: expected 'metric < value', 'metric > value' or a floor relative to the best "
+        "network, 'metric > best - margin'; e.g. 'energy < 5e-6', 'accuracy > best - 0.01'"
     )
 
 
@@ -219,6 +238,21 @@ class SearchConfig(_Strict):
             raise ValueError(f"reference_point names {unknown}, which are not objectives ({names})")
         if self.reference_point is not None and len(self.reference_point) != len(names):
             raise ValueError(f"reference_point needs a value for every objective: {names}")
+        directions = {o.metric: o.objective for o in self.objectives}
+        for constraint in (c for c in self.constraints if c.relative):
+            if constraint.metric not in directions:
+                raise ValueError(
+                    f"constraint {constraint.text()!r} is relative to the best {constraint.metric}, which "
+                    f"is not an objective ({names}): add it to search.objectives or give a fixed bound"
+                )
+            loosens = (constraint.type == "greater_than") == (directions[constraint.metric] == "maximize")
+            toward = constraint.value < 0 if constraint.type == "greater_than" else constraint.value > 0
+            if not (loosens and toward):
+                raise ValueError(
+                    f"constraint {constraint.text()!r} would exclude the best network itself: a relative "
+                    "bound lies on the worse side of the best, e.g. 'accuracy > best - 0.01' for a "
+                    "maximised objective, 'energy < best + 1e-6' for a minimised one"
+                )
         return self
 
     def inherits(self) -> bool:

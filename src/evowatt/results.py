@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from evowatt.config import Constraint, RunConfig, validate_config
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
-from evowatt.search.front import EXITS, constrained_ranks, minimisation, points_of
+from evowatt.search.front import EXITS, constrained_ranks, minimisation, points_of, with_floors
 from evowatt.store import SEARCHED, RunStore
 
 
@@ -92,6 +92,7 @@ def _nondominated(rows: list[dict[str, Any]], config: RunConfig) -> list[FrontMo
             violations.append(point["violation"])
     if not where:
         return []
+    violations = with_floors(values, violations, objectives, constraints)
     ranks = constrained_ranks(minimisation(values, objectives), violations)
     return [
         _model(row, e) for (row, e), r, v in zip(where, ranks, violations, strict=True) if r == 0 and v == 0
@@ -108,7 +109,8 @@ def pick(run_dir: str | Path, *budgets: str) -> FrontModel | None:
         rows = store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'")
     finally:
         store.close()
-    limits = [*config.search.constraints, *wanted]
+    # a floor relative to the best network leaves the most accurate one in: the user's budgets decide
+    limits = [*(c for c in config.search.constraints if not c.relative), *wanted]
     best: FrontModel | None = None
     for row in rows:
         result = EvalResult.from_json(row)
@@ -126,10 +128,13 @@ def pick(run_dir: str | Path, *budgets: str) -> FrontModel | None:
 
 def _budget(text: str) -> Constraint:
     try:
-        return Constraint.model_validate(text)
+        budget = Constraint.model_validate(text)
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise EvowattError(f"budget {text!r}: {problem}") from None
+    if budget.relative:
+        raise EvowattError(f"budget {text!r}: a budget is a fixed bound, e.g. 'energy < 2e-6'")
+    return budget
 
 
 def _holds(value: float | None, constraint: Constraint) -> bool:

@@ -44,11 +44,13 @@ def points_of(
 ) -> tuple[dict[str, dict[str, Any]], str | None]:
     """One point per exit: ``{"values": [...] (as measured), "violation": v, "reason": ...}``.
 
-    A result that is not ok has no point; an exit missing an objective or constraint metric has none
-    either (the reason says which), so it can never outrank a measured one.
+    The violation is that of the fixed constraints; ``with_floors`` adds the relative ones for a pool. A
+    result that is not ok has no point; an exit missing an objective or constraint metric has none either
+    (the reason says which), so it can never outrank a measured one.
     """
     if not result.ok:
         return {}, result.reason or result.status.value
+    constraints = [c for c in constraints if not c.relative]  # a pool's, not a point's: with_floors
     points: dict[str, dict[str, Any]] = {}
     missing = []
     for exit_, suffix in EXITS.items():
@@ -70,6 +72,31 @@ def points_of(
             "source": point_source(result, [o.metric + suffix for o in objectives]),
         }
     return points, ("; ".join(missing) if missing else None)
+
+
+def with_floors(
+    values: Sequence[Sequence[float]],
+    violations: Sequence[float],
+    objectives: Sequence[Objective],
+    constraints: Sequence[Constraint],
+) -> list[float]:
+    """The points' violations plus those of the relative constraints ("accuracy > best - 0.01"), whose
+    bound is fixed by the best value among the points that meet every fixed constraint (among all points
+    where none does). Computed per pool, never stored: the floor rises as the search finds better networks.
+    """
+    total = [float(v) for v in violations]
+    relative = [c for c in constraints if c.relative]
+    if not relative or not total:
+        return total
+    names = [o.metric for o in objectives]
+    feasible = [i for i, v in enumerate(total) if v == 0] or list(range(len(total)))
+    for constraint in relative:
+        column = names.index(constraint.metric)
+        pool = [values[i][column] for i in feasible]
+        maximise = objectives[column].objective == "maximize"
+        bound = constraint.bound(max(pool) if maximise else min(pool))
+        total = [t + violation(point[column], bound) for t, point in zip(total, values, strict=True)]
+    return total
 
 
 def minimisation(values: Sequence[Sequence[float]], objectives: Sequence[Objective]) -> np.ndarray:

@@ -33,6 +33,7 @@ from evowatt.search.front import (
     hypervolume,
     minimisation,
     points_of,
+    with_floors,
 )
 from evowatt.search.genomes import GenomeSearch
 from evowatt.search.protocol import (
@@ -149,13 +150,15 @@ class ParetoSearch(GenomeSearch):
 
     # --- selection ---------------------------------------------------------------------------------
     def _flat(self, pool: Sequence[Member]) -> tuple[list[tuple[int, str]], np.ndarray, list[float]]:
-        """Every point of the pool: (member index, exit), minimisation-form values, violations."""
+        """Every point of the pool: (member index, exit), minimisation-form values, violations (relative
+        floors included, fixed by this pool's best)."""
         where, values, violations = [], [], []
         for index, member in enumerate(pool):
             for exit_, point in sorted(member.points.items()):
                 where.append((index, exit_))
                 values.append(point["values"])
                 violations.append(float(point["violation"]))
+        violations = with_floors(values, violations, self.objectives, self.constraints)
         return where, minimisation(values, self.objectives), violations
 
     def _rank(self, pool: Sequence[Member]) -> dict[tuple[int, str], tuple[int, float]]:
