@@ -276,3 +276,42 @@ def test_final_learning_genes_are_checked():
         )
     partial = validate_config(config_dict(BASE, **{"training.final_training": {"learning": {"lr": 0.003}}}))
     assert partial.training.final_training.learning.overrides() == {"lr": 0.003}
+
+
+def test_label_smoothing_softens_the_training_targets_only(digits, monkeypatch):
+    import evowatt.nn.train as train_module
+
+    smoothings = []
+    real = train_module.F.cross_entropy
+
+    def spy(*args, **kwargs):
+        smoothings.append(kwargs.get("label_smoothing", 0.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", spy)
+    plain = Recipe(schedule="cosine", early_stopping=False)
+    models = {}
+    for smoothing in (0.0, 0.1):
+        recipe = Recipe(schedule="cosine", early_stopping=False, label_smoothing=smoothing)
+        smoothings.clear()
+        models[smoothing] = cnn()
+        train(
+            models[smoothing],
+            digits["evo_train"],
+            digits["evo_validation"],
+            ADAM,
+            Budget(steps=20),
+            0,
+            recipe=recipe,
+        )
+        assert smoothings.count(0.1) == (20 if smoothing else 0)  # every training step's loss
+        assert len(smoothings) > 20 and set(smoothings) == {smoothing, 0.0}  # validation: the plain loss
+    default = cnn()
+    train(default, digits["evo_train"], digits["evo_validation"], ADAM, Budget(steps=20), 0, recipe=plain)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(default.state_dict().values(), models[0.0].state_dict().values(), strict=True)
+    )
+    assert not torch.equal(models[0.0][3].weight, models[0.1][3].weight)
+    with pytest.raises(Exception, match="label_smoothing"):
+        validate_config(config_dict(BASE, **{"training.final_training.label_smoothing": 1.0}))

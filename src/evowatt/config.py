@@ -336,6 +336,9 @@ class FinalTrainingConfig(_Strict):
         "cosine", description="learning-rate schedule over the whole budget"
     )
     augment: AugmentConfig = AugmentConfig()
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="soften the training targets by this much (0: none; 0.1 is usual)"
+    )
     early_stopping: bool = Field(
         False, description="stop on the evolved patience; off: the whole budget (the best weights kept)"
     )

@@ -114,6 +114,7 @@ def final_recipe(config: RunConfig) -> dict[str, Any]:
         "flip": final.augment.flip,
         "early_stopping": final.early_stopping,
         "hold_out": not final.train_on_validation,
+        "label_smoothing": final.label_smoothing,
     }
 
 

@@ -49,6 +49,8 @@ class Recipe:
     loss are kept, the final weights validated once more after the budget to compete with them.
     ``hold_out`` False: the caller trains on the validation split too (``train`` is given none), so no
     epoch is validated and the last weights are kept: under a decaying schedule they are the settled ones.
+    ``label_smoothing`` softens the training targets (torch's cross-entropy option); validation scores the
+    plain loss, so that weights are compared by what they predict.
     """
 
     schedule: str = "none"  # none | cosine | one_cycle
@@ -56,6 +58,7 @@ class Recipe:
     flip: bool = False
     early_stopping: bool = True
     hold_out: bool = True
+    label_smoothing: float = 0.0
 
     def factor(self, progress: float) -> float:
         """The learning-rate multiplier at ``progress`` (0 .. 1) of the budget."""
@@ -165,12 +168,16 @@ def has_two_heads(model: nn.Module) -> bool:
     return getattr(model, "exit_head", None) is not None
 
 
-def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def batch_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean", smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy on logits; with a partition point, the sum of both heads' losses (one step for both)."""
     if has_two_heads(model):
         main, early = model.forward_both(x)
-        return F.cross_entropy(main, y, reduction=reduction) + F.cross_entropy(early, y, reduction=reduction)
-    return F.cross_entropy(model(x), y, reduction=reduction)
+        return F.cross_entropy(main, y, reduction=reduction, label_smoothing=smoothing) + F.cross_entropy(
+            early, y, reduction=reduction, label_smoothing=smoothing
+        )
+    return F.cross_entropy(model(x), y, reduction=reduction, label_smoothing=smoothing)
 
 
 @torch.inference_mode()
@@ -287,6 +294,7 @@ def train(
     scheduled = recipe is not None and recipe.schedule != "none"
     augmenting = recipe is not None and (recipe.shift > 0 or recipe.flip)
     stopping = recipe is None or recipe.early_stopping
+    smoothing = recipe.label_smoothing if recipe is not None else 0.0
     augment_generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     two_heads = has_two_heads(model)  # early stopping then watches the summed validation loss
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -318,7 +326,7 @@ def train(
                 inputs = x[index]
                 if augmenting:
                     inputs = augment(inputs, recipe.shift, recipe.flip, augment_generator)  # type: ignore[union-attr]
-                loss = batch_loss(model, inputs, y[index])
+                loss = batch_loss(model, inputs, y[index], smoothing=smoothing)
                 if watch.bad_now(loss):
                     reason = "diverged"
                     break
