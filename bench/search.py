@@ -87,6 +87,7 @@ SETTINGS = (
     "final_learning",
     "final_width",
     "final_augment",
+    "final_smoothing",
     "screen",
 )
 # apply to the Pareto run only
@@ -99,6 +100,7 @@ FINAL_ONLY = (
     "final_learning",
     "final_width",
     "final_augment",
+    "final_smoothing",
     "screen",
 )  # the final training's
 
@@ -129,6 +131,7 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "train_subset": "all",
                 "schedule": "cosine",
                 "augment": final_augment(args.final_augment),
+                "label_smoothing": args.final_smoothing,
                 "start_from": args.start_from,
                 "train_on_validation": args.train_on_validation,
                 "learning": final_learning(args.final_learning),
@@ -599,6 +602,12 @@ def main() -> int:
         default="2:1",
         help="the final training's augmentation: shifts of up to SHIFT pixels, flips if FLIP is 1 "
         "(default 2:1; 0:0 none)",
+    )
+    parser.add_argument(
+        "--final-smoothing",
+        type=float,
+        default=0.0,
+        help="the final training's label smoothing (training.final_training.label_smoothing; default 0)",
     )
     parser.add_argument(
         "--final-width",
