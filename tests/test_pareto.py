@@ -390,6 +390,8 @@ def test_a_relative_floor_is_written_read_and_fixed_by_the_best():
     # where no point meets the fixed constraints, the floor is fixed by the best of all
     assert with_floors([[0.5, 1.0], [0.3, 1.0]], [0.1, 0.2], OBJECTIVES, [floor])[1] > 0.2
     assert with_floors(values, [0.0] * 4, OBJECTIVES, []) == [0.0] * 4
+    nan = float("nan")  # a diverged network's accuracy fixes no floor
+    assert with_floors([[nan, 1.0], [0.9, 2.0], [0.8, 1.0]], [0.0] * 3, OBJECTIVES, [floor])[:2] == [0.0, 0.0]
 
 
 def test_a_relative_floor_keeps_the_front_within_the_margin_of_the_best_as_it_rises():

@@ -92,7 +92,9 @@ def with_floors(
     feasible = [i for i, v in enumerate(total) if v == 0] or list(range(len(total)))
     for constraint in relative:
         column = names.index(constraint.metric)
-        pool = [values[i][column] for i in feasible]
+        pool = [values[i][column] for i in feasible if not math.isnan(values[i][column])]
+        if not pool:
+            continue
         maximise = objectives[column].objective == "maximize"
         bound = constraint.bound(max(pool) if maximise else min(pool))
         total = [t + violation(point[column], bound) for t, point in zip(total, values, strict=True)]

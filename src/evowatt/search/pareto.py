@@ -137,7 +137,7 @@ class ParetoSearch(GenomeSearch):
         values = ", ".join(
             f"{o.metric} {v:.4g}" for o, v in zip(self.objectives, point["values"], strict=True)
         )
-        wanted = " and ".join(c.text() for c in self.constraints)
+        wanted = " and ".join(c.text() for c in self.constraints if not c.relative)  # the best meets a floor
         return (
             f"no evaluated network meets the constraints ({wanted}), so none is handed over or final-trained;"
             f" the closest is {where} ({values}; it {point['reason']}): loosen search.constraints, or"
