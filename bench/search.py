@@ -455,17 +455,21 @@ def anytime_comparison(rows: list[dict], defaults: dict) -> list[str]:
     ignored = (*FINAL_ONLY, "final_fraction")
     pooled: dict[tuple[float, str], list[dict]] = {}
     others: dict[tuple[str, float, str], list[dict]] = {}
-    for row in rows:
+    for row in rows:  # each side pooled by its search length too: a shorter one would cut the window
+        key = (row["minutes"], settings_of(row, defaults, FINAL_ONLY))
         if row["configuration"] == "c-pareto":
-            pooled.setdefault((row["minutes"], settings_of(row, defaults, FINAL_ONLY)), []).append(row)
+            pooled.setdefault(key, []).append(row)
         else:
-            key = (row["configuration"], row["minutes"], settings_of(row, defaults, ignored))
-            others.setdefault(key, []).append(row)
+            others.setdefault((row["configuration"], *key), []).append(row)
     lines = []
     for (minutes, settings), group in sorted(pooled.items()):
         shared = settings_of(group[0], defaults, ignored + PARETO_ONLY)
-        for other in ("a-es", "b-es-inherit", "d-random"):
-            theirs = others.get((other, minutes, shared), [])
+        matching = [
+            (name, candidates)
+            for (name, at, _settings), candidates in sorted(others.items())
+            if at == minutes and settings_of(candidates[0], defaults, ignored) == shared
+        ]
+        for other, theirs in matching:
             seeds = {r["seed"] for r in theirs} & {r["seed"] for r in group}  # the same seeds on both sides
             if not seeds:
                 continue
@@ -482,10 +486,12 @@ def anytime_comparison(rows: list[dict], defaults: dict) -> list[str]:
                 continue
             above = sum(m > o for m, o in pairs)
             gap = statistics.fmean(m - o for m, o in pairs)
+            fraction = (theirs[0].get("settings") or defaults)["final_fraction"]
+            their_search = "" if fraction == defaults["final_fraction"] else f", final_fraction={fraction}"
             lines.append(
                 f"- c-pareto{f' ({settings})' if settings else ''}, {_runs(mine)}, above {other} "
-                f"({_runs(theirs)}; seeds {sorted(seeds)}) at {above}/{len(pairs)} times from T/3 to "
-                f"{end / 60:g} min; mean gap {gap * 100:+.2f} pp"
+                f"({_runs(theirs)}{their_search}; seeds {sorted(seeds)}) at {above}/{len(pairs)} times "
+                f"from T/3 to {end / 60:g} min; mean gap {gap * 100:+.2f} pp"
             )
     return [""] + lines if lines else []
 
