@@ -236,3 +236,22 @@ def test_a_run_where_no_network_meets_the_constraints_says_so_and_names_the_clos
     assert "loosen search.constraints" in out
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "note" and "the closest is" in e["message"] for e in events)
+
+
+def test_the_handed_models_test_metrics_are_added_in_one_write(tmp_path, monkeypatch):
+    """A run killed between the full model's and the early exit's test accuracy would leave one of them,
+    and its resumed run, which finds test_accuracy, would never add test_accuracy_1: one write holds both."""
+    writes = []
+    real = RunStore._write
+
+    def spy(self, what, *args, **kwargs):
+        writes.append(what)
+        return real(self, what, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "_write", spy)
+    data = config_dict(BASE, **{"search.generations": 0})
+    result = run(validate_config(data), out=tmp_path / "r")
+    added = [w for w in writes if w.startswith("metrics ")]
+    assert result.handed and len(added) == len(result.handed)
+    assert all(w.startswith("metrics test_accuracy, test_accuracy_1 of evaluation") for w in added)
+    assert all({"test_accuracy", "test_accuracy_1"} <= set(r["metrics"]) for r in result.handed)

@@ -484,8 +484,7 @@ def _report_test(
     if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
         candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
         task = _task(config, grammar_text, store, candidate)
-        for name, metric in score_on_test(task, best["weights"]).items():
-            store.add_metric(best["id"], name, metric)
+        store.add_metrics(best["id"], score_on_test(task, best["weights"]))  # the full model's and exit's
         best = store.evaluation(best["id"])
     return best
 

@@ -524,13 +524,15 @@ class RunStore:
         row = self.db.execute("SELECT MAX(id) FROM evaluations").fetchone()
         return -1 if row[0] is None else int(row[0])
 
-    def add_metric(self, evaluation_id: int, name: str, metric: dict[str, Any]) -> None:
+    def add_metrics(self, evaluation_id: int, added: dict[str, dict[str, Any]]) -> None:
+        """Metrics added to a recorded evaluation in one write: a run killed part way leaves all of them
+        or none, so that a resumed run that finds one of them does not miss the others."""
         row = self.evaluation(evaluation_id)
         if row is None:
             raise KeyError(evaluation_id)
-        metrics = {**row["metrics"], name: metric}
+        metrics = {**row["metrics"], **added}
         self._write(
-            f"metric {name} of evaluation {evaluation_id}",
+            f"metrics {', '.join(added)} of evaluation {evaluation_id}",
             "UPDATE evaluations SET metrics = ? WHERE id = ?",
             (json.dumps(metrics), evaluation_id),
         )
