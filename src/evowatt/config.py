@@ -147,8 +147,8 @@ class Constraint(_Strict):
         return f"{self.metric} {sign} best {'-' if self.value < 0 else '+'} {abs(self.value):g}"
 
     def bound(self, best: float) -> Constraint:
-        """This constraint with its bound fixed for a pool whose best value is ``best``."""
-        return self.model_copy(update={"value": best + self.value if self.relative else self.value})
+        """This relative constraint as a fixed one, for a pool whose best value is ``best``."""
+        return self.model_copy(update={"value": best + self.value, "relative": False})
 
 
 def parse_constraint(text: str) -> dict[str, Any]:
