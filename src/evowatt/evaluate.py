@@ -75,6 +75,9 @@ class EvalSettings:
     report_test: bool = False  # the test set is scored for the final report only, never during search
     recipe: dict[str, Any] | None = None  # nn.train.Recipe as JSON: the final training's; None in search
     learning: dict[str, Any] | None = None  # learning genes in place of the genome's (the final training's)
+    # time latency with the clock: where the search selects on it, and for every handed model; the
+    # estimate meter's energy needs no clock (a hardware meter always times its windows)
+    latency: bool = True
 
 
 @dataclass
@@ -98,6 +101,10 @@ class EvalTask:
     fidelity: dict[str, Any] | None = None  # multi-fidelity rung and cumulative budget, echoed in the result
     kind: str = "mutant"
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own (archive)
+    # the network's cost measured by an earlier evaluation (costs.KnownCost as JSON): a network's energy,
+    # power and latency belong to the network and the device, not to its weights, so it is not measured
+    # again; None: measure it here
+    known_cost: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -252,6 +259,8 @@ def evaluate(task: EvalTask, splits: Splits | None = None) -> EvalResult:
                     standalone, *data["test"], batch_size=settings.eval_batch_size
                 )
                 result.metrics[f"test_accuracy{suffix}"] = _metric(test_accuracy, "computed:test")
+        if meter is not None and task.known_cost is not None:
+            _reuse_cost(result, task.known_cost)
         if meter is not None:
             _measure(result, models, plan, model, task, meter, idle, data["evo_test"][0])
         if task.return_weights:
@@ -375,10 +384,12 @@ def _measure(
     )
     start = time.perf_counter()
     batch = make_batch(x, settings.batch_size)
-    for suffix, standalone in models.items():
-        measurement = measure_model(standalone.eval(), batch, meter, settings, idle)
+    for suffix, standalone in models.items() if task.known_cost is None else ():
+        measurement = measure_model(
+            standalone.eval(), batch, meter, settings, idle, latency=task.settings.latency
+        )
         for name, metric in measurement.to_metrics().items():
-            result.metrics[f"{name}{suffix}"] = metric
+            result.metrics[f"{name}{suffix}"] = {**metric, "measured_by": task.id}
         details = measurement.to_dict()
         details.pop("metrics", None)
         result.measurements[suffix.lstrip("_") or "0"] = details
@@ -391,7 +402,9 @@ def _measure(
         if submodel is None:
             continue
         sample = synthetic_batch(tuple(input_shape), module_settings.batch_size, x.device, seed=task.seed)
-        measurement = measure_model(submodel.eval(), sample, meter, module_settings, idle)
+        measurement = measure_model(
+            submodel.eval(), sample, meter, module_settings, idle, latency=task.settings.latency
+        )
         result.modules.append(
             {
                 "index": index,
@@ -403,22 +416,44 @@ def _measure(
     result.measure_seconds = time.perf_counter() - start
 
 
-def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]]:
+def _reuse_cost(result: EvalResult, known: dict[str, Any]) -> None:
+    """The network's cost as an earlier evaluation measured it, each metric naming that evaluation."""
+    for name, metric in known["metrics"].items():
+        result.metrics[name] = dict(metric)
+    for exit_ in known.get("exits", []):
+        result.measurements[exit_] = {"reused_from": known["measured_by"]}
+
+
+def score_on_test(task: EvalTask, weights_path: str, latency: bool = False) -> dict[str, dict[str, Any]]:
     """Test-set accuracy of an evaluated individual's models from its saved weights: reported only.
 
-    Returns ``test_accuracy`` (model 0) and, with a partition point, ``test_accuracy_1`` (model 1).
+    Returns ``test_accuracy`` (model 0) and, with a partition point, ``test_accuracy_1`` (model 1); with
+    ``latency``, each model's clock latency too (a handed model always has one; the search may not have
+    timed it).
     """
+    from evowatt.energy import MeasureSettings, make_batch, measure_model
+
     device = resolve_device(task.settings.device)
     _, _, plan = plan_task(task)
     model = build_network(plan, task.seed).to(device)
     model.load_state_dict(load_file(weights_path, device=str(device)))
     full, early = extract_models(model, plan)
-    test = _tensors(task.data, str(device))["test"]
+    data = _tensors(task.data, str(device))
     metrics = {}
     for suffix, standalone in (("", full), ("_1", early)):
         if standalone is not None:
-            _, accuracy = evaluate_split(standalone, *test, task.settings.eval_batch_size)
+            _, accuracy = evaluate_split(standalone, *data["test"], task.settings.eval_batch_size)
             metrics[f"test_accuracy{suffix}"] = _metric(accuracy, "computed:test")
+    if latency and task.settings.energy:
+        meter, idle = _meter_and_idle(task.settings, str(device))
+        settings = MeasureSettings(
+            **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
+        )
+        batch = make_batch(data["evo_test"][0], settings.batch_size)
+        for suffix, standalone in (("", full), ("_1", early)):
+            if standalone is not None:
+                timed = measure_model(standalone.eval(), batch, meter, settings, idle, latency=True)
+                metrics[f"latency{suffix}"] = {**timed.latency.to_dict(), "measured_by": task.id}
     return metrics
 
 

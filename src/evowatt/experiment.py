@@ -20,6 +20,7 @@ import yaml
 from evowatt import __version__
 from evowatt.checkpoint import CheckpointError
 from evowatt.config import BudgetConfig, RunConfig, apply_overrides, validate_config
+from evowatt.costs import NetworkCosts
 from evowatt.errors import EvowattError
 from evowatt.evaluate import (
     DataRef,
@@ -125,8 +126,11 @@ def eval_settings(
     meter: dict[str, Any] | None = None,
     recipe: dict[str, Any] | None = None,
     learning: dict[str, Any] | None = None,
+    latency: bool | None = None,
 ) -> EvalSettings:
-    """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline)."""
+    """What every evaluation needs to know; ``meter`` is the run's choice (name, idle baseline).
+
+    ``latency``: time it with the clock (None: where the search selects on it)."""
     budget = budget or config.training.budget
     t = config.training
     return EvalSettings(
@@ -146,7 +150,13 @@ def eval_settings(
         report_test=report_test or t.report_test,
         recipe=recipe,
         learning=learning or None,
+        latency=search_needs_latency(config) if latency is None else latency,
     )
+
+
+def search_needs_latency(config: RunConfig) -> bool:
+    """Whether the search selects on latency (an objective, a constraint, a fitness term or condition)."""
+    return any(metric.split("_")[0] == "latency" for metric in config.metrics_used())
 
 
 def prepare(config: RunConfig) -> tuple[Grammar, str]:
@@ -372,7 +382,13 @@ def _has_final(store: RunStore) -> bool:
     return bool(store.evaluations(f"WHERE NOT ({SEARCHED})"))
 
 
-def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate) -> EvalTask:
+def _task(
+    config: RunConfig,
+    grammar_text: str,
+    store: RunStore,
+    candidate: Candidate,
+    costs: NetworkCosts | None = None,
+) -> EvalTask:
     source = candidate.continue_from
     resume = config.training.resume_optimiser
     init_genome = None
@@ -385,16 +401,18 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
             source = None
         elif getattr(candidate, "inherit", False):
             init_genome = row["genome"]
+    meter = store.meta("meter")
+    settings = eval_settings(
+        config, BudgetConfig(**candidate.budget) if candidate.budget else None, meter=meter
+    )
+    known = costs.lookup(candidate.genome, _meter_name(meter), settings.latency) if costs else None
     return EvalTask(
         id=candidate.id,
         genome=candidate.genome,
         grammar_text=grammar_text,
         data=data_ref(config),
-        settings=eval_settings(
-            config,
-            BudgetConfig(**candidate.budget) if candidate.budget else None,
-            meter=store.meta("meter"),
-        ),
+        settings=settings,
+        known_cost=known.to_json() if known is not None else None,
         measure_modules=list(candidate.measure_modules),
         seed=candidate.seed,
         # the weights travel in the task and come back in the result: workers need no run directory
@@ -407,6 +425,14 @@ def _task(config: RunConfig, grammar_text: str, store: RunStore, candidate: Cand
         return_optimiser=resume,
         kind=candidate.kind,
     )
+
+
+def _meter_name(meter: dict[str, Any] | None) -> str | None:
+    """The meter a run's evaluations record; None where each Ray worker opens its own (``auto`` may
+    resolve differently on each): their costs are not shared."""
+    if not meter or meter.get("per_worker"):
+        return None
+    return meter["name"]
 
 
 def _loop(
@@ -428,11 +454,13 @@ def _loop_body(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
     limit = TimeLimit(config.search.time_limit, float(store.meta("elapsed_seconds", 0.0)))
-    hooks = Hooks(progress, killpoint_hook)  # observers first: a crash after a record leaves its event
+    costs = NetworkCosts(store.evaluations())  # what earlier sessions of the run measured
+    # observers first: a crash after a record leaves its event
+    hooks = Hooks(progress, costs.hook, killpoint_hook)
     budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
     runner = make_runner(config.runner)
     evaluator = StoreEvaluator(
-        store, runner, lambda c: _task(config, grammar_text, store, c), evaluate, hooks, budget
+        store, runner, lambda c: _task(config, grammar_text, store, c, costs), evaluate, hooks, budget
     )
     hooks(
         "start",
@@ -456,9 +484,9 @@ def _loop_body(
     unmet = getattr(search, "unmet", None)  # a constrained search with nothing feasible says so
     if not chosen and unmet is not None and (message := unmet()):
         hooks("note", message=message)
-    handed = [_report_test(config, grammar_text, store, i) for i in chosen]
+    handed = [_report_test(config, grammar_text, store, i, costs) for i in chosen]
     handed = [row for row in handed if row is not None]
-    finals = _final_training(config, grammar_text, search, store, hooks, chosen)
+    finals = _final_training(config, grammar_text, search, store, hooks, chosen, costs)
     store.set_meta("finished_at", time.time())
     result = RunResult(
         run_dir=store.dir,
@@ -477,14 +505,25 @@ def _loop_body(
 
 
 def _report_test(
-    config: RunConfig, grammar_text: str, store: RunStore, evaluation_id: int
+    config: RunConfig, grammar_text: str, store: RunStore, evaluation_id: int, costs: NetworkCosts
 ) -> dict[str, Any] | None:
-    """An evaluation handed to the user, with its test-set accuracy added (once, from its saved weights)."""
+    """An evaluation handed to the user, with its test-set accuracy added (once, from its saved weights)
+    and its latency where the search did not time it (a handed model always has one)."""
     best = store.evaluation(evaluation_id)
-    if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
+    if not (best and best["status"] == "ok" and best["weights"]):
+        return best
+    meter = (best["result"] or {}).get("meter")
+    wants_latency = meter is not None and "latency" not in best["metrics"]
+    if "test_accuracy" not in best["metrics"] or wants_latency:
         candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
         task = _task(config, grammar_text, store, candidate)
-        store.add_metrics(best["id"], score_on_test(task, best["weights"]))  # the full model's and exit's
+        known = costs.lookup(best["genome"], meter, latency=True)
+        added = score_on_test(task, best["weights"], latency=wants_latency and known is None)
+        if wants_latency and known is not None:
+            added.update({k: v for k, v in known.metrics.items() if k.startswith("latency")})
+        if "test_accuracy" in best["metrics"]:  # scored before: only the latency is new
+            added = {k: v for k, v in added.items() if not k.startswith("test_accuracy")}
+        store.add_metrics(best["id"], added)  # the full model's and exit's, in one write
         best = store.evaluation(best["id"])
     return best
 
@@ -574,7 +613,12 @@ def _screen_picks(search: Search, store: RunStore, count: int) -> list[dict[str,
 
 
 def _screen(
-    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks
+    config: RunConfig,
+    grammar_text: str,
+    search: Search,
+    store: RunStore,
+    hooks: Hooks,
+    costs: NetworkCosts | None = None,
 ) -> dict[str, Any] | None:
     """The screening's winner (its evaluation row), or None without a screening or a valid result.
 
@@ -584,7 +628,9 @@ def _screen(
     if not screen.models:
         return None
     rows = [
-        _train_after_search(config, grammar_text, search, store, hooks, "screen", source, screen.budget)
+        _train_after_search(
+            config, grammar_text, search, store, hooks, "screen", source, screen.budget, costs=costs
+        )
         for source in _screen_picks(search, store, screen.models)
     ]
     ranked = [(value, -row["id"], row) for row in rows if (value := _handover_value(search, row)) is not None]
@@ -605,6 +651,7 @@ def _train_after_search(
     row: dict[str, Any],
     budget: BudgetConfig,
     width: float = 1.0,
+    costs: NetworkCosts | None = None,
 ) -> dict[str, Any]:
     """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``: trained,
     its weights kept, recorded (``row`` as its parent) and told to the hooks (events ``kind`` and
@@ -614,7 +661,7 @@ def _train_after_search(
         return existing[-1]
     new_id = max(search.next_id, store.max_id() + 1)
     candidate = final_candidate(config, new_id, search.generation, row, width, kind=kind)
-    task = final_task(config, grammar_text, store, candidate, row, budget)
+    task = final_task(config, grammar_text, store, candidate, row, budget, costs)
     hooks(kind, candidate=candidate, budget=budget)
     result = keep_weights(EvalResult.coerce(evaluate(task)), store)
     scored = search.score(result)
@@ -630,7 +677,13 @@ def _train_after_search(
 
 
 def _final_training(
-    config: RunConfig, grammar_text: str, search: Search, store: RunStore, hooks: Hooks, handed: list[int]
+    config: RunConfig,
+    grammar_text: str,
+    search: Search,
+    store: RunStore,
+    hooks: Hooks,
+    handed: list[int],
+    costs: NetworkCosts | None = None,
 ) -> list[dict[str, Any]]:
     """The final training of the models the run hands over (``final_training.models`` of them, the
     screening's winner first where configured): the first for ``budget`` at ``width``, the others for
@@ -638,12 +691,14 @@ def _final_training(
     final = config.training.final_training
     if final.budget is None:
         return []
-    screened = _screen(config, grammar_text, search, store, hooks)
+    screened = _screen(config, grammar_text, search, store, hooks, costs)
     rows = []
     for place, (_source_id, row) in enumerate(_final_picks(config, store, handed, screened)):
         budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
         width = final.width if place == 0 or final.others_width is None else final.others_width
-        trained = _train_after_search(config, grammar_text, search, store, hooks, "final", row, budget, width)
+        trained = _train_after_search(
+            config, grammar_text, search, store, hooks, "final", row, budget, width, costs
+        )
         rows.append(trained)
     return rows
 
@@ -664,7 +719,13 @@ def final_candidate(
 
 
 def final_task(
-    config: RunConfig, grammar_text: str, store: RunStore, candidate: Candidate, row: dict[str, Any], budget
+    config: RunConfig,
+    grammar_text: str,
+    store: RunStore,
+    candidate: Candidate,
+    row: dict[str, Any],
+    budget,
+    costs: NetworkCosts | None = None,
 ) -> EvalTask:
     """The final training (or screening) of ``candidate`` (from ``final_candidate``) for ``budget``: on
     the final training's data and recipe, from the search's weights of ``row`` where configured and they
@@ -676,6 +737,9 @@ def final_task(
     if from_search:
         candidate.continue_from = row["id"]
     resume = config.training.resume_optimiser
+    meter = store.meta("meter")
+    final_model = candidate.kind == "final"  # handed over: it always has its latency
+    known = costs.lookup(candidate.genome, _meter_name(meter), latency=final_model) if costs else None
     return EvalTask(
         candidate.id,
         candidate.genome,
@@ -684,12 +748,14 @@ def final_task(
         eval_settings(
             config,
             budget,
-            report_test=candidate.kind == "final",
-            meter=store.meta("meter"),
+            report_test=final_model,
+            meter=meter,
             recipe=final_recipe(config),
             learning=final.learning.overrides(),
+            latency=True if final_model else None,
         ),
         candidate.seed,
+        known_cost=known.to_json() if known is not None else None,
         return_weights=True,
         init_weights=store.read_weights(row["id"]) if from_search else None,
         init_optimiser=store.read_optimiser(row["id"]) if from_search and resume else None,

@@ -95,7 +95,7 @@ def measure_idle(
     return IdleBaseline(power=summarise(powers, meter.method), seconds=total)
 
 
-StopReason = Literal["ci", "time_cap", "max_repeats"]
+StopReason = Literal["ci", "time_cap", "max_repeats", "counted"]  # counted: no windows, no clock
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Measurement:
     meter: str
     method: str
     batch_size: int
-    latency: Stat
+    latency: Stat | None  # None: the estimate meter was asked for counts only (no clock windows)
     flops: Stat
     params: Stat
     energy: Stat | None = None
@@ -192,6 +192,44 @@ def _stop(samples: list[float], settings: MeasureSettings, elapsed: float) -> St
     return None
 
 
+def _counted_only(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    meter: Meter,
+    settings: MeasureSettings,
+    clock: Clock,
+    cost: Callable[[int], EnergyEstimate] | None,
+) -> Measurement:
+    """The estimate meter's figures without latency: one counting pass over a single sample."""
+    started = clock()
+    batch = make_batch(inputs, settings.batch_size)
+    estimator = meter if isinstance(meter, EstimateMeter) else EstimateMeter(settings.estimate)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            estimate = (
+                cost(batch.shape[0])
+                if cost is not None
+                else estimator.estimate(model, batch[:1], batch_size=batch.shape[0])
+            )
+    finally:
+        model.train(was_training)
+    return Measurement(
+        meter=meter.name,
+        method=meter.method,
+        batch_size=batch.shape[0],
+        latency=None,
+        flops=exact(estimate.flops, METHOD_COUNTED),
+        params=exact(estimate.params, METHOD_COUNTED),
+        energy=exact(estimate.energy_j, meter.method),
+        stop_reason="counted",
+        passes_per_window=0,
+        seconds=clock() - started,
+        estimate=estimate,
+    )
+
+
 def measure_model(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -200,14 +238,19 @@ def measure_model(
     idle: IdleBaseline | None = None,
     clock: Clock = time.perf_counter,
     cost: Callable[[int], EnergyEstimate] | None = None,
+    latency: bool = True,
 ) -> Measurement:
     """Measure inference of `model` on `inputs` (a batch already on the model's device).
 
     Hardware meters need the run's `idle` baseline (see `measure_idle`); the stopping rule then follows
     the net energy per inference. The estimate meter's energy is exact, so its loop follows latency.
     ``cost`` (batch size -> estimate) counts a model torch cannot see into (an onnxruntime session).
+    ``latency=False`` with the estimate meter counts only: its energy needs no clock, and the windows
+    that time latency are most of a small network's measuring time (a hardware meter always times).
     """
     hardware = isinstance(meter, HardwareMeter)
+    if not hardware and not latency:
+        return _counted_only(model, inputs, meter, settings, clock, cost)
     if hardware and idle is None:
         raise ValueError(
             "a hardware meter needs the run's idle baseline: call measure_idle(meter, settings) once"

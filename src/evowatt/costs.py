@@ -1,0 +1,103 @@
+"""A network's cost, measured once per run and reused by every later evaluation of the same network.
+
+Energy, power and latency belong to the network and the device, not to its weights: a rung, a
+``train_longer``, a continuation or the final training of a network the run has measured already copies
+the first measurement (each metric keeps its method and names the evaluation that measured it) instead
+of spending seconds measuring it again. The driver keeps the book: it is filled from the store at the
+start (a resumed run finds what the first session measured) and by the loop's events as results arrive.
+Torch-free: the task carries the known cost to ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from evowatt.genome import Genome
+
+# what a measurement gives (evaluate._measure); counted FLOPs and parameters come from the plan anyway
+COST_METRICS = ("energy", "energy_gross", "power", "power_gross", "idle_power", "latency")
+EXIT_SUFFIXES = {"0": "", "1": "_1"}
+
+
+@dataclass(frozen=True)
+class KnownCost:
+    """One network's measured cost: its cost metrics (every exit), the evaluation that measured them."""
+
+    measured_by: int
+    meter: str
+    device: str
+    metrics: dict[str, dict[str, Any]]
+    exits: tuple[str, ...]
+
+    @property
+    def has_latency(self) -> bool:
+        return "latency" in self.metrics
+
+    def to_json(self) -> dict[str, Any]:
+        return {"measured_by": self.measured_by, "metrics": self.metrics, "exits": list(self.exits)}
+
+
+def _cost_of(row: dict[str, Any]) -> KnownCost | None:
+    """The cost a recorded evaluation measured itself (not one it reused), or None."""
+    result = row.get("result") or row
+    metrics = row.get("metrics") or {}
+    measurements = result.get("measurements") or {}
+    if row.get("status") != "ok" or not result.get("meter") or not measurements:
+        return None
+    if any("reused_from" in details for details in measurements.values()):
+        return None
+    suffixes = [EXIT_SUFFIXES[e] for e in measurements if e in EXIT_SUFFIXES]
+    wanted = {f"{name}{suffix}" for name in COST_METRICS for suffix in suffixes}
+    kept = {name: metric for name, metric in metrics.items() if name in wanted}
+    if "energy" not in kept and "latency" not in kept:
+        return None
+    return KnownCost(
+        measured_by=int(row["id"]),
+        meter=str(result.get("meter")),
+        device=str(result.get("device") or ""),
+        metrics={n: {**m, "measured_by": m.get("measured_by", row["id"])} for n, m in kept.items()},
+        exits=tuple(sorted(measurements)),
+    )
+
+
+class NetworkCosts:
+    """The run's book of measured networks, keyed by ``Genome.network_key`` on one meter and device.
+
+    ``lookup`` returns a cost only where it has every figure the evaluation needs (latency too, where the
+    search selects on it or the model is handed over), so a network first measured without latency is
+    measured again, once, when a handed model needs it.
+    """
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = ()):
+        self._book: dict[str, KnownCost] = {}
+        for row in rows:
+            self.add(row)
+
+    def __len__(self) -> int:
+        return len(self._book)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Learn the cost a recorded evaluation (a store row or ``EvalResult.to_json``) measured."""
+        cost = _cost_of(row)
+        if cost is None or not row.get("genome"):
+            return
+        key = Genome.from_json(row["genome"]).network_key()
+        held = self._book.get(key)
+        if held is None or (cost.has_latency and not held.has_latency):
+            self._book[key] = cost
+
+    def lookup(self, genome: dict[str, Any], meter: str | None, latency: bool) -> KnownCost | None:
+        """The network's recorded cost on ``meter`` with every figure asked for, or None."""
+        if meter is None:
+            return None
+        cost = self._book.get(Genome.from_json(genome).network_key())
+        if cost is None or cost.meter != meter or (latency and not cost.has_latency):
+            return None
+        return cost
+
+    def hook(self, event: str, **info: Any) -> None:
+        """A loop hook: every recorded evaluation (search, screening, final training) joins the book."""
+        if event in ("result", "screen_result", "final_result"):
+            self.add({**info["result"], "genome": info["candidate"].genome})
