@@ -182,7 +182,7 @@ def test_digits_pareto_example_ends_by_printing_its_front(tmp_path, capsys):
     args = ["run", str(EXAMPLES / "digits-pareto.yaml"), "--out", str(tmp_path / "run")]
     assert main([*args, *[a for s in shrink for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
-    assert "front (" in out and " exit " in out
+    assert "front (" in out and "distinct models)" in out and "the model to take: #" in out
 
 
 def test_run_of_the_previous_store_version_still_opens(reference, tmp_path, capsys):

@@ -138,7 +138,8 @@ def test_cli_run_and_show(tmp_path):
         "run", str(cfg), "--out", str(tmp_path / "r"), "--set", "training.budget.steps=5", "--seed", "4"
     )
     assert done.returncode == 0, done.stderr
-    assert "best individual" in done.stdout and "test accuracy" in done.stdout
+    assert "the model to take: #" in done.stdout and "test accuracy" in done.stdout
+    assert f"export it: evowatt export {tmp_path / 'r'} --best" in done.stdout
     resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert resolved["seed"] == 4 and resolved["training"]["budget"]["steps"] == 5
     shown = _cli("show", str(tmp_path / "r"), "--json")

@@ -146,7 +146,13 @@ def choose(
             chosen[evaluation_id] |= exits
 
     if best:
-        chosen[_best_id(store)] = None
+        from evowatt.results import answer
+
+        model = answer(store.dir)
+        if model is None:
+            chosen[_best_id(store)] = None  # raises with the reason: no generation ended yet
+        else:
+            add(model.id, {int(model.exit)})
     if front:
         members, skipped = front_members(store)
         for evaluation_id, exits in members.items():
