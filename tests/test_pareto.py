@@ -251,7 +251,7 @@ def test_wrong_algorithm_checkpoint_is_refused():
     "search, message",
     [
         ({"objectives": [{"metric": "accuracy_1"}]}, "apply to every exit"),
-        ({"constraints": ["energy <= 5 J"]}, "expected 'metric < value'"),
+        ({"constraints": ["energy <= five J"]}, "expected 'metric < value'"),  # 5 J is a bound
         ({"constraints": ["test_accuracy > 0.9"]}, "never used for selection"),
         ({"objectives": [{"metric": "accuracy"}, {"metric": "accuracy"}]}, "twice"),
         ({"reference_point": {"accuracy": 0}}, "every objective"),

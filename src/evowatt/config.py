@@ -6,15 +6,18 @@ typo never silently falls back to a default. The resolved configuration is writt
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evowatt.energy.settings import EnergySettings
 from evowatt.errors import EvowattError, require_file
+from evowatt.units import UnitError, parse_quantity
 
 
 class _Strict(BaseModel):
@@ -153,7 +156,8 @@ class Constraint(_Strict):
 
 def parse_constraint(text: str) -> dict[str, Any]:
     """ "energy < 5e-6" -> {metric, type, value}; "accuracy > best - 0.01" -> also relative: true (the
-    value is the offset from the best); the error says the forms expected."""
+    value is the offset from the best); the error says the forms expected. A value may carry a unit that
+    fits its metric ("energy < 300nJ", "latency < 2ms", "params < 50k"), converted to the base unit."""
     for sign, kind in (("<", "less_than"), (">", "greater_than")):
         if sign in text:
             name, _, raw = text.partition(sign)
@@ -161,13 +165,16 @@ def parse_constraint(text: str) -> dict[str, Any]:
             relative = raw.startswith("best")
             offset = raw.removeprefix("best").replace(" ", "") if relative else raw
             try:
-                value = float(offset) if offset else 0.0
+                value = parse_quantity(offset, name.strip()) if offset else 0.0
+            except UnitError:
+                raise  # the number is there, its unit does not fit: say so, not the forms expected
             except ValueError:
                 break
             return {"metric": name.strip(), "type": kind, "value": value, "relative": relative}
     raise ValueError(
         f"constraint {text!r}: expected 'metric < value', 'metric > value' or a floor relative to the best "
-        "network, 'metric > best - margin'; e.g. 'energy < 5e-6', 'accuracy > best - 0.01'"
+        "network, 'metric > best - margin'; e.g. 'energy < 5e-6', 'energy < 300nJ', "
+        "'accuracy > best - 0.01'"
     )
 
 
@@ -207,7 +214,8 @@ class SearchConfig(_Strict):
         description="pareto and random: the objectives, each maximised or minimised; no weights",
     )
     constraints: list[Constraint] = Field(
-        default_factory=list, description='pareto and random: e.g. ["energy < 5e-6", "params < 100000"]'
+        default_factory=list,
+        description='pareto and random: e.g. ["energy < 300nJ", "latency < 2ms", "params < 100k"]',
     )
     survival: Literal["crowding", "hypervolume"] = Field(
         "crowding", description="pareto: how the last admitted front is cut (crowding distance or HV share)"
@@ -617,16 +625,85 @@ def _override_for(loc: tuple, overrides: list[str]) -> str | None:
     return found
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The types of a union (``X | None`` -> [X]), or the annotation alone."""
+    if get_origin(annotation) in (Union, UnionType):
+        return [a for a in get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _type_at(loc: tuple) -> Any:
+    """The annotation of the config value at ``loc`` (None when the path leaves the config's models)."""
+    node: Any = RunConfig
+    for part in loc:
+        for member in _members(node):
+            origin = get_origin(member)
+            if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
+                field = next((f for n, f in member.model_fields.items() if part in (n, f.alias)), None)
+                if field is not None:
+                    node = field.annotation
+                    break
+            elif origin in (list, tuple) and isinstance(part, int):
+                node = get_args(member)[0]
+                break
+            elif origin is dict and isinstance(part, str):
+                node = get_args(member)[1]
+                break
+        else:
+            return None
+    return node
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """A suggestion ("; did you mean 'training.budget'?") for a misspelt key at any depth, or nothing."""
+    sections = [m for m in _members(_type_at(loc[:-1])) if isinstance(m, type) and issubclass(m, BaseModel)]
+    known = sorted({f.alias or n for m in sections for n, f in m.model_fields.items()})
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
+
+
+# what a number means where a budget is given, so a wrong type reads as evowatt's, not pydantic's
+_NUMBER_OF = {
+    "seconds": "a number of seconds",
+    "time_limit": "a number of seconds",
+    "steps": "a whole number of optimiser steps",
+}
+
+
+def _wrong_type(item: Any) -> str | None:
+    """evowatt's wording for a value of the wrong type, e.g. "expected a number of seconds, got 'abc'"."""
+    kind, loc, got = item["type"], item["loc"], item.get("input")
+    last = loc[-1] if loc else None
+    if kind in ("float_parsing", "float_type"):
+        return f"expected {_NUMBER_OF.get(str(last), 'a number')}, got {got!r}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected {_NUMBER_OF.get(str(last), 'a whole number')}, got {got!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {got!r}"
+    if kind in ("model_type", "dict_type"):
+        if BudgetConfig in _members(_type_at(loc)):
+            return (
+                f"expected a budget in seconds or optimiser steps, e.g. {{seconds: 30}} or {{steps: 200}}, "
+                f"got {got!r}"
+            )
+        return f"expected a section of keys (key: value lines), got {got!r}"
+    return None
+
+
 def _format_errors(error: ValidationError, source: str, overrides: list[str] | None = None) -> str:
     lines = []
     from_file = False
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
+        hint = ""
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and section)"
+            hint = _did_you_mean(item["loc"])
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif (wrong := _wrong_type(item)) is not None:
+            message = wrong
         elif "input" in item and item["type"] not in ("model_type",):
             message += f" (got {item['input']!r})"
         given = _override_for(item["loc"], overrides or [])
@@ -634,7 +711,7 @@ def _format_errors(error: ValidationError, source: str, overrides: list[str] | N
             message += f"; given by --set {given}"
         else:
             from_file = True
-        lines.append(f"  {where}: {message}")
+        lines.append(f"  {where}: {message}{hint}")
     head = (
         f"invalid configuration in {source}:" if from_file else f"invalid --set value (applied to {source}):"
     )

@@ -230,8 +230,40 @@ def lock_run_dir(run_dir: Path) -> RunLock | None:
     return RunLock(handle)
 
 
+# what a run writes before its store exists (a run killed or stopped in between leaves them): a directory
+# holding only these is still a new run's, and runs again
+_BEFORE_STORE = {
+    CONFIG_NAME,
+    GRAMMAR_NAME,
+    LOCK_NAME,
+    "weights",
+    f"{CONFIG_NAME}.tmp",
+    f"{GRAMMAR_NAME}.tmp",
+    *(f"{DB_NAME}.new{end}" for end in ("", "-wal", "-shm")),
+}
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    """Refuse a non-empty directory that holds no evowatt run: a new run would mix its files with the
+    user's (and a later `rm -r` of the run would take them along)."""
+    try:
+        names = sorted(entry.name for entry in run_dir.iterdir())
+    except OSError:
+        return  # unreadable: the writability check that follows says so
+    foreign = [n for n in names if n not in _BEFORE_STORE]
+    if DB_NAME in names or not foreign:
+        return
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    raise EvowattError(
+        f"the run directory {run_dir} (--out) is not empty and holds no evowatt run ({shown}); a new run "
+        f"goes into a new or empty directory: give another --out, e.g. {run_dir / 'run'}; nothing was "
+        "written"
+    )
+
+
 def claim_new_run_dir(run_dir: Path) -> RunLock | None:
-    """The directory of a new run: created if missing, locked, and refused if it already holds a run.
+    """The directory of a new run: created if missing, locked, and refused if it already holds a run or
+    other files.
 
     Nothing is written into the directory before the lock is held, so a refused run changes nothing.
     """
@@ -240,6 +272,8 @@ def claim_new_run_dir(run_dir: Path) -> RunLock | None:
             f"the run directory {run_dir} (--out) is an existing file, not a directory; give a directory "
             "for the new run (it is created if missing)"
         )
+    if run_dir.is_dir():
+        _refuse_foreign(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -33,6 +33,15 @@ class MeterUnavailable(EvowattError):
     """A meter that cannot be read here; the message names the meter, why, and the fix."""
 
 
+def setting_hint(key: str, value: str, option: str) -> str:
+    """How to choose ``value``, in both places the same meter message reaches: a run's config (`evowatt
+    run` has no --meter or --device option) and the option of `evowatt measure`."""
+    return (
+        f"{key}: {value} in a run's config (evowatt run --set {key}={value}), "
+        f"--{option} {value} in evowatt measure"
+    )
+
+
 @dataclass(frozen=True)
 class Reading:
     """Energy consumed over one closed window, with the window's duration by the meter's own clock.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-from evowatt.energy.base import METHOD_NVML, Clock, HardwareMeter, MeterUnavailable, Reading
+from evowatt.energy.base import METHOD_NVML, Clock, HardwareMeter, MeterUnavailable, Reading, setting_hint
 
 Mode = Literal["counter", "sampling"]
 
@@ -127,7 +127,7 @@ class NvmlMeter(HardwareMeter):
         except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, OSError
             raise MeterUnavailable(
                 f"nvml: cannot initialise NVML ({exc}) — install the NVIDIA driver so that nvidia-smi works, "
-                "or choose --meter rapl or --meter estimate"
+                f"or choose another meter: {setting_hint('energy.meter', 'estimate', 'meter')} (or rapl)"
             ) from exc
         self._open = True
         try:
@@ -135,7 +135,8 @@ class NvmlMeter(HardwareMeter):
             if not 0 <= index < count:
                 raise MeterUnavailable(
                     f"nvml: GPU index {index} does not exist ({count} visible to NVML) — "
-                    f"set the nvml index to 0..{max(count - 1, 0)}"
+                    f"set energy.nvml_index in a run's config (--nvml-index in evowatt measure) to "
+                    f"0..{max(count - 1, 0)}"
                 )
             self._handle = nv.nvmlDeviceGetHandleByIndex(index)
             raw_name = nv.nvmlDeviceGetName(self._handle)
@@ -163,13 +164,14 @@ class NvmlMeter(HardwareMeter):
                 raise self._denied(exc) from exc
             raise MeterUnavailable(
                 f"nvml: GPU {self.index} ({self.device_name}) reports neither energy nor power ({exc}) — "
-                "use --meter estimate"
+                f"use the estimate meter: {setting_hint('energy.meter', 'estimate', 'meter')}"
             ) from exc
 
     def _denied(self, exc: BaseException) -> MeterUnavailable:
         return MeterUnavailable(
             f"nvml: reading GPU {self.index} energy is not permitted ({exc}) — run with access to the "
-            "NVIDIA device (e.g. the container's --gpus flag or as a user in the video group)"
+            "NVIDIA device (e.g. a container started with docker run --gpus all, or as a user in the video "
+            "group)"
         )
 
     def describe(self) -> str:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evowatt.energy.base import METHOD_RAPL, Clock, HardwareMeter, MeterUnavailable, Reading
+from evowatt.energy.base import METHOD_RAPL, Clock, HardwareMeter, MeterUnavailable, Reading, setting_hint
 
 DEFAULT_ROOT = Path("/sys/class/powercap")
 _ZONE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
+_ESTIMATE = setting_hint("energy.meter", "estimate", "meter")
 
 ReadText = Callable[[Path], str]
 
@@ -59,8 +60,8 @@ def _discover(root: Path, read_text: ReadText) -> list[tuple[str, Path]]:
     """Package zones and their dram sub-zones, found both as top-level links and as nested directories."""
     if not root.is_dir():
         raise MeterUnavailable(
-            f"rapl: {root} is absent — virtual machines expose no RAPL "
-            "(on bare-metal Linux load the driver: sudo modprobe intel_rapl_msr; or use --meter estimate)"
+            f"rapl: {root} is absent — virtual machines expose no RAPL (on bare-metal Linux load the "
+            f"driver: sudo modprobe intel_rapl_msr; or use the estimate meter: {_ESTIMATE})"
         )
     dirs: dict[str, Path] = {}
     for entry in sorted(root.iterdir()):
@@ -84,7 +85,7 @@ def _discover(root: Path, read_text: ReadText) -> list[tuple[str, Path]]:
     if not any(not label.startswith("dram") for label, _ in zones):
         raise MeterUnavailable(
             f"rapl: no intel-rapl package zone under {root} — this CPU or kernel exposes no RAPL through "
-            "powercap (try: sudo modprobe intel_rapl_msr; or use --meter estimate)"
+            f"powercap (try: sudo modprobe intel_rapl_msr; or use the estimate meter: {_ESTIMATE})"
         )
     return zones
 

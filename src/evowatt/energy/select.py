@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from evowatt.energy.base import Meter, MeterUnavailable, device_sync
+from evowatt.energy.base import Meter, MeterUnavailable, device_sync, setting_hint
 from evowatt.energy.estimate import EstimateConstants, EstimateMeter
 from evowatt.energy.nvml import NvmlMeter
 from evowatt.energy.rapl import DEFAULT_ROOT, RaplMeter
@@ -61,8 +61,8 @@ def open_meter(name: str, device: str | torch.device = "cpu", **options: Any) ->
     if name == "nvml":
         if dev.type != "cuda":
             raise MeterUnavailable(
-                f"nvml: the model runs on {dev}, and NVML meters a GPU — measure with --device cuda, "
-                "or choose rapl (CPU) or estimate"
+                f"nvml: the model runs on {dev}, and NVML meters a GPU — run it on the GPU "
+                f"({setting_hint('training.device', 'cuda', 'device')}), or choose rapl (CPU) or estimate"
             )
         index = options.get("nvml_index")
         if index is None:  # NVML counts in PCI order; with CUDA_DEVICE_ORDER=PCI_BUS_ID the ordinals agree
@@ -75,7 +75,8 @@ def open_meter(name: str, device: str | torch.device = "cpu", **options: Any) ->
         if dev.type != "cpu":
             raise MeterUnavailable(
                 f"rapl: the model runs on {dev}, and RAPL meters the CPU package, not the accelerator — "
-                "choose nvml (GPU) or estimate, or measure with --device cpu"
+                f"choose nvml (GPU) or estimate, or run it on the CPU "
+                f"({setting_hint('training.device', 'cpu', 'device')})"
             )
         kwargs = {"root": options.get("rapl_root", DEFAULT_ROOT)}
         if options.get("rapl_read_text") is not None:
