@@ -253,5 +253,7 @@ def test_the_handed_models_test_metrics_are_added_in_one_write(tmp_path, monkeyp
     result = run(validate_config(data), out=tmp_path / "r")
     added = [w for w in writes if w.startswith("metrics ")]
     assert result.handed and len(added) == len(result.handed)
-    assert all(w.startswith("metrics test_accuracy, test_accuracy_1") and " of evaluation" in w for w in added)
+    assert all(
+        w.startswith("metrics test_accuracy, test_accuracy_1") and " of evaluation" in w for w in added
+    )
     assert all({"test_accuracy", "test_accuracy_1"} <= set(r["metrics"]) for r in result.handed)

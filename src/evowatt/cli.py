@@ -6,16 +6,19 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from evowatt.console import OutputConsole
 from evowatt.errors import EvowattError
@@ -91,11 +94,231 @@ def _budget_text(budget: Any) -> str:
     return f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
 
 
-class LiveProgress:
-    """Turns the loop's progress events into a rich progress bar: generation, individual, phase, best."""
+def _duration(seconds: float) -> str:
+    """A clock reading to take in at a glance: 42s, 3m05s, 1h02m."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
-    def __init__(self, total: int):
-        self.best: float | None = None
+
+def _percent(share: float) -> str:
+    """A share as a percentage that never reads 0 for a front that has one: 43.2 %, 0.012 %."""
+    percent = 100 * share
+    return f"{percent:.1f} %" if percent >= 0.1 or percent == 0 else f"{percent:.2g} %"
+
+
+_COST_METRICS = ("energy", "power", "latency", "flops", "params")
+
+
+def _front_value(metric: str, value: Any) -> str:
+    """An objective's value as `show` prints it: energies with SI units (nJ, µJ), accuracies as is."""
+    from evowatt.units import METRIC_UNITS
+
+    unit = METRIC_UNITS.get(metric.removesuffix("_0").removesuffix("_1"))
+    if unit is None or value is None:
+        return _fmt(value)
+    return format_si(float(value), unit)
+
+
+def _dominates(a: list[float], b: list[float], objectives: list[tuple[str, str]]) -> bool:
+    """``a`` is no worse than ``b`` on every objective and better on one."""
+    signs = [-1.0 if sense == "maximize" else 1.0 for _metric, sense in objectives]
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def _front_text(values: list[list[float]], objectives: list[tuple[str, str]], share: float | None) -> str:
+    """The front in a few words: its size, its extremes on the first two objectives (the most accurate
+    and the cheapest model, each with its other figure), and the hypervolume as a share of the box."""
+    if not values:
+        return "front empty (no feasible model yet)"
+    shown = objectives[:2]
+    parts, cheapest_named = [], False
+    for index, (metric, sense) in enumerate(shown):
+        choose = max if sense == "maximize" else min
+        point = choose(values, key=lambda v, i=index: v[i])
+        if sense == "maximize" and metric.startswith("accuracy"):
+            label = "most accurate"
+        elif sense == "minimize" and metric in _COST_METRICS and not cheapest_named:
+            label, cheapest_named = "cheapest", True
+        else:
+            label = f"{'highest' if sense == 'maximize' else 'lowest'} {metric}"
+        others = ", ".join(_front_value(m, point[j]) for j, (m, _s) in enumerate(shown) if j != index)
+        parts.append(f"{label} {_front_value(metric, point[index])}" + (f" ({others})" if others else ""))
+    text = f"front {len(values)}: " + ", ".join(parts)
+    return text + (f", HV {_percent(share)}" if share is not None else "")
+
+
+class RunSoFar:
+    """What a progress display says of the whole run, not of this session alone: the count against the
+    planned total, the clock against ``search.time_limit`` (counting earlier sessions, as the loop's
+    TimeLimit does), and the best so far: the best fitness (ES; it never falls, though a retrained parent
+    may score lower) or the front (pareto, random). A resumed run starts it from its store (``of_store``),
+    so its figures go on instead of restarting."""
+
+    def __init__(
+        self,
+        total: int | None = None,
+        done: int = 0,
+        *,
+        time_limit: float | None = None,
+        elapsed: float = 0.0,
+        best: float | None = None,
+        objectives: list[tuple[str, str]] | None = None,
+        record: dict[str, Any] | None = None,
+        points: list[list[float]] | None = None,
+        clock: Any = time.monotonic,
+    ):
+        self.total = total
+        self.done = done
+        self.time_limit = time_limit
+        self.elapsed_before = elapsed
+        self.best = best
+        self.objectives = [(str(m), str(s)) for m, s in objectives] if objectives else None
+        self.record = record  # the latest generation record of a population search: its front
+        self.points: list[list[float]] = []  # feasible points seen: the front until a generation is told
+        for values in points or []:
+            self._see(list(values))
+        self.searching = True  # the time limit is the search's: the final training is past it
+        self._clock = clock
+        self._started: float | None = None
+
+    @classmethod
+    def of_store(cls, store: Any, config: Any = None) -> RunSoFar:
+        """Where a resumed run stands: its searched evaluations, its time, its best, its latest front."""
+        from evowatt.search.protocol import Score
+        from evowatt.store import SEARCHED
+
+        rows = store.evaluations(f"WHERE {SEARCHED}")
+        fitnesses = [row["fitness"] for row in rows if row.get("fitness") is not None]
+        pareto = config is not None and config.search.algorithm != "es"
+        generations = store.generations() if pareto else []
+        points = [
+            list(point["values"])
+            for row in rows
+            for point in Score.from_json(row.get("score")).points.values()
+            if point.get("violation") == 0
+        ]
+        return cls(
+            _planned(config),
+            len(rows),
+            time_limit=config.search.time_limit if config is not None else None,
+            elapsed=float(store.meta("elapsed_seconds", 0.0) or 0.0),
+            best=max(fitnesses) if fitnesses else None,
+            objectives=_objectives(config),
+            record=generations[-1] if generations else None,
+            points=points if pareto else None,
+        )
+
+    @classmethod
+    def of_config(cls, config: Any) -> RunSoFar:
+        """A new run: its planned total, its time limit and, for a population search, its objectives."""
+        return cls(_planned(config), 0, time_limit=config.search.time_limit, objectives=_objectives(config))
+
+    @property
+    def pareto(self) -> bool:
+        return self.objectives is not None
+
+    def start(self) -> None:
+        """The clock starts with the loop's start event (where its time limit starts), once."""
+        if self._started is None:
+            self._started = self._clock()
+
+    def elapsed(self) -> float:
+        now = self._clock() - self._started if self._started is not None else 0.0
+        return self.elapsed_before + now
+
+    def count_text(self) -> str:
+        return f"{self.done}/{self.total}" if self.total else f"{self.done}"
+
+    def clock_text(self) -> str:
+        elapsed = self.elapsed()
+        text = f"elapsed {_duration(elapsed)}"
+        if self.time_limit is not None and self.searching:
+            left = max(0.0, self.time_limit - elapsed)
+            text += f", {_duration(left)} left of {_duration(self.time_limit)}"
+        return text
+
+    def result(self, fitness: float | None, score: Any = None) -> None:
+        """A searched evaluation recorded: one more done, the best and the feasible points updated."""
+        self.done += 1
+        if fitness is not None and (self.best is None or fitness > self.best):
+            self.best = fitness
+        if self.pareto:
+            for point in (getattr(score, "points", None) or {}).values():
+                if point.get("violation") == 0:
+                    self._see(list(point["values"]))
+
+    def told(self, record: Any, search: Any = None) -> dict[str, Any] | None:
+        """A generation ended: a population search's record becomes the front shown. The record as JSON."""
+        from evowatt.events import jsonable
+
+        data = jsonable(record)
+        if not isinstance(data, dict):  # a round that did not end a generation (a fidelity rung)
+            return None
+        done = getattr(search, "done", None)
+        if callable(done) and done():  # the search is over: what follows is past its time limit
+            self.searching = False
+        if data.get("best_id") is None and data.get("front") is not None:
+            if self.objectives is None:  # a display made without the config: the search knows them
+                inner = getattr(search, "inner", search)
+                objectives = getattr(inner, "objectives", None) or []
+                self.objectives = [(o.metric, o.objective) for o in objectives] or None
+            self.record = data
+        return data
+
+    def best_text(self) -> str:
+        if not self.pareto:
+            return f"best {_fmt(self.best)}"
+        assert self.objectives is not None
+        if self.record is not None:
+            values = [list(point["values"]) for point in self.record.get("front") or []]
+            return _front_text(values, self.objectives, self.record.get("hypervolume_share"))
+        if self.points:  # generation 0 not yet told: the feasible points seen so far, no hypervolume yet
+            return _front_text(self.points, self.objectives, None)
+        return "front -"
+
+    def _see(self, values: list[float]) -> None:
+        """Keep the non-dominated feasible points seen (the front shown before the first record)."""
+        assert self.objectives is not None
+        if any(_dominates(p, values, self.objectives) or p == values for p in self.points):
+            return
+        self.points = [p for p in self.points if not _dominates(values, p, self.objectives)] + [values]
+
+
+def _planned(config: Any) -> int | None:
+    from evowatt.experiment import planned_evaluations
+
+    return planned_evaluations(config) if config is not None else None
+
+
+def _objectives(config: Any) -> list[tuple[str, str]] | None:
+    """A population search's objectives as (metric, maximize | minimize); None for the ES."""
+    if config is None or config.search.algorithm == "es":
+        return None
+    return [(o.metric, o.objective) for o in config.search.objectives]
+
+
+class _ClockColumn(ProgressColumn):
+    """Elapsed time of the whole run and, with a time limit, the time left: redrawn every refresh."""
+
+    def __init__(self, run: RunSoFar):
+        super().__init__()
+        self.run = run
+
+    def render(self, task: Any) -> Text:
+        return Text(self.run.clock_text(), style="progress.elapsed")
+
+
+class LiveProgress:
+    """Turns the loop's progress events into a rich progress bar: generation, count, phase, best so far
+    (fitness, or the front), the run's time and the time left."""
+
+    def __init__(self, total: int | None = None, done: int = 0, run: RunSoFar | None = None):
+        self.run = run if run is not None else RunSoFar(total, done)
         self.generation = 0
         self.started = False
         self.bar = Progress(
@@ -103,12 +326,22 @@ class LiveProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.description}"),
-            TextColumn("best {task.fields[best]}"),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[best]}"),
+            _ClockColumn(self.run),
             console=console,
             transient=False,
         )
-        self.task = self.bar.add_task("starting", total=total, generation=0, best="-")
+        self.task = self.bar.add_task(
+            "starting",
+            total=self.run.total,
+            completed=self.run.done,
+            generation=0,
+            best=escape(self.run.best_text()),
+        )
+
+    @property
+    def best(self) -> float | None:
+        return self.run.best
 
     def __enter__(self) -> LiveProgress:
         # the bar appears with the loop's "start" event: a command refused by its checks prints only its error
@@ -121,6 +354,7 @@ class LiveProgress:
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
+            self.run.start()
             if not self.started:
                 self.bar.start()
                 self.started = True
@@ -136,19 +370,23 @@ class LiveProgress:
             self.bar.update(self.task, description=f"individual {c.id} ({c.kind}): queued for training")
         elif event == "result":
             c, result, fitness = info["candidate"], info["result"], info["fitness"]
-            if fitness is not None and (self.best is None or fitness > self.best):
-                self.best = fitness
+            self.run.result(fitness, info.get("score"))
             status = _fmt(fitness) if fitness is not None else f"{result['status']}"
             self.bar.update(
                 self.task,
-                advance=1,
-                best=_fmt(self.best),
+                completed=self.run.done,
+                best=escape(self.run.best_text()),
                 description=f"individual {c.id} ({c.kind}): {status}",
             )
+        elif event == "told":
+            if self.run.told(info.get("record"), info.get("search")) is not None:
+                self.bar.update(self.task, best=escape(self.run.best_text()))
         elif event == "final":
+            self.run.searching = False
             text = _budget_text(info["budget"])
             self.bar.update(self.task, description=f"final training of the best genome ({text})")
         elif event == "screen":
+            self.run.searching = False
             text = _budget_text(info["budget"])
             self.bar.update(
                 self.task, description=f"screening the network of #{info['candidate'].parent_id} ({text})"
@@ -160,14 +398,17 @@ class LiveProgress:
 
 
 class PlainProgress:
-    """For a log, not a terminal (a job log, CI, nohup): one plain line per evaluation, printed at once."""
+    """For a log, not a terminal (a job log, CI, nohup): one plain line per evaluation, printed at once,
+    each with the run's count, best so far and clock; one line per generation."""
 
-    def __init__(self, total: int | None, done: int = 0, out: Any = None):
-        self.total = total
-        self.done = done
-        self.best: float | None = None
+    def __init__(self, total: int | None = None, done: int = 0, out: Any = None, run: RunSoFar | None = None):
+        self.run = run if run is not None else RunSoFar(total, done)
         self.generation = 0
         self.out = out
+
+    @property
+    def best(self) -> float | None:
+        return self.run.best
 
     def __enter__(self) -> PlainProgress:
         return self
@@ -180,6 +421,7 @@ class PlainProgress:
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
+            self.run.start()
             self._print(f"run directory: {info['run_dir']}")
             meter = info.get("meter")
             if meter:
@@ -189,17 +431,14 @@ class PlainProgress:
         elif event in ("result", "final_result", "screen_result"):
             c, result, fitness = info["candidate"], info["result"], info["fitness"]
             if event == "result":
-                self.done += 1
-            if event == "result" and fitness is not None and (self.best is None or fitness > self.best):
-                self.best = fitness
-            count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+                self.run.result(fitness, info.get("score"))
             status = result["status"] + (f" ({result['reason']})" if result.get("reason") else "")
             accuracy = _metric(result, "accuracy")
             energy = _metric(result, "energy")
             train = result.get("train") or {}
             parts = [
                 {"final_result": "final training", "screen_result": "screening"}.get(
-                    event, f"gen {self.generation} [{count}]"
+                    event, f"gen {self.generation} [{self.run.count_text()}]"
                 ),
                 f"individual {c.id} ({c.kind})",
                 status,
@@ -211,27 +450,27 @@ class PlainProgress:
             if train.get("seconds") is not None:
                 parts.append(f"trained {train['seconds']:.1f} s / {train.get('steps')} steps")
             if event == "result":
-                parts.append(f"best {_fmt(self.best)}")
+                parts.append(self.run.best_text())
+            parts.append(self.run.clock_text())
             self._print("  ".join(parts))
         elif event == "told":
-            from evowatt.events import jsonable
-
-            record = jsonable(info.get("record"))
-            if not isinstance(record, dict):  # a round that did not end a generation
+            record = self.run.told(info.get("record"), info.get("search"))
+            if record is None:
                 return
-            if record.get("best_id") is None and record.get("front") is not None:  # a population search
-                self._print(
-                    f"generation {self.generation} done: front of {len(record['front'])}, hypervolume "
-                    f"{_fmt(record.get('hypervolume'))}"
+            if self.run.pareto:
+                summary = self.run.best_text()
+            else:
+                parent = record.get("best_id", record.get("parent_id"))
+                summary = (
+                    f"parent {parent} fitness {_fmt(record.get('best_fitness'))}, "
+                    f"best so far {_fmt(self.run.best)}"
                 )
-                return
-            self._print(
-                f"generation {self.generation} done: parent {record.get('best_id', record.get('parent_id'))}"
-                f", best fitness {_fmt(record.get('best_fitness'))}"
-            )
+            self._print(f"generation {self.generation} done: {summary}  {self.run.clock_text()}")
         elif event == "final":
+            self.run.searching = False
             self._print(f"final training of the best genome ({_budget_text(info['budget'])})")
         elif event == "screen":
+            self.run.searching = False
             text = _budget_text(info["budget"])
             self._print(f"screening the network of #{info['candidate'].parent_id} ({text})")
         elif event == "screened":
@@ -240,14 +479,16 @@ class PlainProgress:
             self._print(f"note: {info['message']}")
 
 
-def make_progress(total: int | None, done: int = 0) -> LiveProgress | PlainProgress:
-    """The live bar on a terminal; plain lines, one per evaluation, anywhere else."""
+def make_progress(
+    total: int | None = None, done: int = 0, run: RunSoFar | None = None
+) -> LiveProgress | PlainProgress:
+    """The live bar on a terminal; plain lines, one per evaluation, anywhere else. ``run`` (else
+    ``total`` and ``done``) says where the run stands: a new one (``RunSoFar.of_config``) or a resumed
+    one (``RunSoFar.of_store``)."""
+    run = run if run is not None else RunSoFar(total, done)
     if sys.stdout.isatty():
-        progress = LiveProgress(total)
-        if done:
-            progress.bar.update(progress.task, completed=done)
-        return progress
-    return PlainProgress(total, done)
+        return LiveProgress(run=run)
+    return PlainProgress(run=run)
 
 
 _UNITS = {
@@ -353,14 +594,38 @@ def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Ta
     return table
 
 
+def plan_text(config: Any, total: int) -> str:
+    """What a run will do and roughly how long, said before it starts (a seconds budget makes it an
+    estimate: each evaluation trains for its budget, plus about a tenth for building and scoring)."""
+    search = config.search
+    kind = {"es": "(1+λ)-ES", "pareto": "Pareto search (NSGA-II)", "random": "random search"}
+    what = f"{kind[search.algorithm]} on {config.dataset.name}: {total} evaluations"
+    budget, final = config.training.budget, config.training.final_training
+    finals = 0 if final.budget is None else (1 if search.algorithm == "es" else final.models)
+    finals_text = "" if not finals else f", then {finals} final training{'s' * (finals != 1)}"
+    if budget.seconds is None or (final.budget is not None and final.budget.seconds is None):
+        return f"{what}{finals_text} (budgets in steps: no time estimate)"
+    fidelity = search.fidelity
+    per = budget.seconds if fidelity is None else fidelity.min_budget  # a rung's budget at least
+    seconds = total * per * 1.1 + (finals * final.budget.seconds if finals and final.models != "all" else 0)
+    if search.time_limit is not None:
+        seconds = min(seconds, search.time_limit)
+    return f"{what} of about {per:g} s each{finals_text}: about {seconds:.0f} s"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config import load_config
-    from evowatt.experiment import planned_evaluations, run
+    from evowatt.experiment import default_run_dir, run
+    from evowatt.results import parse_budget
 
     config = load_config(args.config, args.set, args.seed)
-    with make_progress(planned_evaluations(config)) as progress:
-        result = run(config, out=args.out, progress=progress)
-    _print_result(result)
+    for budget in args.pick:  # a budget that cannot be read is refused before the run, not after it
+        parse_budget(budget)
+    out = Path(args.out) if args.out is not None else default_run_dir(config)
+    _writes_run(args, out)  # named now, so an interrupt names it too
+    with make_progress(run=RunSoFar.of_config(config)) as progress:
+        result = run(config, out=out, progress=progress)
+    _print_result(result, args.pick)
     return 0
 
 
@@ -371,11 +636,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     store = RunStore(args.run_dir)
     try:
-        done = len(store.evaluations())
+        config = load_config(args.config, args.set) if args.config else None
+        # the progress goes on from where the run stands: its count, total, time and best so far
+        so_far = RunSoFar.of_store(store, config or _run_config(args.run_dir, args.set))
     finally:
         store.close()  # also when a row is refused: a connection left open leaves -wal/-shm files behind
-    config = load_config(args.config, args.set) if args.config else None
-    with make_progress(None, done) as progress:
+    _writes_run(args, args.run_dir)
+    with make_progress(run=so_far) as progress:
         result = resume(
             args.run_dir,
             progress=progress,
@@ -387,22 +654,64 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_result(result: Any) -> None:
-    grammar_text = (Path(result.run_dir) / "grammar.grammar").read_text(encoding="utf-8")
+def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
+    """The config a resume will use when given none (the run's own, overridden), for the progress display
+    alone: None when it cannot be read, and the resume itself then says why."""
+    from evowatt.config import load_config
+    from evowatt.store import CONFIG_NAME
+
+    try:
+        return load_config(Path(run_dir) / CONFIG_NAME, overrides)
+    except (EvowattError, OSError, ValueError):
+        return None
+
+
+def _print_result(result: Any, budgets: list[str] | None = None) -> None:
+    """The run's front, then its one answer: the model to take and the command that exports it."""
     stop = "time limit reached" if result.stopped == "time_limit" else "all generations done"
     console.print(f"{result.evaluations} evaluations in {result.wall_seconds:.1f} s ({stop})")
-    if result.best:
-        console.print(_best_table("best individual", result.best, grammar_text))
-    if result.generations and result.generations[-1].get("best_id") is None:
-        from evowatt.results import front
+    from evowatt.results import answer, front
 
-        models = front(result.run_dir)
-        objectives = sorted({k for m in models for k in m.metrics} & {"accuracy", "energy"}, key=len)
-        console.print(_front_table(f"front ({len(models)} models)", models, objectives or ["accuracy"]))
-    if result.final:
-        final = _with_screening(result.final, result.screened)
-        console.print(_best_table(_final_title(final), final, None))
-    console.print(f"results: {result.run_dir}  (evowatt show {result.run_dir})")
+    models = front(result.run_dir)
+    console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))
+    _print_answer(result.run_dir, answer(result.run_dir, *(budgets or [])), budgets or [])
+
+
+_FRONT_COLUMNS = ["accuracy", "energy", "latency"]
+
+
+def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
+    """The model to take, with its figures, and the one command that exports it."""
+    within = f" within {' and '.join(budgets)}" if budgets else ""
+    if chosen is None:
+        console.print(
+            f"[bold]no model to take{within}[/]: none meets the run's constraints"
+            + (" and the budgets" if budgets else "")
+            + f" (`evowatt show {run_dir}` lists what it evaluated)"
+        )
+        return
+    origin = (
+        f"the final training of #{chosen.source}" if chosen.trained == "final" else "trained in the search"
+    )
+    exit_text = ", the early exit" if chosen.exit == "1" else ""
+    lines = [
+        f"[bold green]the model to take{within}: {chosen.label}[/] ({origin}{exit_text})",
+        f"  test accuracy {_fmt(chosen.value('test_accuracy'))} (reported only; "
+        f"evo_test {_fmt(chosen.value('accuracy'))}, which it was selected on)",
+    ]
+    for name in ("energy", "latency"):
+        metric = chosen.metrics.get(name)
+        if metric is not None:
+            lines.append(f"  {name} / inference {_value(metric, _UNITS[name])}")
+    lines.append(
+        f"  {_fmt(_integral(chosen.value('params')))} parameters, "
+        f"{_fmt(_integral(chosen.value('flops')))} FLOPs / inference"
+    )
+    which = " ".join(f"--pick {shlex.quote(b)}" for b in budgets) if budgets else "--best"
+    lines.append(f"export it: evowatt export {run_dir} {which}")
+    lines.append(f"report:    evowatt report {run_dir}")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)  # a command is never broken
 
 
 def show_data(run_dir: str) -> dict[str, Any]:
@@ -425,8 +734,13 @@ def show_data(run_dir: str) -> dict[str, Any]:
         last_searched = max((e["id"] for e in searched), default=-1)
         latest = [f for f in finals if f["id"] > last_searched] or finals
         final = _with_screening(latest[0], evaluations) if latest else None
+        from evowatt.results import answer, front
+
+        chosen = answer(run_dir) if generations or finals else None
         return {
             "run_dir": str(run_dir),
+            "answer": chosen.to_json() if chosen else None,  # the model to take
+            "front": [m.to_json() for m in front(run_dir)] if generations else [],
             "evaluations": len(searched),
             "statuses": dict(statuses),
             "generations": generations,
@@ -448,8 +762,9 @@ def _front_table(title: str, models: list[Any], objectives: list[str]) -> Table:
         methods = sorted(
             {str(m.metrics[o].get("method")) for o in objectives if o in m.metrics and o != "accuracy"}
         )
+        trained = f" (final of #{m.source})" if m.trained == "final" else ""
         table.add_row(
-            f"#{m.id} exit {m.exit}" + (" (early)" if m.exit == "1" else ""),
+            m.label + trained,
             *[_objective_text(m, o) for o in objectives],
             _fmt(m.value("test_accuracy")),
             _fmt(_integral(m.value("params"))),
@@ -543,10 +858,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {data['mixed_sources']}", highlight=False)
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
-    if data["best"]:
-        console.print(_best_table("best individual", data["best"], grammar_text))
-    if data["final"]:
-        console.print(_best_table(_final_title(data["final"]), data["final"], None))
+    if data["best"] and data["generations"] and data["generations"][-1].get("best_id") is not None:
+        console.print(_best_table("best individual of the search", data["best"], grammar_text))
+    if data["generations"]:
+        from evowatt.results import answer, front
+
+        models = front(args.run_dir)
+        console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))
+        _print_answer(args.run_dir, answer(args.run_dir), [])
     return 0
 
 
@@ -615,7 +934,10 @@ def _reason_kind(reason: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evowatt import __version__
+
     parser = argparse.ArgumentParser(prog="evowatt", description="Power-aware neuroevolution for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"evowatt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a search from a config file")
@@ -629,6 +951,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set search.generations=3 (repeatable)",
     )
     p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
+    p.add_argument(
+        "--pick",
+        action="append",
+        default=[],
+        metavar="BUDGET",
+        help="end by naming the most accurate model within this budget, e.g. 'energy<300nJ' (repeatable)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a killed run from its last checkpoint")
@@ -654,7 +983,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pick",
         action="append",
         metavar="BUDGET",
-        help='the most accurate model within a budget, e.g. --pick "energy<2e-6" (repeatable: all must hold)',
+        help='the most accurate model within a budget, e.g. --pick "energy<2uJ" (units: J, W, s with SI '
+        "prefixes; k, M for counts; repeatable: all must hold)",
     )
     p.set_defaults(func=cmd_show)
 
@@ -714,7 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pick",
         action="append",
         metavar="BUDGET",
-        help='the most accurate model within a budget, as `show --pick`, e.g. "energy<2e-6" (repeatable)',
+        help='the most accurate model within a budget, as `show --pick`, e.g. "energy<2uJ" (repeatable)',
     )
     p.add_argument(
         "--format",
@@ -809,28 +1139,75 @@ def _add_energy_commands(sub: Any) -> None:
     energy_cli.add_commands(sub)
 
 
-def _stop_now(signum: int, frame: Any) -> None:
-    """A second Ctrl-C while the first is being handled (a run shutting down, workers finishing): stop at
-    once with the same status. Every recorded evaluation and the last checkpoint are already on disk."""
-    import multiprocessing
+class _Interrupts:
+    """Ctrl-C (SIGINT) or SIGTERM stops a command cleanly once: KeyboardInterrupt, exit 130 (143 for
+    SIGTERM); a second one stops it at once with the same status, whatever the shutdown was doing. The
+    message names the run directory the command writes (``run_dir``, set once the command knows it), so a
+    run without --out can be found and resumed."""
 
-    for child in multiprocessing.active_children():  # process-runner workers: no orphan outlives us
-        child.terminate()
-    os.write(2, b"\nevowatt: interrupted again; stopped at once. 'evowatt resume RUN_DIR' continues a run\n")
-    os._exit(130)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+        self.signum: int = signal.SIGINT
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> bool:
+        """Take over the signals (only the main thread may); False when not installed."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for signum in self.SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._first)
+        return True
+
+    def ignore(self) -> None:
+        """After the run has shut down: what is left is the message and the interpreter's exit, during which
+        Python resets its own handlers to the default (a Ctrl-C then would kill us with SIGINT, not exit
+        130); ignoring further signals keeps the status."""
+        for signum in self.previous:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    @property
+    def status(self) -> int:
+        return 128 + int(self.signum)
+
+    def message(self) -> str:
+        """What the interrupt left: the run directory and the command that continues it."""
+        if self.run_dir is None:
+            return "interrupted"
+        from evowatt.store import DB_NAME
+
+        if not (self.run_dir / DB_NAME).is_file():
+            return f"interrupted before the run started; nothing to resume in {self.run_dir}"
+        return f"interrupted; continue the run with: evowatt resume {shlex.quote(str(self.run_dir))}"
+
+    def _first(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        for other in self.SIGNALS:
+            signal.signal(other, self._again)
+        raise KeyboardInterrupt
+
+    def _again(self, signum: int, frame: Any) -> None:
+        """A second signal while the first is being handled (a run shutting down, workers finishing): stop
+        at once. Every recorded evaluation and the last checkpoint are already on disk."""
+        import multiprocessing
+
+        for child in multiprocessing.active_children():  # process-runner workers: no orphan outlives us
+            child.terminate()
+        os.write(2, f"\nevowatt: {self.message()} (interrupted again: stopped at once)\n".encode())
+        os._exit(self.status)
 
 
-def _first_interrupt(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGINT, _stop_now)
-    raise KeyboardInterrupt
-
-
-def _interrupts() -> Any:
-    """Ctrl-C raises KeyboardInterrupt once (the run stops cleanly, exit 130); a second one stops at once,
-    also with 130, whatever the shutdown was doing. Returns the previous handler, to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, _first_interrupt)
+def _writes_run(args: argparse.Namespace, run_dir: str | Path) -> None:
+    """Tell the interrupt handler (when ``main`` installed one) which run directory the command writes."""
+    interrupts = getattr(args, "interrupts", None)
+    if isinstance(interrupts, _Interrupts):
+        interrupts.run_dir = Path(run_dir)
 
 
 def _closed_stdout() -> int:
@@ -850,21 +1227,20 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse refused an argument (its message is printed; code 2)
         return int(exc.code or 0)
-    previous = _interrupts()
+    interrupts = _Interrupts()
+    installed = interrupts.install()
+    args.interrupts = interrupts
     try:
         return int(args.func(args) or 0)
     except EvowattError as exc:
         print(f"evowatt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if previous is not None:
-            # the run is shut down; what is left is this message and the interpreter's exit, during which
-            # Python resets its own handlers to the default (a Ctrl-C then would kill us with SIGINT, not
-            # exit 130): ignoring further ones keeps the status 130
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            previous = None
-        print("evowatt: interrupted; a run can be continued with 'evowatt resume RUN_DIR'", file=sys.stderr)
-        return 130
+        if installed:
+            interrupts.ignore()
+            installed = False
+        print(f"evowatt: {interrupts.message()}", file=sys.stderr)
+        return interrupts.status
     except BrokenPipeError:
         return _closed_stdout()
     except Exception as exc:  # a bug, not the user's input: say so, exit 1 (user errors exit 2)
@@ -877,8 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        if installed:
+            interrupts.restore()
 
 
 if __name__ == "__main__":

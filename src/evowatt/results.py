@@ -124,7 +124,8 @@ def _accuracy(model: FrontModel, config: RunConfig) -> float:
 def _best_trained(models: list[FrontModel], config: RunConfig) -> list[FrontModel]:
     """One model per network and exit, at its best-trained weights: the final training's where the
     network has one (the latest), else the search's most accurate evaluation of it (the latest of equals).
-    Two exits of one evaluation that are the same model in figures (an exit at the last layer) count once."""
+    Models equal in every objective, parameters and FLOPs count once (an exit at the last layer is the full
+    model; two networks may share an early exit)."""
     chosen: dict[tuple[str, str], FrontModel] = {}
     for model in models:
         key = (model.network, model.exit)
@@ -132,11 +133,13 @@ def _best_trained(models: list[FrontModel], config: RunConfig) -> list[FrontMode
         rank = (model.trained == "final", _accuracy(model, config), model.id)
         if held is None or rank > (held.trained == "final", _accuracy(held, config), held.id):
             chosen[key] = model
+    # one model in figures is one model to the user, whichever network it came from: the early exits of
+    # two networks that differ only after the partition point are the same layers and head
     distinct: dict[tuple, FrontModel] = {}
-    names = [o.metric for o in config.search.objectives]
-    for model in sorted(chosen.values(), key=lambda m: (m.id, m.exit)):
-        figures = (model.network, model.id, *(model.value(n) for n in names))
-        distinct.setdefault(figures, model)  # exit 0 first: the full model stands for both
+    names = [*dict.fromkeys([*(o.metric for o in config.search.objectives), "params", "flops"])]
+    ranked = sorted(chosen.values(), key=lambda m: (m.trained != "final", m.id, m.exit))
+    for model in ranked:
+        distinct.setdefault(tuple(model.value(n) for n in names), model)  # final-trained, then the first
     return list(distinct.values())
 
 

@@ -259,6 +259,31 @@ class ParetoSearch(GenomeSearch):
         if self.reference is None and feasible.any():
             self.reference = default_reference(points[feasible])
 
+    def _ideal(self) -> list[float] | None:
+        """The best point any network could reach, in minimisation form: accuracy 1, every other metric
+        (a cost, a loss) 0. None when an objective has no such bound (a maximised cost)."""
+        ideal = []
+        for objective in self.objectives:
+            if objective.objective == "minimize":
+                ideal.append(0.0)
+            elif objective.metric.startswith("accuracy"):
+                ideal.append(-1.0)
+            else:
+                return None
+        return ideal
+
+    def hypervolume_share(self, volume: float | None) -> float | None:
+        """``volume`` as a share of the box between the ideal point and the reference: comparable across
+        objectives and units (the raw volume of accuracy times joules is around 1e-6). None without a
+        reference or an ideal, or when the reference is no worse than the ideal."""
+        ideal = self._ideal()
+        if volume is None or self.reference is None or ideal is None:
+            return None
+        extents = [r - i for r, i in zip(self.reference, ideal, strict=True)]
+        if min(extents) <= 0:
+            return None
+        return volume / math.prod(extents)
+
     def _record(self, evaluations: list[int]) -> GenerationRecord:
         front = self._front_points()
         hv = None
@@ -271,6 +296,7 @@ class ParetoSearch(GenomeSearch):
             survivors=[m.id for m in self.population],
             front=[{"id": m.id, "exit": e, "values": m.points[e]["values"]} for m, e in front],
             hypervolume=hv,
+            hypervolume_share=self.hypervolume_share(hv),
         )
 
     # --- candidates ----------------------------------------------------------------------------------

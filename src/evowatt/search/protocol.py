@@ -82,7 +82,8 @@ class GenerationRecord:
 
     ``best_id`` is the ES's parent (None for a population search); ``front`` lists the non-dominated
     feasible points as ``{"id": ..., "exit": "0" | "1"}``; ``hypervolume`` is that front's, against the
-    run's fixed reference point.
+    run's fixed reference point; ``hypervolume_share`` is it as a share (0..1) of the box between the ideal
+    point and the reference, since the raw volume (accuracy times joules) is too small to read.
     """
 
     generation: int
@@ -93,6 +94,7 @@ class GenerationRecord:
     front: list[dict[str, Any]] = field(default_factory=list)
     hypervolume: float | None = None
     fitness: list[list[Any]] = field(default_factory=list)  # [[id, fitness]] for the ES
+    hypervolume_share: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -116,6 +118,7 @@ class GenerationRecord:
             front=list(data.get("front") or []),
             hypervolume=data.get("hypervolume"),
             fitness=list(data.get("fitness") or []),
+            hypervolume_share=data.get("hypervolume_share"),
         )
 
 
