@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shlex
@@ -708,8 +709,13 @@ def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
         f"{_fmt(_integral(chosen.value('flops')))} FLOPs / inference"
     )
     which = " ".join(f"--pick {shlex.quote(b)}" for b in budgets) if budgets else "--best"
-    lines.append(f"export it: evowatt export {run_dir} {which}")
-    lines.append(f"report:    evowatt report {run_dir}")
+    onnx = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+    fmt = "" if onnx else " --format pt2   (pip install 'evowatt[export]' adds ONNX)"
+    lines.append(f"export it: evowatt export {run_dir} {which}{fmt}")
+    plots = importlib.util.find_spec("matplotlib") is not None
+    lines.append(
+        f"report:    evowatt report {run_dir}" + ("" if plots else "   (pip install 'evowatt[report]')")
+    )
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)  # a command is never broken
 
