@@ -63,15 +63,19 @@ def _cost_of(row: dict[str, Any]) -> KnownCost | None:
 
 
 class NetworkCosts:
-    """The run's book of measured networks, keyed by ``Genome.network_key`` on one meter and device.
+    """The run's book of measured networks, keyed by ``Genome.network_key``.
 
     ``lookup`` returns a cost only where it has every figure the evaluation needs (latency too, where the
     search selects on it or the model is handed over), so a network first measured without latency is
-    measured again, once, when a handed model needs it.
+    measured again, once, when a handed model needs it. It uses only what an uninterrupted run would have
+    known when it made the task: the evaluations before the batch the task belongs to (the loop's
+    ``batch`` event says where a batch starts). A resumed run, whose store already holds part of that
+    batch, therefore measures exactly what the uninterrupted run measured.
     """
 
     def __init__(self, rows: Iterable[dict[str, Any]] = ()):
-        self._book: dict[str, KnownCost] = {}
+        self._book: dict[str, list[KnownCost]] = {}
+        self.batch_start: int | None = None  # the first id of the batch whose tasks are being made
         for row in rows:
             self.add(row)
 
@@ -83,21 +87,29 @@ class NetworkCosts:
         cost = _cost_of(row)
         if cost is None or not row.get("genome"):
             return
-        key = Genome.from_json(row["genome"]).network_key()
-        held = self._book.get(key)
-        if held is None or (cost.has_latency and not held.has_latency):
-            self._book[key] = cost
+        entries = self._book.setdefault(Genome.from_json(row["genome"]).network_key(), [])
+        if all(e.measured_by != cost.measured_by for e in entries):
+            entries.append(cost)
+            entries.sort(key=lambda e: e.measured_by)
 
-    def lookup(self, genome: dict[str, Any], meter: str | None, latency: bool) -> KnownCost | None:
-        """The network's recorded cost on ``meter`` with every figure asked for, or None."""
+    def lookup(
+        self, genome: dict[str, Any], meter: str | None, latency: bool, before: int | None = None
+    ) -> KnownCost | None:
+        """The network's earliest recorded cost on ``meter`` with every figure asked for, measured by an
+        evaluation before ``before`` (default: the current batch's start), or None."""
         if meter is None:
             return None
-        cost = self._book.get(Genome.from_json(genome).network_key())
-        if cost is None or cost.meter != meter or (latency and not cost.has_latency):
-            return None
-        return cost
+        bound = before if before is not None else self.batch_start
+        for cost in self._book.get(Genome.from_json(genome).network_key(), []):
+            if bound is not None and cost.measured_by >= bound:
+                break
+            if cost.meter == meter and (cost.has_latency or not latency):
+                return cost
+        return None
 
     def hook(self, event: str, **info: Any) -> None:
         """A loop hook: every recorded evaluation (search, screening, final training) joins the book."""
-        if event in ("result", "screen_result", "final_result"):
+        if event == "batch":
+            self.batch_start = min((c.id for c in info["candidates"]), default=None)
+        elif event in ("result", "screen_result", "final_result"):
             self.add({**info["result"], "genome": info["candidate"].genome})

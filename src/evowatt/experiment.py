@@ -739,7 +739,11 @@ def final_task(
     resume = config.training.resume_optimiser
     meter = store.meta("meter")
     final_model = candidate.kind == "final"  # handed over: it always has its latency
-    known = costs.lookup(candidate.genome, _meter_name(meter), latency=final_model) if costs else None
+    known = (
+        costs.lookup(candidate.genome, _meter_name(meter), final_model, before=candidate.id)
+        if costs
+        else None
+    )
     return EvalTask(
         candidate.id,
         candidate.genome,

@@ -27,9 +27,10 @@ Hook = Callable[..., None]
 class Hooks:
     """Observers of the loop's events, called in order: ``hook(event, **info)``.
 
-    Events: start, generation, evaluate, recording (an evaluation is done, not yet recorded), result
-    (recorded), told (a round was told; ``record`` is None mid-generation), screen, screen_result, screened
-    (the screening before the final training), final, final_result, done.
+    Events: start, generation, batch (its candidates, before their tasks are made), evaluate, recording
+    (an evaluation is done, not yet recorded), result (recorded), told (a round was told; ``record`` is
+    None mid-generation), screen, screen_result, screened (the screening before the final training),
+    final, final_result, done.
     """
 
     def __init__(self, *hooks: Hook | None):
@@ -148,6 +149,7 @@ class StoreEvaluator:
                 done[c.id] = Evaluated(c, result, recorded)
         if limit.expired():
             return None
+        self.hooks("batch", candidates=candidates)  # before its tasks are made: what they may reuse
         todo = [self.make_task(c) for c in candidates if c.id not in done]
         for task in todo:
             self.hooks("evaluate", candidate=by_id[task.id])

@@ -1,11 +1,14 @@
 """`evowatt report`: one self-contained HTML page of a run, its figures inline, nothing fetched when opened.
 
-What it shows: accuracy against energy per inference of every evaluation (each exit of a partitioned
-network its own point) with the front, or the ES's parents, highlighted and the best and exported models
-labelled; best fitness and hypervolume per generation; each individual's training time against its
-budget; what measuring cost; a table of the front (or parents) with each model's figures and method
-labels; the resolved config. Figures are drawn with matplotlib's Agg backend (no display needed), written
-as PNGs beside the HTML and embedded in it as base64.
+It answers the run's question first, with the views the terminal uses (``evowatt.results``): the header
+names the model to take (``results.answer``, the one ``evowatt run`` names at its end) and counts the
+searched evaluations and the final trainings apart; the trade-off figure draws the run's front
+(``results.front``: distinct networks at their best-trained weights) as a staircase with the model to take
+starred and every other evaluation behind it, the chance-level ones faint; a table lists the front's and
+the exported models with each figure's method label. Then: best fitness and hypervolume per generation;
+each individual's training time against its budget; what measuring cost; the resolved config. Figures are
+drawn with matplotlib's Agg backend (no display needed), written as PNGs beside the HTML and embedded in it
+as base64.
 
 It reads the store without locking it, so it works on a run still in progress, and on a run directory
 written by the first store version (generation records without survivors, front or hypervolume).
@@ -17,6 +20,8 @@ import base64
 import datetime as _dt
 import html
 import json
+import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +29,16 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
+from evowatt.data import CLASS_NAMES
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
+from evowatt.results import FrontModel, answer, front
 from evowatt.store import AFTER_SEARCH, RunStore
 from evowatt.units import format_si
 
 FIGURES = ("tradeoff", "generations", "budget", "measurement")
+COSTS = ("energy", "latency", "flops", "params")  # what the trade-off's x axis may show
+CHANCE = 1.5  # an accuracy at most CHANCE / classes is chance level: drawn faint, it answers nothing
 
 
 @dataclass
@@ -39,7 +48,7 @@ class Point:
     kind: str
     generation: int | None
     accuracy: float
-    cost: float | None  # energy (J) per inference, or FLOPs where no energy was measured
+    cost: float | None  # the x axis's metric (energy per inference by default)
     status: str
 
 
@@ -52,21 +61,29 @@ class RunData:
     generations: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     cards: list[dict[str, Any]] = field(default_factory=list)
+    front: list[FrontModel] = field(default_factory=list)  # results.front: the one front of every view
+    answer: FrontModel | None = None  # results.answer: the model to take
+    no_answer: str = ""  # why there is none (yet)
 
     @property
     def in_progress(self) -> bool:
         return self.meta.get("finished_at") is None
+
+    @property
+    def classes(self) -> int | None:
+        """The dataset's class count (from a model card, else the known datasets'); None when unknown."""
+        for card in self.cards:
+            count = (card.get("classes") or {}).get("count")
+            if count:
+                return int(count)
+        names = CLASS_NAMES.get(str((self.config.get("dataset") or {}).get("name")))
+        return len(names) if names else None
 
 
 def _value(row: dict[str, Any], name: str) -> float | None:
     metric = (row.get("metrics") or {}).get(name)
     value = metric.get("value") if isinstance(metric, dict) else metric
     return None if value is None else float(value)
-
-
-def _method(row: dict[str, Any], name: str) -> str | None:
-    metric = (row.get("metrics") or {}).get(name)
-    return metric.get("method") if isinstance(metric, dict) else None
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -92,14 +109,39 @@ def load_run(run_dir: str | Path) -> RunData:
             data.cards.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError):
             continue
+    data.front, data.answer, data.no_answer = _answer(data)
     return data
 
 
+def _answer(data: RunData) -> tuple[list[FrontModel], FrontModel | None, str]:
+    """The run's front and the model to take, as `evowatt run` and `evowatt show` name them: no model
+    before a generation ended or a final training, and none from a store without a recorded config."""
+    try:
+        models = front(data.run_dir)
+        if not data.generations and not any(r["kind"] == "final" for r in data.evaluations):
+            return models, None, "none yet: no generation has ended"
+        chosen = answer(data.run_dir)
+    except EvowattError as exc:
+        return [], None, f"none: {exc}"
+    return models, chosen, "" if chosen else "none: no model meets the run's constraints"
+
+
+def cost_axis(data: RunData) -> str:
+    """The trade-off's x axis: the run's cost objective (energy by default) where evaluations have it,
+    else energy where any was measured, else FLOPs."""
+    search = data.config.get("search") or {}
+    objectives = search.get("objectives") or [{"metric": "accuracy"}, {"metric": "energy"}]
+    named = [o.get("metric") for o in objectives if isinstance(o, dict)]
+    for name in [*(n for n in named if n in COSTS), "energy"]:
+        if any(_value(r, name) is not None for r in data.evaluations if r["status"] == "ok"):
+            return name
+    return "flops"
+
+
 def points(data: RunData) -> tuple[list[Point], str]:
-    """Every exit of every evaluation with an accuracy, and the cost axis used (energy, else FLOPs)."""
+    """Every exit of every evaluation with an accuracy, and the cost axis used (see ``cost_axis``)."""
     rows = [r for r in data.evaluations if r["status"] == "ok"]
-    has_energy = any(_value(r, "energy") is not None for r in rows)
-    cost = "energy" if has_energy else "flops"
+    cost = cost_axis(data)
     out = []
     for row in rows:
         for exit_index, suffix in ((0, ""), (1, "_1")):
@@ -120,25 +162,14 @@ def points(data: RunData) -> tuple[list[Point], str]:
     return out, cost
 
 
-def highlighted(data: RunData) -> tuple[set[tuple[int, int]], str]:
-    """The last generation's front (id, exit) where the search records one, else every ES parent."""
-    if data.generations and data.generations[-1].get("front"):
-        front = {(int(m["id"]), int(m.get("exit") or 0)) for m in data.generations[-1]["front"]}
-        return front, "front"
-    parents = set()
-    for g in data.generations:
-        for i in g.get("survivors") or [g.get("best_id", g.get("parent_id"))]:
-            if i is not None:
-                parents.add((int(i), 0))
-                parents.add((int(i), 1))
-    return parents, "parents"
-
-
-def best_id(data: RunData) -> int | None:
-    if not data.generations:
-        return None
-    g = data.generations[-1]
-    return g.get("best_id", g.get("parent_id"))
+def exported(data: RunData) -> dict[tuple[int, str], dict[str, Any]]:
+    """{(evaluation id, exit): its model card} of the models exported into RUN/export."""
+    out = {}
+    for card in data.cards:
+        evaluation = card.get("evaluation") or {}
+        if "id" in evaluation:
+            out[(int(evaluation["id"]), str(evaluation.get("exit", 0)))] = card
+    return out
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -159,59 +190,184 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def staircase(models: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points no other beats on both, cheapest first: the steps of the front's line
+    (all of a two-objective front; a front on more objectives also holds points these two axes hide)."""
+    steps: list[tuple[float, float]] = []
+    for cost, accuracy in sorted(models, key=lambda p: (p[0], -p[1])):
+        if not steps or accuracy > steps[-1][1]:
+            steps.append((cost, accuracy))
+    return steps
+
+
+# label spots around a point, in points: up-left first (above a front's staircase nothing is plotted),
+# then around it, further out with a leader line
+_DIRECTIONS = ((-1, 1), (-1, 0), (0, 1), (1, 1), (-1, -1), (1, 0), (0, -1), (1, -1))
+_SPOTS = [(dx * r, dy * r) for r in (5, 14, 26, 42, 62, 84) for dx, dy in _DIRECTIONS]
+
+
+def _leader(point, box) -> list:
+    """A leader line from ``point`` to the centre of its label's ``box`` (pixels), as small boxes every 3
+    pixels outside the box and clear of the point's marker."""
+    from matplotlib.transforms import Bbox
+
+    (px, py), (cx, cy) = point, ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    steps = max(int(math.hypot(cx - px, cy - py) / 3), 1)
+    out = []
+    for k in range(1, steps):
+        qx, qy = px + (cx - px) * k / steps, py + (cy - py) * k / steps
+        if math.hypot(qx - px, qy - py) > 7 and not box.contains(qx, qy):
+            out.append(Bbox.from_extents(qx - 1, qy - 1, qx + 1, qy + 1))
+    return out
+
+
+def place_labels(
+    ax,
+    labels: list[tuple[float, float, str, dict[str, Any]]],
+    avoid: list[tuple[float, float]],
+    lines: list[tuple[float, float]] = (),
+):
+    """Annotate each (x, y, text, text style) at the first spot where it stays inside the axes, its text
+    overlaps no placed label or leader line, no point in ``avoid`` and no segment of the axis-aligned
+    polyline ``lines`` (the front's staircase), and its leader line crosses no label, leader or point. A
+    label with no free spot is left out (the table lists every model), but the first one (the model to
+    take) always gets the least crowded spot. Returns the annotations placed, in the order given."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()  # the final layout: positions in pixels hold from here on
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []  # labels, leaders, points: nothing may cross them
+    for x, y in avoid:
+        px, py = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(px - 6, py - 6, px + 6, py + 6))
+    corners = [ax.transData.transform(xy) for xy in lines]
+    steps = [  # the staircase: no label on it, but a thin leader may cross it
+        Bbox.from_extents(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)).padded(1)
+        for (x0, y0), (x1, y1) in zip(corners, corners[1:], strict=False)
+    ]
+
+    def annotate(x: float, y: float, text: str, style: dict[str, Any], dx: float, dy: float):
+        far = abs(dx) + abs(dy) > 12
+        annotation = ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            ha="right" if dx < 0 else "left" if dx > 0 else "center",
+            va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+            fontsize=8,
+            zorder=6,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+            arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.6} if far else None,
+            **style,
+        )
+        annotation.update_positions(renderer)
+        box = Text.get_window_extent(annotation, renderer).padded(3)
+        leader = _leader(ax.transData.transform((x, y)), box) if far else []
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        crowding = sum(box.overlaps(o) for o in [*taken, *steps]) + sum(
+            b.overlaps(o) for b in leader for o in taken
+        )
+        return annotation, [box, *leader], crowding if inside else math.inf
+
+    placed = []
+    for k, (x, y, text, style) in enumerate(labels):
+        least = (math.inf, 0.0, 0.0)
+        for dx, dy in _SPOTS:
+            annotation, needs, crowding = annotate(x, y, text, style, dx, dy)
+            if crowding == 0:
+                break
+            annotation.remove()
+            least = min(least, (crowding, dx, dy), key=lambda c: c[0])
+        else:
+            if k > 0 or least[0] == math.inf:
+                continue
+            annotation, needs, _ = annotate(x, y, text, style, least[1], least[2])
+        taken += needs
+        placed.append(annotation)
+    return placed
+
+
 def fig_tradeoff(data: RunData):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.0, 5.0), dpi=110)
     pts, cost = points(data)
-    marked, what = highlighted(data)
-    best = best_id(data)
-    exported = {(c["evaluation"]["id"], c["evaluation"]["exit"]) for c in data.cards if "evaluation" in c}
-    usable = [p for p in pts if p.cost is not None and p.cost > 0]
-    if not usable:
+    on_front = {(m.id, int(m.exit)) for m in data.front}
+    cards = exported(data)
+
+    def where(model: FrontModel) -> tuple[float, float] | None:
+        x, y = model.value(cost), model.value("accuracy")
+        return None if x is None or y is None or not x > 0 or math.isnan(y) else (x, y)
+
+    shown = [(m, xy) for m in data.front if (xy := where(m)) is not None]
+    usable = [p for p in pts if p.cost is not None and p.cost > 0 and (p.id, p.exit) not in on_front]
+    if not usable and not shown:
         _empty(ax, "no evaluation with accuracy and cost yet")
-    else:
-        for exit_index, marker, label in ((0, "o", "exit 0 (full)"), (1, "^", "exit 1 (early exit)")):
-            group = [
-                p
-                for p in usable
-                if p.exit == exit_index and (p.id, p.exit) not in marked and p.kind not in AFTER_SEARCH
-            ]
+        ax.set_title("the front: accuracy against cost")
+        fig.tight_layout()
+        return fig
+    chance = CHANCE / data.classes if data.classes else None
+    faint = [p for p in usable if chance is not None and p.accuracy <= chance]
+    rest = [p for p in usable if chance is None or p.accuracy > chance]
+    for exit_index, marker, name in ((0, "o", "full model"), (1, "^", "early exit")):
+        group = [p for p in rest if p.exit == exit_index]
+        if group:
+            ax.scatter([p.cost for p in group], [p.accuracy for p in group], marker=marker, s=16,
+                       color="0.62", linewidths=0, zorder=2, label=f"other evaluations, {name}")  # fmt: skip
+    if faint:
+        ax.scatter([p.cost for p in faint], [p.accuracy for p in faint], marker=".", s=14, color="0.8",
+                   linewidths=0, zorder=1, label=f"chance level (accuracy ≤ {chance:.2f})")  # fmt: skip
+    steps = staircase([xy for _, xy in shown])
+    if shown:
+        ax.plot([x for x, _ in steps], [y for _, y in steps], drawstyle="steps-post", color="tab:red",
+                lw=1.3, zorder=3)  # fmt: skip
+        ax.plot([], [], color="tab:red", lw=1.3, marker="o", mfc="tab:red", mec="black", ms=6,
+                label=f"the front ({len(data.front)} models)")  # fmt: skip
+        for exit_index, marker in ((0, "o"), (1, "^")):
+            group = [xy for m, xy in shown if m.exit == str(exit_index)]
             if group:
-                ax.scatter([p.cost for p in group], [p.accuracy for p in group], marker=marker, s=22,
-                           color="0.65", label=f"{label}")  # fmt: skip
-            top = [p for p in usable if p.exit == exit_index and (p.id, p.exit) in marked]
-            if top:
-                ax.scatter([p.cost for p in top], [p.accuracy for p in top], marker=marker, s=46,
-                           color="tab:red", edgecolor="black", linewidth=0.6,
-                           label=f"{label}: {what}")  # fmt: skip
-        finals = [p for p in usable if p.kind == "final"]
-        if finals:
-            ax.scatter([p.cost for p in finals], [p.accuracy for p in finals], marker="*", s=110,
-                       color="tab:blue", edgecolor="black", lw=0.5, label="final training")  # fmt: skip
-        labelled = []
-        for p in usable:
-            tags = []
-            if p.id == best and p.exit == 0:
-                tags.append("best")
-            if (p.id, p.exit) in exported:
-                tags.append("exported")
-            if p.kind == "final":
-                tags.append("final")
-            if tags:
-                labelled.append((p, f"#{p.id}/{p.exit} {', '.join(tags)}"))
-        labelled.sort(key=lambda item: -item[0].accuracy)
-        for k, (p, text) in enumerate(labelled):  # staggered: the best and its final often coincide
-            ax.annotate(text, (p.cost, p.accuracy), textcoords="offset points", xytext=(8, 6 - 12 * k),
-                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})  # fmt: skip
-        ax.set_xscale("log")
-        ax.legend(fontsize=8, loc="lower right")
+                ax.scatter([x for x, _ in group], [y for _, y in group], marker=marker, s=44,
+                           color="tab:red", edgecolor="black", linewidth=0.6, zorder=4)  # fmt: skip
+    exports = []
+    for (evaluation_id, exit_), card in cards.items():
+        metrics = card.get("metrics") or {}
+        x, y = (_number(metrics.get(n)) for n in (cost, "accuracy"))
+        if x is not None and y is not None and x > 0:
+            exports.append((evaluation_id, exit_, x, y))
+    if exports:
+        ax.scatter([e[2] for e in exports], [e[3] for e in exports], marker="s", s=150, facecolors="none",
+                   edgecolors="tab:blue", linewidths=1.3, zorder=4, label="exported")  # fmt: skip
+    take = where(data.answer) if data.answer is not None else None
+    if take is not None:
+        ax.scatter([take[0]], [take[1]], marker="*", s=320, color="gold", edgecolor="black", linewidth=0.8,
+                   zorder=5, label="the model to take")  # fmt: skip
+    ax.set_xscale("log")
+    ax.margins(x=0.06, y=0.08)  # room for labels at the edges
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     method = data.meter.get("method") or ""
-    unit = "J per inference" if cost == "energy" else "FLOPs per inference"
-    ax.set_xlabel(f"{cost} ({unit}{', ' + method if cost == 'energy' and method else ''})")
+    unit = {"energy": "J", "latency": "s", "flops": "FLOPs", "params": "parameters"}[cost]
+    per = " per inference" if cost != "params" else ""
+    ax.set_xlabel(f"{cost} ({unit}{per}{', ' + method if cost == 'energy' and method else ''})")
     ax.set_ylabel("evo_test accuracy")
-    ax.set_title("accuracy vs cost of every evaluation")
+    ax.set_title(f"the front: accuracy against {cost}, every other evaluation behind it")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    labels = []
+    if take is not None:
+        labels.append((*take, f"take this: {data.answer.label}", {"fontweight": "bold"}))
+    for model, xy in shown:
+        if data.answer is None or (model.id, model.exit) != (data.answer.id, data.answer.exit):
+            labels.append((*xy, model.label, {}))
+    handed = (data.answer.id, data.answer.exit) if data.answer is not None else None
+    for evaluation_id, exit_, x, y in exports:  # the front's and the answer's are labelled already
+        if (evaluation_id, int(exit_)) not in on_front and (evaluation_id, exit_) != handed:
+            name = f"#{evaluation_id}" + (f" exit {exit_}" if exit_ != "0" else "")
+            labels.append((x, y, f"{name} exported", {"color": "tab:blue"}))
+    corners = [c for a, b in zip(steps, steps[1:], strict=False) for c in (a, (b[0], a[1]))] + steps[-1:]
+    place_labels(ax, labels, [(x, y) for x, y, _, _ in labels], corners)
     return fig
 
 
@@ -315,16 +471,30 @@ def render_figures(data: RunData, out_dir: Path, stem: str) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------- page
 
 _FIGURES_UNITS = {"energy": "J", "latency": "s", "power": "W"}
+COLUMNS = {  # the table's figures, bare metric names: one exit's
+    "accuracy": "accuracy (evo_test)",
+    "test_accuracy": "test accuracy",
+    "energy": "energy / inference",
+    "latency": "latency / inference",
+    "params": "params",
+    "flops": "FLOPs",
+}
 
 
-def _cell(row: dict[str, Any], name: str) -> str:
-    value, method = _value(row, name), _method(row, name)
+def _number(metric: Any) -> float | None:
+    value = metric.get("value") if isinstance(metric, dict) else metric
+    return None if value is None else float(value)
+
+
+def _cell(metric: Any, name: str) -> str:
+    """One figure with the method label that produced it (``estimated:model``, ``measured:nvml``...)."""
+    value = _number(metric)
     if value is None:
         return "-"
-    base = name.removesuffix("_1")
-    if base in _FIGURES_UNITS:
-        text = format_si(value, _FIGURES_UNITS[base])
-    elif base in ("flops", "params"):
+    method = metric.get("method") if isinstance(metric, dict) else None
+    if name in _FIGURES_UNITS:
+        text = format_si(value, _FIGURES_UNITS[name])
+    elif name in ("flops", "params"):
         text = f"{int(value):,}"
     else:
         text = f"{value:.4f}"
@@ -332,35 +502,75 @@ def _cell(row: dict[str, Any], name: str) -> str:
     return html.escape(text) + label
 
 
+@dataclass
+class TableRow:
+    id: int
+    exit: str
+    label: str
+    trained: str
+    metrics: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
+
+
+def _origin(model: FrontModel) -> str:
+    if model.trained == "final":
+        return f"final training of #{model.source}"
+    return "search" + (f", generation {model.generation}" if model.generation is not None else "")
+
+
+def table_rows(data: RunData) -> list[TableRow]:
+    """The front's models (most accurate first), then the model to take where it is off the front (an ES
+    hands over its best individual), then the exported models not among them."""
+    cards = exported(data)
+    rows: dict[tuple[int, str], TableRow] = {}
+    models = [*data.front, *([data.answer] if data.answer is not None else [])]
+    for model in models:
+        key = (model.id, model.exit)
+        row = rows.setdefault(key, TableRow(model.id, model.exit, model.label, _origin(model), model.metrics))
+        if model in data.front and "front" not in row.tags:
+            row.tags.append("front")
+    for (evaluation_id, exit_), card in cards.items():
+        row = rows.get((evaluation_id, exit_))
+        if row is None:
+            evaluation = card.get("evaluation") or {}
+            name = f"#{evaluation_id}" + (f" exit {exit_}" if exit_ != "0" else "")
+            kind = str(evaluation.get("kind") or "?")
+            row = rows[(evaluation_id, exit_)] = TableRow(
+                evaluation_id, exit_, name, kind, card.get("metrics") or {}
+            )
+        row.tags.append(f"exported ({card.get('name', '?')})")
+    if data.answer is not None:
+        rows[(data.answer.id, data.answer.exit)].tags.insert(0, "the model to take")
+    return list(rows.values())
+
+
 def _table(data: RunData) -> str:
-    marked, what = highlighted(data)
-    by_id = {r["id"]: r for r in data.evaluations}
-    wanted = sorted(marked | {(r["id"], 0) for r in data.evaluations if r["kind"] == "final"})
-    columns = ("accuracy", "test_accuracy", "energy", "latency", "flops", "params")
-    head = "".join(f"<th>{c}</th>" for c in ("id", "exit", "kind", "gen", "fitness", *columns))
+    rows = table_rows(data)
+    title = "the front and the exported models" if data.cards else "the front"
+    if not rows:
+        return f'<h2 id="front">{title}</h2><p>none yet</p>'
+    head = "".join(f"<th>{c}</th>" for c in ("model", "trained", "role", *COLUMNS.values()))
     body = []
-    for evaluation_id, exit_index in wanted:
-        row = by_id.get(evaluation_id)
-        suffix = "" if exit_index == 0 else "_1"
-        if row is None or _value(row, f"accuracy{suffix}") is None:
-            continue
-        fitness = row.get("fitness")
+    for row in rows:
+        take = "the model to take" in row.tags
         cells = [
-            f"#{evaluation_id}",
-            str(exit_index),
-            html.escape(row["kind"]),
-            str(row["generation"]),
-            "-" if fitness is None else f"{fitness:.4f}",
+            ("★ " if take else "") + html.escape(row.label),
+            html.escape(row.trained),
+            html.escape(", ".join(row.tags)),
+            *(_cell(row.metrics.get(name), name) for name in COLUMNS),
         ]
-        cells += [_cell(row, f"{c}{suffix}") for c in columns]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    title = "the front" if what == "front" else "the ES parents and final models"
-    if not body:
-        return f"<h2>{title}</h2><p>none yet</p>"
+        css = ' class="take"' if take else ""
+        body.append(
+            f'<tr{css} data-id="{row.id}" data-exit="{html.escape(row.exit)}">'
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "</tr>"
+        )
     return (
-        f"<h2>{title}</h2><p>evo_test figures (fitness and energy); test accuracy is reported only, never "
-        "selected on; each value with the method that produced it.</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<h2 id="front">{title}</h2><p>The front: distinct networks, each at its best-trained weights (its '
+        "final training's where it has one), none dominated, most accurate first. Accuracy and energy are "
+        "evo_test figures, the ones selected on; the test accuracy is reported only, never selected on; "
+        "each value with the method that produced it.</p>"
+        f'<table id="models"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
 
 
@@ -387,7 +597,12 @@ _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1000px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
-th{background:#f4f4f4}td:nth-child(3){text-align:left}.m{color:#777;font-size:.85em}
+th{background:#f4f4f4}.m{color:#777;font-size:.85em}
+#models{width:100%}#models .m{display:block}
+#models td:nth-child(-n+3),#models th:nth-child(-n+3){text-align:left}
+#models td:first-child{white-space:nowrap}
+tr.take td{background:#fff4c2;font-weight:600}
+.answer{background:#fff4c2;border-left:4px solid #e0b000;padding:.6em 1em}
 img{max-width:100%;display:block;margin:.6em 0}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em}
 .note{color:#a60}
@@ -400,20 +615,73 @@ def _when(seconds: Any) -> str:
     return _dt.datetime.fromtimestamp(float(seconds), tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render_html(data: RunData, figures: dict[str, Path]) -> str:
+def counts(data: RunData) -> dict[str, Any]:
+    """What the header counts, the search's and the after-search evaluations apart."""
+    searched = [r for r in data.evaluations if r["kind"] not in AFTER_SEARCH]
     statuses: dict[str, int] = {}
-    for r in data.evaluations:
+    for r in searched:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    finals = [r for r in data.evaluations if r["kind"] == "final"]
+    return {
+        "searched": len(searched),
+        "statuses": statuses,
+        "finals": len(finals),
+        "finals_ok": sum(r["status"] == "ok" for r in finals),
+        "screenings": sum(r["kind"] == "screen" for r in data.evaluations),
+    }
+
+
+def _the_model(data: RunData) -> str:
+    """The model to take in one line, as the end of `evowatt run` names it."""
+    chosen = data.answer
+    if chosen is None:
+        return data.no_answer or "none"
+    origin = (
+        f"the final training of #{chosen.source}" if chosen.trained == "final" else "trained in the search"
+    )
+    exit_text = ", the early exit" if chosen.exit == "1" else ""
+    return f"{chosen.label} ({origin}{exit_text})"
+
+
+def _answer_box(data: RunData) -> str:
+    chosen = data.answer
+    if chosen is None:
+        return f'<p class="answer">The model to take: {html.escape(data.no_answer or "none")}</p>'
+    figures = [f"evo_test accuracy {_cell(chosen.metrics.get('accuracy'), 'accuracy')}"]
+    figures.append(f"test accuracy {_cell(chosen.metrics.get('test_accuracy'), 'test_accuracy')}")
+    for name in ("energy", "latency"):
+        if chosen.metrics.get(name) is not None:
+            figures.append(f"{name} / inference {_cell(chosen.metrics[name], name)}")
+    command = f"evowatt export {shlex.quote(str(data.run_dir))} --best"
+    aside = ""
+    if all((m.id, m.exit) != (chosen.id, chosen.exit) for m in data.front):
+        aside = "<br>It is not on the front: the ES hands over its best individual, chosen by its fitness."
+    return (
+        f'<p class="answer" id="answer">The model to take: <b>{html.escape(_the_model(data))}</b><br>'
+        + "; ".join(figures)
+        + aside
+        + f"<br>export it: <code>{html.escape(command)}</code></p>"
+    )
+
+
+def render_html(data: RunData, figures: dict[str, Path]) -> str:
     searched = [r for r in data.evaluations if r["kind"] not in AFTER_SEARCH]
     places = sources(searched)  # host, device, meter: where the evaluations ran
+    n = counts(data)
+    ok = n["statuses"].get("ok", 0)
+    others = ", ".join(f"{v} {k}" for k, v in n["statuses"].items() if k != "ok")
+    finals = str(n["finals"]) + ("" if n["finals_ok"] == n["finals"] else f" ({n['finals_ok']} ok)")
     summary = [
         ("run directory", str(data.run_dir)),
         ("state", "in progress (or stopped before its end)" if data.in_progress else "finished"),
         ("started", _when(data.meta.get("started_at"))),
         ("elapsed", f"{float(data.meta.get('elapsed_seconds') or 0):.1f} s"),
-        ("evaluations", f"{len(searched)} (" + ", ".join(f"{v} {k}" for k, v in statuses.items()) + ")"),
+        ("searched evaluations", f"{n['searched']} (of which {ok} ok{', ' + others if others else ''})"),
+        *([("screenings", str(n["screenings"]))] if n["screenings"] else []),
+        ("final trainings", finals),
         ("generations recorded", str(len(data.generations))),
-        ("best individual", "-" if best_id(data) is None else f"#{best_id(data)}"),
+        ("the front", f"{len(data.front)} distinct models"),
+        ("the model to take", _the_model(data)),
         ("energy meter", f"{data.meter.get('name', '-')} ({data.meter.get('reason', '')})"),
         (
             "evaluated on",
@@ -423,9 +691,12 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
         ("seed", str(data.config.get("seed", "-"))),
     ]
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary)
+    chance = f" (accuracy at most {CHANCE:g} / {data.classes} classes)" if data.classes else ""
     captions = {
-        "tradeoff": "Accuracy against cost of every evaluation; each exit of a partitioned network is a "
-        "point of its own.",
+        "tradeoff": "The front (red staircase: no model is both cheaper and more accurate than a step), the "
+        "model to take starred, exported models boxed; every other evaluation in grey, chance-level ones"
+        f"{chance} faint. Each exit of a partitioned network is a model of its own (triangles: early exits). "
+        "Labels sit where they do not overlap; the table below lists every front model.",
         "generations": "The best fitness (and hypervolume, for a Pareto search) after each generation.",
         "budget": "Each individual's training and wall time against the budget it was given.",
         "measurement": "Time spent measuring energy and latency per evaluation.",
@@ -437,6 +708,8 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
             f"<h2>{name}</h2><p>{html.escape(captions[name])}</p>"
             f'<img id="fig-{name}" alt="{name}" src="data:image/png;base64,{encoded}">'
         )
+        if name == "tradeoff":
+            images.append(_table(data))
     config = yaml.safe_dump(data.config, sort_keys=False) if data.config else "(no config recorded)"
     note = (
         '<p class="note">This run has not finished: the report shows what is recorded so far.</p>'
@@ -450,9 +723,9 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>evowatt report: {html.escape(data.run_dir.name)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>evowatt report: {html.escape(data.run_dir.name)}</h1>{note}<table>{info}</table>"
+        f"<h1>evowatt report: {html.escape(data.run_dir.name)}</h1>{note}{_answer_box(data)}"
+        f'<table id="summary">{info}</table>'
         + "".join(images)
-        + _table(data)
         + _cards(data)
         + f"<h2>resolved config</h2><pre>{html.escape(config)}</pre>"
         + f'<p class="m">written by evowatt {__version__} on {_when(_dt.datetime.now().timestamp())}</p>'
