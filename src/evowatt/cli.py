@@ -846,7 +846,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     for column in ("generation", "survivors", "best fitness / hypervolume", "evaluations"):
         table.add_column(column)
     for g in data["generations"]:
-        measure = _fmt(g["best_fitness"]) if g.get("hypervolume") is None else f"HV {g['hypervolume']:.4g}"
+        measure = _fmt(g["best_fitness"])
+        if g.get("hypervolume_share") is not None:  # the share of the reference box, not joules-squared
+            measure = f"HV {g['hypervolume_share']:.1%}"
+        elif g.get("hypervolume") is not None:
+            measure = f"HV {g['hypervolume']:.4g}"
         table.add_row(
             str(g["generation"]),
             ", ".join(f"#{i}" for i in g["survivors"]),

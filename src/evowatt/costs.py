@@ -50,7 +50,12 @@ def _cost_of(row: dict[str, Any]) -> KnownCost | None:
         return None
     suffixes = [EXIT_SUFFIXES[e] for e in measurements if e in EXIT_SUFFIXES]
     wanted = {f"{name}{suffix}" for name in COST_METRICS for suffix in suffixes}
-    kept = {name: metric for name, metric in metrics.items() if name in wanted}
+    # a latency added when the model was handed over is not part of this measurement: a resumed run must
+    # find the book as the uninterrupted run had it
+    untimed = {
+        f"latency{EXIT_SUFFIXES[e]}" for e, d in measurements.items() if d.get("stop_reason") == "counted"
+    }
+    kept = {name: metric for name, metric in metrics.items() if name in wanted - untimed}
     if "energy" not in kept and "latency" not in kept:
         return None
     return KnownCost(

@@ -376,7 +376,12 @@ def fig_generations(data: RunData):
     fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
     gens = data.generations
     fitness = [(g["generation"], g.get("best_fitness")) for g in gens if g.get("best_fitness") is not None]
-    volumes = [(g["generation"], g.get("hypervolume")) for g in gens if g.get("hypervolume") is not None]
+    # the share of the reference box the front covers (a raw volume in joules reads 4e-06); older runs
+    # recorded only the raw volume
+    shared = any(g.get("hypervolume_share") is not None for g in gens)
+    key = "hypervolume_share" if shared else "hypervolume"
+    volumes = [(g["generation"], g[key] * (100 if shared else 1)) for g in gens if g.get(key) is not None]
+    volume_label = "hypervolume (% of the reference box)" if shared else "hypervolume"
     if not fitness and not volumes:
         _empty(ax, "no finished generation yet")
     if fitness:
@@ -387,8 +392,8 @@ def fig_generations(data: RunData):
     if volumes:
         target = ax.twinx() if fitness else ax
         target.plot([g for g, _ in volumes], [v for _, v in volumes], "s--", color="tab:green",
-                    label="hypervolume")  # fmt: skip
-        target.set_ylabel("hypervolume")
+                    label=volume_label)  # fmt: skip
+        target.set_ylabel(volume_label)
     if fitness or volumes:
         fig.legend(fontsize=8, loc="lower right")
         ax.set_xlabel("generation")
