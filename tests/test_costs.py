@@ -152,16 +152,17 @@ def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
     assert book.lookup(genome.to_json(), "estimate", latency=True) is None
     book.add(timed)
     assert book.lookup(genome.to_json(), "estimate", latency=True).measured_by == 4
-    # a latency the handover added to a counted-only measurement is not the measurement's
+    # the latency the handover adds to a counted-only measurement joins that measurement's entry
     handed = {
         **row,
-        "id": 5,
         "metrics": {
-            **timed["metrics"],
-            "latency": {"value": 2e-5, "method": "measured:clock", "measured_by": 5},
+            **row["metrics"],
+            "latency": {"value": 2e-5, "method": "measured:clock", "measured_by": 3},
         },
         "result": {"meter": "estimate", "measurements": {"0": {"stop_reason": "counted"}}},
     }
-    fresh = NetworkCosts([handed])
-    assert fresh.lookup(genome.to_json(), "estimate", latency=False).metrics.keys() == {"energy"}
-    assert fresh.lookup(genome.to_json(), "estimate", latency=True) is None
+    fresh = NetworkCosts([row])
+    fresh.add(handed)
+    assert fresh.lookup(genome.to_json(), "estimate", latency=True).metrics.keys() == {"energy", "latency"}
+    fresh.add(row)  # the poorer record of the same evaluation does not replace it
+    assert fresh.lookup(genome.to_json(), "estimate", latency=True).measured_by == 3

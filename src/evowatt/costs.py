@@ -50,12 +50,7 @@ def _cost_of(row: dict[str, Any]) -> KnownCost | None:
         return None
     suffixes = [EXIT_SUFFIXES[e] for e in measurements if e in EXIT_SUFFIXES]
     wanted = {f"{name}{suffix}" for name in COST_METRICS for suffix in suffixes}
-    # a latency added when the model was handed over is not part of this measurement: a resumed run must
-    # find the book as the uninterrupted run had it
-    untimed = {
-        f"latency{EXIT_SUFFIXES[e]}" for e, d in measurements.items() if d.get("stop_reason") == "counted"
-    }
-    kept = {name: metric for name, metric in metrics.items() if name in wanted - untimed}
+    kept = {name: metric for name, metric in metrics.items() if name in wanted}
     if "energy" not in kept and "latency" not in kept:
         return None
     return KnownCost(
@@ -93,6 +88,10 @@ class NetworkCosts:
         if cost is None or not row.get("genome"):
             return
         entries = self._book.setdefault(Genome.from_json(row["genome"]).network_key(), [])
+        # the same evaluation again, with the latency its handover added: the richer record stands
+        entries[:] = [
+            e for e in entries if e.measured_by != cost.measured_by or len(e.metrics) > len(cost.metrics)
+        ]
         if all(e.measured_by != cost.measured_by for e in entries):
             entries.append(cost)
             entries.sort(key=lambda e: e.measured_by)
