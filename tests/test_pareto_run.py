@@ -251,9 +251,9 @@ def test_the_handed_models_test_metrics_are_added_in_one_write(tmp_path, monkeyp
     monkeypatch.setattr(RunStore, "_write", spy)
     data = config_dict(BASE, **{"search.generations": 0})
     result = run(validate_config(data), out=tmp_path / "r")
-    added = [w for w in writes if w.startswith("metrics ")]
+    added = [w for w in writes if w.startswith("metrics test_accuracy")]
     assert result.handed and len(added) == len(result.handed)
-    assert all(
-        w.startswith("metrics test_accuracy, test_accuracy_1") and " of evaluation" in w for w in added
-    )
+    assert all(w.startswith("metrics test_accuracy, test_accuracy_1 of evaluation") for w in added)
+    timed = [w for w in writes if w.startswith("metrics latency")]  # each model's exits in one write too
+    assert timed and all(w.startswith("metrics latency, latency_1 of evaluation") for w in timed)
     assert all({"test_accuracy", "test_accuracy_1"} <= set(r["metrics"]) for r in result.handed)

@@ -424,36 +424,50 @@ def _reuse_cost(result: EvalResult, known: dict[str, Any]) -> None:
         result.measurements[exit_] = {"reused_from": known["measured_by"]}
 
 
-def score_on_test(task: EvalTask, weights_path: str, latency: bool = False) -> dict[str, dict[str, Any]]:
-    """Test-set accuracy of an evaluated individual's models from its saved weights: reported only.
-
-    Returns ``test_accuracy`` (model 0) and, with a partition point, ``test_accuracy_1`` (model 1); with
-    ``latency``, each model's clock latency too (a handed model always has one; the search may not have
-    timed it).
-    """
-    from evowatt.energy import MeasureSettings, make_batch, measure_model
-
+def _standalone_models(task: EvalTask, weights_path: str | None):
+    """An evaluation's standalone models (``""`` full, ``"_1"`` early exit), with its saved weights
+    (without: the task's initial ones, enough to time it)."""
     device = resolve_device(task.settings.device)
     _, _, plan = plan_task(task)
     model = build_network(plan, task.seed).to(device)
-    model.load_state_dict(load_file(weights_path, device=str(device)))
+    if weights_path is not None:
+        model.load_state_dict(load_file(weights_path, device=str(device)))
     full, early = extract_models(model, plan)
-    data = _tensors(task.data, str(device))
+    return device, {suffix: m for suffix, m in (("", full), ("_1", early)) if m is not None}
+
+
+def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]]:
+    """Test-set accuracy of an evaluated individual's models from its saved weights: reported only.
+
+    Returns ``test_accuracy`` (model 0) and, with a partition point, ``test_accuracy_1`` (model 1).
+    """
+    device, models = _standalone_models(task, weights_path)
+    test = _tensors(task.data, str(device))["test"]
     metrics = {}
-    for suffix, standalone in (("", full), ("_1", early)):
-        if standalone is not None:
-            _, accuracy = evaluate_split(standalone, *data["test"], task.settings.eval_batch_size)
-            metrics[f"test_accuracy{suffix}"] = _metric(accuracy, "computed:test")
-    if latency and task.settings.energy:
-        meter, idle = _meter_and_idle(task.settings, str(device))
-        settings = MeasureSettings(
-            **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
-        )
-        batch = make_batch(data["evo_test"][0], settings.batch_size)
-        for suffix, standalone in (("", full), ("_1", early)):
-            if standalone is not None:
-                timed = measure_model(standalone.eval(), batch, meter, settings, idle, latency=True)
-                metrics[f"latency{suffix}"] = {**timed.latency.to_dict(), "measured_by": task.id}
+    for suffix, standalone in models.items():
+        _, accuracy = evaluate_split(standalone, *test, task.settings.eval_batch_size)
+        metrics[f"test_accuracy{suffix}"] = _metric(accuracy, "computed:test")
+    return metrics
+
+
+def time_models(task: EvalTask) -> dict[str, dict[str, Any]]:
+    """The clock latency of an evaluated individual's models (``latency``, ``latency_1``), timed with the
+    run's measurement protocol: a model shown to the user always has one, whether or not the search
+    timed it. A network's latency does not depend on its weights: it needs none kept."""
+    from evowatt.energy import MeasureSettings, make_batch, measure_model
+
+    if not task.settings.energy:
+        return {}
+    device, models = _standalone_models(task, None)
+    meter, idle = _meter_and_idle(task.settings, str(device))
+    settings = MeasureSettings(
+        **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
+    )
+    batch = make_batch(_tensors(task.data, str(device))["evo_test"][0], settings.batch_size)
+    metrics = {}
+    for suffix, standalone in models.items():
+        timed = measure_model(standalone.eval(), batch, meter, settings, idle, latency=True)
+        metrics[f"latency{suffix}"] = {**timed.latency.to_dict(), "measured_by": task.id}
     return metrics
 
 

@@ -30,6 +30,7 @@ from evowatt.evaluate import (
     idle_to_json,
     resolve_device,
     score_on_test,
+    time_models,
 )
 from evowatt.events import EventLog, tee
 from evowatt.genome import Genome, check_network_against_grammar
@@ -484,9 +485,11 @@ def _loop_body(
     unmet = getattr(search, "unmet", None)  # a constrained search with nothing feasible says so
     if not chosen and unmet is not None and (message := unmet()):
         hooks("note", message=message)
-    handed = [_report_test(config, grammar_text, store, i, costs) for i in chosen]
+    handed = [_report_test(config, grammar_text, store, i) for i in chosen]
     handed = [row for row in handed if row is not None]
     finals = _final_training(config, grammar_text, search, store, hooks, chosen, costs)
+    for row in _time_answer(config, grammar_text, store, costs):  # after the finals: what is left to time
+        handed = [row if h["id"] == row["id"] else h for h in handed]
     store.set_meta("finished_at", time.time())
     result = RunResult(
         run_dir=store.dir,
@@ -505,29 +508,45 @@ def _loop_body(
 
 
 def _report_test(
-    config: RunConfig, grammar_text: str, store: RunStore, evaluation_id: int, costs: NetworkCosts
+    config: RunConfig, grammar_text: str, store: RunStore, evaluation_id: int
 ) -> dict[str, Any] | None:
-    """An evaluation handed to the user, with its test-set accuracy added (once, from its saved weights)
-    and its latency where the search did not time it (a handed model always has one)."""
+    """An evaluation handed to the user, with its test-set accuracy added (once, from its saved weights)."""
     best = store.evaluation(evaluation_id)
-    if not (best and best["status"] == "ok" and best["weights"]):
-        return best
-    meter = (best["result"] or {}).get("meter")
-    wants_latency = meter is not None and "latency" not in best["metrics"]
-    if "test_accuracy" not in best["metrics"] or wants_latency:
+    if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
         candidate = Candidate(best["id"], best["generation"], best["kind"], best["genome"], best["seed"])
         task = _task(config, grammar_text, store, candidate)
-        # a handed model of a network timed before (another handed model, a final training) reuses it
-        known = costs.lookup(best["genome"], meter, latency=True, before=store.max_id() + 1)
-        added = score_on_test(task, best["weights"], latency=wants_latency and known is None)
-        if wants_latency and known is not None:
-            added.update({k: v for k, v in known.metrics.items() if k.startswith("latency")})
-        if "test_accuracy" in best["metrics"]:  # scored before: only the latency is new
-            added = {k: v for k, v in added.items() if not k.startswith("test_accuracy")}
-        store.add_metrics(best["id"], added)  # the full model's and exit's, in one write
+        store.add_metrics(best["id"], score_on_test(task, best["weights"]))  # the full model's and exit's
         best = store.evaluation(best["id"])
-        costs.add(best)  # its timing joins the book: the final training of its network reuses it
     return best
+
+
+def _time_answer(
+    config: RunConfig, grammar_text: str, store: RunStore, costs: NetworkCosts
+) -> list[dict[str, Any]]:
+    """The clock latency of every model the run ends by showing (its front and the model to take) that
+    has none yet: the search timed only what it selected on, and a final training times its own. A
+    network timed before (another of these models, a final training) is not timed again. Returns the rows
+    it changed."""
+    from evowatt.results import answer, front
+
+    rows: dict[int, dict[str, Any]] = {}
+    shown = [*front(store.dir), *([chosen] if (chosen := answer(store.dir)) else [])]
+    for model in shown:
+        row = store.evaluation(model.id)
+        meter = (row["result"] or {}).get("meter") if row else None
+        if row is None or meter is None or "latency" in row["metrics"]:
+            continue
+        known = costs.lookup(row["genome"], meter, latency=True, before=store.max_id() + 1)
+        if known is not None:
+            added = {k: v for k, v in known.metrics.items() if k.startswith("latency")}
+        else:
+            candidate = Candidate(row["id"], row["generation"], row["kind"], row["genome"], row["seed"])
+            task = _task(config, grammar_text, store, candidate)
+            added = time_models(task)
+        store.add_metrics(row["id"], added)  # every exit's in one write
+        rows[row["id"]] = store.evaluation(row["id"])
+        costs.add(rows[row["id"]])  # the next model of the same network reuses the timing
+    return list(rows.values())
 
 
 def _best_of_unfinished_generation(search: Search, store: RunStore, stopped: str, hooks: Hooks) -> list[int]:
