@@ -530,6 +530,8 @@ def _time_answer(
     from evowatt.results import answer, front
 
     rows: dict[int, dict[str, Any]] = {}
+    if store.meta("config") is None:  # a store from before configs were recorded: no front to show
+        return []
     shown = [*front(store.dir), *([chosen] if (chosen := answer(store.dir)) else [])]
     for model in shown:
         row = store.evaluation(model.id)

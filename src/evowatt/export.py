@@ -148,11 +148,8 @@ def choose(
     if best:
         from evowatt.results import answer
 
-        model = answer(store.dir)
-        if model is None:
-            chosen[_best_id(store)] = None  # raises with the reason: no generation ended yet
-        else:
-            add(model.id, {int(model.exit)})
+        model = answer(store.dir)  # every exit of the model to take's evaluation, as before
+        chosen[model.id if model is not None else _best_id(store)] = None
     if front:
         members, skipped = front_members(store)
         for evaluation_id, exits in members.items():
@@ -501,7 +498,7 @@ def _card(
     else:
         architecture = {"exit": "the full network", "layers": [*layers, "output: linear"]}
     c, h, w = splits.input_shape
-    names = CLASS_NAMES.get(data.name)
+    names = splits.class_names or CLASS_NAMES.get(data.name)
     config = rebuilt.config
     first = next(iter(files), None)
     return {
