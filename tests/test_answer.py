@@ -149,3 +149,23 @@ def test_an_unreadable_run_budget_is_refused_before_the_run(tmp_path, capsys):
     code = main(["run", str(EXAMPLES / "digits-pareto.yaml"), "--out", str(out), "--pick", "energy<<3"])
     assert code == 2 and not out.exists()
     assert "budget 'energy<<3'" in capsys.readouterr().err
+
+
+def test_the_run_says_what_it_will_do_and_how_long():
+    from evowatt.cli import plan_text
+    from evowatt.config import load_config
+    from evowatt.experiment import planned_evaluations
+
+    config = load_config(str(EXAMPLES / "digits-pareto.yaml"))
+    text = plan_text(config, planned_evaluations(config))
+    # 12 + 5 x 8 evaluations of at most 1 s, a tenth more for building and scoring, two finals of 5 s
+    assert text == (
+        "Pareto search (NSGA-II) on digits: 52 evaluations of 1 s at most each, then 2 final trainings: "
+        "up to about 67 s"
+    )
+    limited = load_config(str(EXAMPLES / "fashion-mnist-pareto.yaml"))
+    assert plan_text(limited, planned_evaluations(limited)).endswith(
+        "up to about 2280 s"
+    )  # 1800 + 300 + 2 x 90
+    steps = load_config(str(EXAMPLES / "digits-pareto.yaml"), ["training.budget={steps: 10}"])
+    assert plan_text(steps, 3).endswith("(budgets in steps: no time estimate)")

@@ -607,16 +607,25 @@ def plan_text(config: Any, total: int) -> str:
     if budget.seconds is None or (final.budget is not None and final.budget.seconds is None):
         return f"{what}{finals_text} (budgets in steps: no time estimate)"
     fidelity = search.fidelity
-    per = budget.seconds if fidelity is None else fidelity.min_budget  # a rung's budget at least
-    seconds = total * per * 1.1 + (finals * final.budget.seconds if finals and final.models != "all" else 0)
+    per = budget.seconds
+    if fidelity is not None:  # the longest rung's increment bounds every evaluation
+        from evowatt.search.fidelity import Rungs
+
+        rungs = Rungs(fidelity.min_budget, fidelity.eta, fidelity.rungs, "seconds")
+        per = max(float(rungs.budget(r)["seconds"]) for r in range(rungs.rungs))
+    searching = total * per * 1.1  # building and scoring add about a tenth
     if search.time_limit is not None:
-        seconds = min(seconds, search.time_limit)
-    return f"{what} of about {per:g} s each{finals_text}: about {seconds:.0f} s"
+        searching = min(searching, search.time_limit)
+    final_seconds = 0.0
+    if finals and final.models != "all":
+        others = final.others_budget.seconds if final.others_budget is not None else final.budget.seconds
+        final_seconds = final.budget.seconds + (int(finals) - 1) * (others or 0.0)
+    return f"{what} of {per:g} s at most each{finals_text}: up to about {searching + final_seconds:.0f} s"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config import load_config
-    from evowatt.experiment import default_run_dir, run
+    from evowatt.experiment import default_run_dir, planned_evaluations, run
     from evowatt.results import parse_budget
 
     config = load_config(args.config, args.set, args.seed)
@@ -624,6 +633,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_budget(budget)
     out = Path(args.out) if args.out is not None else default_run_dir(config)
     _writes_run(args, out)  # named now, so an interrupt names it too
+    console.print(plan_text(config, planned_evaluations(config)), highlight=False, soft_wrap=True)
     with make_progress(run=RunSoFar.of_config(config)) as progress:
         result = run(config, out=out, progress=progress)
     _print_result(result, args.pick)
