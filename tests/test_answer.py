@@ -169,3 +169,21 @@ def test_the_run_says_what_it_will_do_and_how_long():
     )  # 1800 + 300 + 2 x 90
     steps = load_config(str(EXAMPLES / "digits-pareto.yaml"), ["training.budget={steps: 10}"])
     assert plan_text(steps, 3).endswith("(budgets in steps: no time estimate)")
+
+
+def test_the_closing_hints_work_without_the_extras(finished, capsys, monkeypatch):
+    import importlib.util
+
+    from evowatt import cli
+
+    real = importlib.util.find_spec
+    missing = {"onnx", "onnxscript", "onnxruntime", "matplotlib"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
+    )
+    out, _ = finished
+    cli._print_answer(out, answer(out), [])
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert f"evowatt export {out} --best --format pt2" in printed
+    assert "pip install 'evowatt[export]' adds ONNX" in printed
+    assert "pip install 'evowatt[report]'" in printed

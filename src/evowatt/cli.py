@@ -720,12 +720,11 @@ def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
     )
     which = " ".join(f"--pick {shlex.quote(b)}" for b in budgets) if budgets else "--best"
     onnx = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
-    fmt = "" if onnx else " --format pt2   (pip install 'evowatt[export]' adds ONNX)"
-    lines.append(f"export it: evowatt export {run_dir} {which}{fmt}")
+    fmt = "" if onnx else escape(" --format pt2   (pip install 'evowatt[export]' adds ONNX)")
+    lines.append(escape(f"export it: evowatt export {run_dir} {which}") + fmt)
     plots = importlib.util.find_spec("matplotlib") is not None
-    lines.append(
-        f"report:    evowatt report {run_dir}" + ("" if plots else "   (pip install 'evowatt[report]')")
-    )
+    extra = "" if plots else "   (pip install 'evowatt[report]')"
+    lines.append(escape(f"report:    evowatt report {run_dir}{extra}"))  # commands, not rich markup
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)  # a command is never broken
 
