@@ -1,7 +1,8 @@
 """evowatt: power-aware neuroevolution for PyTorch.
 
 ``evowatt.run(config)`` runs a search; ``evowatt.load_config(path)`` reads and validates a config file;
-``evowatt.front(run_dir)`` and ``evowatt.pick(run_dir, "energy<2e-6")`` read what a run found.
+``evowatt.front(run_dir)`` and ``evowatt.pick(run_dir, "energy<2e-6")`` read what a run found;
+``evowatt.fit(x, y, minutes=5)`` searches on arrays in memory and returns a model that predicts and exports.
 torch is imported only when a run starts, so the search side stays importable without it.
 """
 
@@ -14,11 +15,12 @@ from evowatt.errors import EvowattError
 if TYPE_CHECKING:
     from evowatt.config import RunConfig
     from evowatt.experiment import RunResult
+    from evowatt.fitting import FitResult
     from evowatt.results import FrontModel
 
 __version__ = "0.1.0"
 
-__all__ = ["EvowattError", "__version__", "front", "load_config", "pick", "run"]
+__all__ = ["EvowattError", "__version__", "fit", "front", "load_config", "pick", "run"]
 
 
 def load_config(path: str, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
@@ -48,3 +50,10 @@ def pick(run_dir: str, *budgets: str) -> FrontModel | None:
     from evowatt.results import pick as _pick
 
     return _pick(run_dir, *budgets)
+
+
+def fit(x: Any, y: Any, minutes: float | None = None, **kwargs: Any) -> FitResult:
+    """Search networks for images ``x`` with labels ``y`` (arrays in memory); see ``evowatt.fitting.fit``."""
+    from evowatt.fitting import fit as _fit
+
+    return _fit(x, y, minutes, **kwargs)

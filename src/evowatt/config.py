@@ -27,11 +27,17 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Which data; the training set is split into evo_train / evo_validation / evo_test."""
 
-    name: Literal["digits", "fashion-mnist", "mnist", "cifar10", "npz"] = "digits"
+    name: Literal["digits", "fashion-mnist", "mnist", "cifar10", "npz", "folder"] = "digits"
     path: str | None = None
     train_subset: int | None = Field(None, gt=0, description="stratified subset of the training set")
     test_subset: int | None = Field(None, gt=0, description="stratified subset of the test set")
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    image_size: tuple[int, int] | None = Field(
+        None, description="folder: the [height, width] every image is resized to (an int: a square)"
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="folder: 1 (grey) or 3 (colour); unset: 1 where every image is grey, else 3"
+    )
 
     @field_validator("splits")
     @classmethod
@@ -39,6 +45,34 @@ class DatasetConfig(_Strict):
         if any(v <= 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
             raise ValueError("evo_train, evo_validation, evo_test fractions must be positive and sum to 1")
         return value
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(1 <= v <= 4096 for v in value):
+            raise ValueError("height and width must be whole numbers from 1 to 4096, e.g. [32, 32]")
+        return value
+
+    @model_validator(mode="after")
+    def _folder_options(self) -> DatasetConfig:
+        if self.name == "folder":
+            if self.path is None:
+                raise ValueError("name: folder needs path: the folder holding one folder of images per class")
+            if self.image_size is None:
+                raise ValueError(
+                    "name: folder needs image_size, the [height, width] every image is resized to, "
+                    "e.g. image_size: [32, 32] (or 32 for a square)"
+                )
+        elif self.image_size is not None or self.channels is not None:
+            raise ValueError(
+                f"image_size and channels apply to name: folder only; {self.name} has its own: remove them"
+            )
+        return self
 
 
 class ModuleConfig(_Strict):
@@ -774,7 +808,7 @@ def validate_config(
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
-    """Read, override and validate; a grammar path is resolved relative to the config file."""
+    """Read, override and validate; grammar and profile paths are resolved relative to the config file."""
     data = read_config_file(path)
     apply_overrides(data, overrides or [])
     if seed is not None:
@@ -784,4 +818,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
         candidate = Path(path).parent / grammar
         if candidate.exists():
             data["grammar"] = str(candidate.resolve())
+    energy = data.get("energy")
+    profile = energy.get("profile") if isinstance(energy, dict) else None
+    if isinstance(profile, str) and not Path(profile).is_absolute():  # like the grammar: beside the config
+        candidate = Path(path).parent / profile
+        if candidate.exists():
+            energy["profile"] = str(candidate.resolve())
     return validate_config(data, source=str(path), overrides=overrides)

@@ -7,12 +7,14 @@ search side and worker processes can reason about data without pulling torch in.
 
 Split protocol (DESIGN.md 1 and 2a): the official training set (optionally a stratified `train_subset` of
 it) is split, stratified and seeded, into evo_train / evo_validation / evo_test by `fractions`; the official
-test set (a seeded 20% held-out split for `digits`, which has none) is `test`, reported only. Per-channel
+test set (a seeded 20% held-out split for `digits` and a `folder` without test/, which have none) is
+`test`, reported only. Per-channel
 mean/std come from evo_train alone, so no statistic leaks from the data selection is scored on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import math
@@ -27,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from evowatt.errors import EvowattError, require_file
+from evowatt.imagefolder import FolderReport
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "npz")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
+HELD_OUT = 0.2  # the share of a dataset without a test set that is held out as one
 
 ENV_VAR = "EVOWATT_DATA"
 
@@ -96,6 +100,8 @@ def raw_scale(name: str, path: str | os.PathLike[str] | None = None) -> tuple[fl
         return 16.0, "sklearn digits pixel values, 0..16"
     if name in ("fashion-mnist", "mnist", "cifar10"):
         return 255.0, "uint8 pixel values as the dataset files hold them, 0..255"
+    if name == "folder":
+        return 255.0, "8-bit pixel values of the images (grey, or R, G, B), 0..255, at the run's image_size"
     if name == "npz" and path is not None:
         try:
             with np.load(Path(path).expanduser(), allow_pickle=False) as npz:
@@ -142,6 +148,12 @@ class Splits:
     input_shape: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]  # per channel, from evo_train only
     std: tuple[float, ...]
+    class_names: tuple[str, ...] | None = None  # label i's name, where the dataset has names
+    source: FolderReport | None = None  # a folder dataset: what reading it skipped or left out
+
+    def notes(self) -> list[str]:
+        """What a run should tell the user about its data (files skipped, classes left out); [] if none."""
+        return self.source.notes() if self.source is not None else []
 
 
 # --------------------------------------------------------------------------------------------- public API
@@ -155,6 +167,8 @@ def load_splits(
     fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
     train_subset: int | None = None,
     test_subset: int | None = None,
+    image_size: tuple[int, int] | int | None = None,
+    channels: int | None = None,
 ) -> Splits:
     """Load dataset `name` and split it; the same arguments always give identical arrays.
 
@@ -164,9 +178,10 @@ def load_splits(
     (`EVOWATT_DATA`) is read inside, so code that changes it must call `load_splits.cache_clear()`.
     All arguments must be hashable (pass `fractions` as a tuple).
 
-    `path`: a directory for the IDX and CIFAR sets, a .npz file for `npz`, ignored for `digits`.
-    `train_subset` / `test_subset`: at most this many samples of the official training / test set, drawn
-    stratified and seeded before the evolution split (a value >= the set's size keeps all of it).
+    `path`: a directory for the IDX and CIFAR sets and `folder`, a .npz file for `npz`, ignored for
+    `digits`. `train_subset` / `test_subset`: at most this many samples of the official training / test set,
+    drawn stratified and seeded before the evolution split (a value >= the set's size keeps all of it).
+    `image_size` (H, W) and `channels` (1, 3 or None: grey where every image is): `folder` only.
     """
     if name not in DATASETS:
         raise EvowattError(f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}.")
@@ -180,7 +195,40 @@ def load_splits(
         ):
             raise EvowattError(f"dataset.{label} must be a positive integer or unset, got {value!r}.")
 
-    x_train, y_train, x_test, y_test = _load_raw(name, path, seed)
+    class_names: tuple[str, ...] | None = CLASS_NAMES.get(name)
+    source: FolderReport | None = None
+    if name == "folder":
+        raw, class_names, source = _load_folder(path, image_size, channels, seed)
+        x_train, y_train, x_test, y_test = raw
+    elif image_size is not None or channels is not None:
+        raise EvowattError(
+            f"dataset.image_size and dataset.channels apply to name: folder only; dataset {name!r} has its "
+            "own size and channels: remove them."
+        )
+    else:
+        x_train, y_train, x_test, y_test = _load_raw(name, path, seed)
+    try:
+        splits = _split(name, path, seed, fr, train_subset, test_subset, (x_train, y_train, x_test, y_test))
+    except EvowattError as e:
+        if source is None or class_names is None:
+            raise
+        legend = ", ".join(f"{i} = {c}" for i, c in enumerate(class_names[:12]))
+        more = ", ..." if len(class_names) > 12 else ""
+        raise EvowattError(f"{e} (Classes are numbered by folder name: {legend}{more}.)") from None
+    return dataclasses.replace(splits, class_names=class_names, source=source)
+
+
+def _split(
+    name: str,
+    path: str | None,
+    seed: int,
+    fr: tuple[float, float, float],
+    train_subset: int | None,
+    test_subset: int | None,
+    raw: Raw,
+) -> Splits:
+    """The splits of the loaded raw arrays, normalised with evo_train's statistics."""
+    x_train, y_train, x_test, y_test = raw
     num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1)
     if len(y_train) == 0 or len(y_test) == 0:
         raise EvowattError(f"Dataset {name!r} has an empty training or test set.")
@@ -368,7 +416,9 @@ def _load_raw(name: str, path: str | os.PathLike[str] | None, seed: int) -> Raw:
         return _load_idx_dataset(name, path)
     if name == "cifar10":
         return _load_cifar10(path)
-    return _load_npz(path)
+    if name == "npz":
+        return _load_npz(path)
+    raise EvowattError(f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}.")
 
 
 def _load_digits(seed: int) -> Raw:
@@ -379,9 +429,66 @@ def _load_digits(seed: int) -> Raw:
     bunch = load_digits()
     x = (np.asarray(bunch.images, dtype=np.float32) / 16.0)[:, None, :, :]
     y = np.asarray(bunch.target, dtype=np.int64)
-    n_test = math.ceil(0.2 * len(y))
-    i_train, i_test = _split_indices(np.arange(len(y)), y, n_test, _step_seed(seed, 0), "digits test")
+    i_train, i_test = held_out(y, seed, "digits test")
     return x[i_train], y[i_train], x[i_test], y[i_test]
+
+
+def held_out(y: np.ndarray, seed: int, what: str, fix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: a seeded, stratified HELD_OUT share of a dataset that has no test set."""
+    n_test = math.ceil(HELD_OUT * len(y))
+    return _split_indices(np.arange(len(y)), y, n_test, _step_seed(seed, 0), what, fix)
+
+
+def _load_folder(
+    path: str | os.PathLike[str] | None,
+    image_size: tuple[int, int] | int | None,
+    channels: int | None,
+    seed: int,
+) -> tuple[Raw, tuple[str, ...], FolderReport]:
+    """A folder of class folders (imagefolder.py); without test/, a seeded held-out split is the test."""
+    from evowatt.imagefolder import HOW, read_image_folder
+
+    if path is None:
+        raise EvowattError(f"Dataset 'folder' needs a path: {HOW}.")
+    if image_size is None:
+        raise EvowattError(
+            "Dataset 'folder' needs dataset.image_size, the [height, width] every image is resized to "
+            "(e.g. image_size: [32, 32], or 32 for a square)."
+        )
+    if isinstance(image_size, (int, np.integer)):
+        image_size = (int(image_size), int(image_size))
+    if not (
+        isinstance(image_size, tuple)
+        and len(image_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in image_size)
+    ):
+        raise EvowattError(f"dataset.image_size must be [height, width] or one int, got {image_size!r}.")
+    if channels not in (None, 1, 3):
+        raise EvowattError(f"dataset.channels must be 1 (grey), 3 (colour) or unset, got {channels!r}.")
+    folder = read_image_folder(path, image_size, channels)
+    if folder.x_test is not None and len(folder.x_test) == 0:
+        raise EvowattError(
+            f"{path}: test/ holds no readable image of the classes in train/; add images to it, or remove "
+            "it (then a seeded 20% of train/ is held out as the test split)."
+        )
+    names = folder.class_names
+    counts = np.bincount(folder.y_train, minlength=len(names))
+    need = 3 if folder.x_test is not None else 4  # one image in each evo split (and the held-out test)
+    few = [f"{names[i]} ({int(k)})" for i, k in enumerate(counts) if k < need]
+    if few:
+        raise EvowattError(
+            f"{path}: too few training images in class folder(s) {', '.join(few)}: each class needs at least "
+            f"{need} (one in each of evo_train, evo_validation, evo_test"
+            + ("" if folder.x_test is not None else " and the held-out test split")
+            + "), and about 10 for a useful split. Add images, or remove the class folder."
+        )
+    x = _images_to_float(folder.x_train, path)
+    if folder.x_test is not None and folder.y_test is not None:
+        raw = (x, folder.y_train, _images_to_float(folder.x_test, path), folder.y_test)
+    else:
+        i_train, i_test = held_out(folder.y_train, seed, f"{path} into training and a held-out test split")
+        raw = (x[i_train], folder.y_train[i_train], x[i_test], folder.y_train[i_test])
+    return raw, names, folder.report
 
 
 def _search_dirs(
@@ -669,8 +776,12 @@ def _check_npz_magic(file: Path, how: str) -> None:
 
 
 def _npz_images(x: np.ndarray, source: str) -> np.ndarray:
-    """(N, H, W) gets a channel; (N, C, H, W) is kept; (N, H, W, C) with C in (1, 3) is transposed.
-    When both readings fit (e.g. (N, 3, 3, 3)) channels-first wins."""
+    return _images_to_float(channels_first(x, source), source)
+
+
+def channels_first(x: np.ndarray, source: str) -> np.ndarray:
+    """Images as (N, C, H, W), values untouched: (N, H, W) gets a channel; (N, C, H, W) is kept; (N, H, W, C)
+    with C in (1, 3) is transposed. When both readings fit (e.g. (N, 3, 3, 3)) channels-first wins."""
     if x.dtype.kind not in "biuf":
         raise EvowattError(f"{source} must hold numbers, not {x.dtype}.")
     if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
@@ -679,4 +790,4 @@ def _npz_images(x: np.ndarray, source: str) -> np.ndarray:
         raise EvowattError(
             f"{source} has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C 1 or 3."
         )
-    return _images_to_float(x, source)
+    return x[:, None, :, :] if x.ndim == 3 else x

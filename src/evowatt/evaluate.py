@@ -48,10 +48,19 @@ class DataRef:
     splits: tuple[float, float, float] = (0.7, 0.2, 0.1)
     train_subset: int | None = None
     test_subset: int | None = None
+    image_size: tuple[int, int] | None = None  # folder only
+    channels: int | None = None  # folder only
 
     def load(self) -> Splits:
         return load_splits(
-            self.name, self.path, self.seed, tuple(self.splits), self.train_subset, self.test_subset
+            self.name,
+            self.path,
+            self.seed,
+            tuple(self.splits),
+            self.train_subset,
+            self.test_subset,
+            tuple(self.image_size) if self.image_size is not None else None,
+            self.channels,
         )
 
 
@@ -78,6 +87,9 @@ class EvalSettings:
     # time latency with the clock: where the search selects on it, and for every handed model; the
     # estimate meter's energy needs no clock (a hardware meter always times its windows)
     latency: bool = True
+    # the calibrated profile the run uses (energy.profile, as the run recorded it: profile.ProfileUse):
+    # latency, and energy where the profile has it, are its predictions; None: none
+    profile: dict[str, Any] | None = None
 
 
 @dataclass
@@ -116,7 +128,10 @@ class EvalTask:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalTask:
         values = dict(data)
-        values["data"] = DataRef(**{**data["data"], "splits": tuple(data["data"]["splits"])})
+        ref = {**data["data"], "splits": tuple(data["data"]["splits"])}
+        if ref.get("image_size") is not None:  # JSON made it a list; a DataRef is hashed (runners' memo)
+            ref["image_size"] = tuple(ref["image_size"])
+        values["data"] = DataRef(**ref)
         values["settings"] = EvalSettings(**data["settings"])
         for key in ("init_weights", "init_optimiser"):
             if values.get(key) is not None:
@@ -385,13 +400,16 @@ def _measure(
     start = time.perf_counter()
     batch = make_batch(x, settings.batch_size)
     for suffix, standalone in models.items() if task.known_cost is None else ():
-        measurement = measure_model(
-            standalone.eval(), batch, meter, settings, idle, latency=task.settings.latency
-        )
-        for name, metric in measurement.to_metrics().items():
+        measurement = _measure_one(standalone.eval(), batch, meter, settings, idle, task)
+        metrics = measurement.to_metrics()
+        if task.settings.profile is not None:
+            metrics = _calibrated(standalone, batch, metrics, task.settings.profile, _checked(task))
+        for name, metric in metrics.items():
             result.metrics[f"{name}{suffix}"] = {**metric, "measured_by": task.id}
         details = measurement.to_dict()
         details.pop("metrics", None)
+        if task.settings.profile is not None:  # what the profile predicted, which it names
+            details["calibrated"] = task.settings.profile["digest"]
         result.measurements[suffix.lstrip("_") or "0"] = details
     # module costs: each module alone, on the input shape it receives in this network
     module_settings = settings.model_copy(
@@ -405,15 +423,57 @@ def _measure(
         measurement = measure_model(
             submodel.eval(), sample, meter, module_settings, idle, latency=task.settings.latency
         )
+        module_metrics = measurement.to_metrics()
+        if task.settings.profile is not None:  # the archive prices modules as the run prices networks
+            module_metrics = _calibrated(submodel, sample, module_metrics, task.settings.profile, False)
         result.modules.append(
             {
                 "index": index,
                 "module": task.genome["modules"][index],
                 "input_shape": list(input_shape),
-                "metrics": measurement.to_metrics(),
+                "metrics": module_metrics,
             }
         )
     result.measure_seconds = time.perf_counter() - start
+
+
+def _checked(task: EvalTask) -> bool:
+    """Whether this evaluation measures the network as well as predicting it (energy.check_every)."""
+    every = (task.settings.profile or {}).get("check_every")
+    return bool(every) and task.id % int(every) == 0
+
+
+def _measure_one(model, batch, meter, settings, idle, task: EvalTask):
+    """One standalone model with the run's meter; with a profile, only what the profile does not predict
+    (a count, no clock windows), unless the evaluation checks the profile."""
+    from evowatt.energy import EstimateMeter, measure_model
+    from evowatt.energy.calibrated import predicts
+
+    profile = task.settings.profile
+    if profile is None:
+        return measure_model(model, batch, meter, settings, idle, latency=task.settings.latency)
+    if _checked(task):
+        return measure_model(model, batch, meter, settings, idle, latency=True)
+    if predicts(profile, "energy"):  # nothing left to measure: the count gives FLOPs and parameters
+        return measure_model(model, batch, EstimateMeter(settings.estimate), settings, None, latency=False)
+    return measure_model(model, batch, meter, settings, idle, latency=False)
+
+
+def _calibrated(
+    model, batch, measured: dict[str, Any], profile: dict[str, Any], check: bool
+) -> dict[str, dict[str, Any]]:
+    """The measured metrics with the profile's predictions in place of what it predicts, and with a check
+    the measured values and the predictor's errors beside them. Where energy is predicted, measured power
+    and gross energy go too: they would describe another quantity than the energy beside them."""
+    from evowatt.energy.calibrated import calibrated_metrics, check_metrics
+
+    predicted = calibrated_metrics(profile, model, batch)
+    dropped = {"power", "power_gross", "energy_gross", "idle_power"} if "energy" in predicted else set()
+    out = {k: v for k, v in measured.items() if k not in predicted and k not in dropped}
+    out.update(predicted)
+    if check:
+        out.update(check_metrics(predicted, measured, profile["digest"]))
+    return out
 
 
 def _reuse_cost(result: EvalResult, known: dict[str, Any]) -> None:

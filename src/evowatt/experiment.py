@@ -104,7 +104,9 @@ def data_ref(config: RunConfig, final: bool = False) -> DataRef:
     if final and config.training.final_training.train_subset is not None:
         chosen = config.training.final_training.train_subset
         train_subset = None if chosen == "all" else chosen
-    return DataRef(d.name, d.path, config.seed, tuple(d.splits), train_subset, d.test_subset)
+    return DataRef(
+        d.name, d.path, config.seed, tuple(d.splits), train_subset, d.test_subset, d.image_size, d.channels
+    )
 
 
 def final_recipe(config: RunConfig) -> dict[str, Any]:
@@ -139,6 +141,7 @@ def eval_settings(
         meter=meter["name"] if meter else None,
         idle=meter.get("idle") if meter else None,
         local_meter=bool(meter and meter.get("per_worker")),
+        profile=meter.get("profile") if meter else None,
         budget_seconds=budget.seconds,
         budget_steps=budget.steps,
         max_epochs=t.max_epochs,
@@ -172,11 +175,39 @@ def prepare(config: RunConfig) -> tuple[Grammar, str]:
     return grammar, Path(grammar.source).read_text(encoding="utf-8")
 
 
+def choose_profile(config: RunConfig) -> dict[str, Any] | None:
+    """The calibrated profile the run uses (energy.profile), read and compared with this device, its input
+    shape, batch and torch; None without one. A malformed profile is an EvowattError."""
+    if config.energy.profile is None:
+        return None
+    from evowatt.energy.profile import this_device, use_profile
+    from evowatt.threads import resolve_threads
+
+    share = config.runner.workers if config.runner.kind == "process" else 1
+    here = this_device(
+        str(resolve_device(config.training.device)), resolve_threads(config.training.threads, share)
+    )
+    use = use_profile(
+        config.energy.profile,
+        here,
+        tuple(data_ref(config).load().input_shape),
+        config.energy.batch_size,
+        config.energy.check_every,
+    )
+    return use.to_dict()
+
+
 def choose_meter(config: RunConfig) -> dict[str, Any]:
     """Pick the run's meter once, say why, refuse metrics it cannot give, and measure the idle baseline."""
     from evowatt.energy import check_metrics, measure_idle, select_meter
 
     energy = config.energy
+    profile = choose_profile(config)
+    with_profile = {"profile": profile} if profile else {}
+    if profile and "energy" in profile["predictors"]:  # the predicted energy has no time base: no power
+        from evowatt.energy.calibrated import refuse_power
+
+        refuse_power(config.metrics_used(), profile["path"])
     if config.runner.kind == "ray":  # the driver may have no GPU, or another meter than the workers
         if energy.meter == "estimate":
             check_metrics(config.metrics_used(), "estimate")
@@ -184,7 +215,16 @@ def choose_meter(config: RunConfig) -> dict[str, Any]:
             f"each Ray worker opens its own meter (energy.meter: {energy.meter}) where it runs and measures "
             "its own idle baseline; every evaluation records its meter"
         )
-        return {"name": energy.meter, "method": None, "reason": reason, "idle": None, "per_worker": True}
+        if profile:
+            reason += f"; {profile['note']}"
+        return {
+            "name": energy.meter,
+            "method": None,
+            "reason": reason,
+            "idle": None,
+            "per_worker": True,
+            **with_profile,
+        }
     device = resolve_device(config.training.device)
     meter, reason = select_meter(
         energy.meter,
@@ -198,7 +238,15 @@ def choose_meter(config: RunConfig) -> dict[str, Any]:
         idle = measure_idle(meter, energy)
     finally:
         meter.close()
-    return {"name": meter.name, "method": meter.method, "reason": reason, "idle": idle_to_json(idle)}
+    if profile:
+        reason += f"; {profile['note']}"
+    return {
+        "name": meter.name,
+        "method": meter.method,
+        "reason": reason,
+        "idle": idle_to_json(idle),
+        **with_profile,
+    }
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -470,6 +518,8 @@ def _loop_body(
         lam=config.search.lambda_,
         meter=store.meta("meter"),
     )
+    for line in data_ref(config).load().notes():  # e.g. a folder's unreadable files (memoised: no reload)
+        hooks("note", message=line)
     failed = True
     try:
         stopped = run_search(search, evaluator, store, limit)

@@ -498,7 +498,7 @@ def _card(
     else:
         architecture = {"exit": "the full network", "layers": [*layers, "output: linear"]}
     c, h, w = splits.input_shape
-    names = CLASS_NAMES.get(data.name)
+    names = splits.class_names or CLASS_NAMES.get(data.name)
     config = rebuilt.config
     first = next(iter(files), None)
     return {

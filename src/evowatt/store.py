@@ -40,6 +40,7 @@ CHECKPOINT_NAME = "checkpoint.json"
 CONFIG_NAME = "config.yaml"
 GRAMMAR_NAME = "grammar.grammar"
 LOCK_NAME = "run.lock"
+DATA_NAME = "data.npz"  # the arrays `evowatt.fit` was given, written before the run starts (fitting.py)
 CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
 CHECKPOINT_FORMAT = 2  # 2: the optimiser states continuations resume (1 has none)
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -233,6 +234,7 @@ def lock_run_dir(run_dir: Path) -> RunLock | None:
 # what a run writes before its store exists (a run killed or stopped in between leaves them): a directory
 # holding only these is still a new run's, and runs again
 _BEFORE_STORE = {
+    DATA_NAME,
     CONFIG_NAME,
     GRAMMAR_NAME,
     LOCK_NAME,

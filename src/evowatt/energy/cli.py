@@ -1,4 +1,5 @@
-"""The `meters` and `measure` sub-commands; `evowatt.cli` calls `add_commands` when this module exists.
+"""The `meters`, `measure` and `calibrate` sub-commands; `evowatt.cli` calls `add_commands` when this module
+exists.
 
 Registering them imports nothing heavy: torch loads only when one of them runs, so `evowatt show` and
 `evowatt check-grammar --help` start fast.
@@ -11,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from evowatt.cli import input_shape_arg, non_negative_int, positive_float, positive_int
+from evowatt.cli import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
 from evowatt.energy.settings import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
@@ -19,7 +20,37 @@ from evowatt.errors import EvowattError
 def _cmd_meters(args: argparse.Namespace) -> int:
     from evowatt.energy.commands import meters_command
 
-    return meters_command(as_json=args.json)
+    return meters_command(as_json=args.json, profile=args.profile, config=args.config)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from evowatt.energy.commands import calibrate_command
+
+    overrides: dict[str, Any] = {"batch_size": args.batch_size, "time_cap_s": args.time_cap}
+    try:
+        settings = MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise EvowattError(f"measure settings: {problems}") from exc
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return calibrate_command(
+        args.meter,
+        grammar=args.grammar,
+        input_shape=args.input_shape,
+        dataset=args.dataset,
+        classes=args.classes,
+        samples=args.samples,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        max_flops=args.max_flops,
+        settings=settings,
+        as_json=args.json,
+        nvml_index=args.nvml_index,
+    )
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
@@ -45,7 +76,51 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("meters", help="which energy meters can be read here, and why not")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--profile", help="show this calibrated profile (evowatt calibrate) and what it describes")
+    p.add_argument("--config", help="show the calibrated profile this run config uses (energy.profile)")
     p.set_defaults(func=_cmd_meters)
+
+    p = sub.add_parser(
+        "calibrate", help="fit latency (and energy) to this device from sampled networks: a profile for runs"
+    )
+    p.add_argument(
+        "--meter",
+        choices=["clock", "rapl", "nvml"],
+        required=True,
+        help="clock: latency, on every machine; rapl / nvml: energy too (Intel/AMD CPU, NVIDIA GPU)",
+    )
+    p.add_argument("--grammar", default="cnn", help="grammar file, or a shipped grammar's name (default cnn)")
+    p.add_argument("--input-shape", type=input_shape_arg, metavar="C,H,W", help="one input's shape")
+    p.add_argument("--dataset", help="take the input shape and classes from this dataset (e.g. digits)")
+    p.add_argument(
+        "--classes", type=class_count, default=None, help="output classes (default 10 or the dataset's)"
+    )
+    p.add_argument("--samples", type=positive_int, default=200, help="networks to measure (default 200)")
+    p.add_argument("--out", help="the profile's JSON file (default profile-METER.json)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda for nvml, else cpu)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default torch's)")
+    p.add_argument(
+        "--max-flops",
+        type=positive_int,
+        default=None,
+        help="largest network sampled, FLOPs per inference (default 2e8)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help=f"measurement batch (default {MeasureSettings().batch_size}; a run should measure at the same)",
+    )
+    p.add_argument(
+        "--time-cap",
+        type=positive_float,
+        default=None,
+        help=f"seconds of repeats per network at most (default {MeasureSettings().time_cap_s:g})",
+    )
+    p.add_argument("--nvml-index", type=non_negative_int, default=None, help="NVML GPU index (PCI order)")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON (progress goes to stderr)")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("measure", help="measure a saved model's inference energy (.onnx, .pt2, TorchScript)")
     p.add_argument(

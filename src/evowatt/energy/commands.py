@@ -23,13 +23,22 @@ _UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", 
 _UNITS.update({"latency": "s", "flops": "FLOP", "params": ""})
 
 
-def meters_command(as_json: bool = False, console: Console | None = None, **options: Any) -> int:
-    """List every meter with whether it can be read here and why; always exit 0 (it is a diagnosis)."""
+def meters_command(
+    as_json: bool = False,
+    console: Console | None = None,
+    profile: str | None = None,
+    config: str | None = None,
+    **options: Any,
+) -> int:
+    """List every meter with whether it can be read here and why, and the active calibrated profile
+    (``profile``, or ``config``'s energy.profile); exit 0 (it is a diagnosis) unless the profile is bad."""
+    use = active_profile(profile, config) if profile or config else None
     statuses = list_meters(**options)
     out = console or OutputConsole()
     if as_json:
         rows = [{"name": s.name, "available": s.available, "reason": s.reason} for s in statuses]
-        out.file.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        payload: Any = rows if use is None else {"meters": rows, "profile": use.to_dict()}
+        out.file.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         return 0
     table = Table(title="evowatt meters")
     table.add_column("meter")
@@ -38,6 +47,11 @@ def meters_command(as_json: bool = False, console: Console | None = None, **opti
     for s in statuses:
         table.add_row(s.name, "[green]yes[/]" if s.available else "[red]no[/]", s.reason)
     out.print(table)
+    if use is not None:
+        for line in _profile_lines(use):
+            out.print(line, highlight=False)
+    elif profile or config:
+        out.print("profile: none (the config sets no energy.profile)", highlight=False)
     return 0
 
 
@@ -183,3 +197,203 @@ def measure_command(
     else:
         _print_measurement(out, result, f"evowatt measure {model_path}", reason)
     return 0 if result.valid else 1
+
+
+def _profile_lines(use: Any) -> list[str]:
+    """What `evowatt meters` says about the active profile."""
+    p = use.profile
+    lines = [
+        f"profile: {use.path} ({p.digest[:19]}), {p.meter} meter, {' and '.join(sorted(p.predictors))} "
+        f"-> estimated:calibrated",
+        f"  describes: {p.device.describe()}"
+        + ("  (this device)" if use.this_device else f"  (NOT this device: {use.here.name})"),
+        f"  fitted on {p.samples} networks of input {','.join(map(str, p.input_shape))} "
+        f"at batch {p.batch_size}",
+    ]
+    for target in sorted(p.predictors):
+        held = p.held_out.get(target, {}).get("calibrated") or {}
+        if held.get("within_10") is not None:
+            lines.append(
+                f"  held-out {target}: {held['within_10']:.0%} within ±10 %, {held['within_25']:.0%} within "
+                f"±25 %, Spearman {held['spearman']:.3f} ({held['n']} networks)"
+            )
+    lines += [f"  warning: {w}" for w in use.warnings]
+    return lines
+
+
+def active_profile(profile: str | None = None, config: str | None = None) -> Any:
+    """The profile `--profile` names, else the one `--config`'s energy.profile names, compared with this
+    device (and with the config's input shape and batch); None without one."""
+    from evowatt.energy.profile import this_device, use_profile
+
+    shape, batch = None, None
+    if config is not None:
+        from evowatt.config import load_config
+        from evowatt.experiment import data_ref
+
+        run_config = load_config(config)
+        profile = profile or run_config.energy.profile
+        if profile is not None:
+            shape, batch = tuple(data_ref(run_config).load().input_shape), run_config.energy.batch_size
+    if profile is None:
+        return None
+    return use_profile(profile, this_device(), shape, batch)
+
+
+def calibrate_command(
+    meter: str,
+    grammar: str = "cnn",
+    input_shape: tuple[int, ...] | None = None,
+    dataset: str | None = None,
+    classes: int | None = None,
+    samples: int = 200,
+    out: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    max_flops: int | None = None,
+    settings: MeasureSettings | None = None,
+    as_json: bool = False,
+    console: Console | None = None,
+    **options: Any,
+) -> int:
+    """Measure sampled networks on this device, fit, report on held-out ones and write the profile."""
+    from evowatt.energy.calibrate import MAX_FLOPS, calibrate, open_calibration_meter
+    from evowatt.energy.profile import write_profile
+    from evowatt.grammar import load_grammar
+
+    settings = settings or MeasureSettings()
+    if (input_shape is None) == (dataset is None):
+        raise EvowattError("give the input either as --input-shape C,H,W or as --dataset NAME (not both)")
+    if dataset is not None:
+        from evowatt.data import load_splits
+
+        splits = load_splits(dataset)
+        input_shape, classes = splits.input_shape, classes or splits.num_classes
+    classes = classes or 10
+    if meter == "nvml" and device is None and not torch.cuda.is_available():
+        raise EvowattError(
+            "--meter nvml meters an NVIDIA GPU and torch sees none: use --meter clock (or rapl)"
+        )
+    dev = _device(device or ("cuda" if meter == "nvml" else "cpu"))
+    target = Path(out or f"profile-{meter}.json")
+    if target.is_dir():
+        raise EvowattError(
+            f"--out {target} is a directory; give the profile's file name, e.g. {target}/profile.json"
+        )
+    if not target.parent.exists():
+        raise EvowattError(f"--out {target}: the directory {target.parent} does not exist; create it first")
+    grammar_ = load_grammar(grammar)
+    chosen = open_calibration_meter(meter, str(dev), **options)
+    con = console or OutputConsole(stderr=as_json)
+    per_model = settings.time_cap_s + settings.warmup * 0.05
+    low, high = samples * per_model / 60, samples * (per_model + 1) / 60
+    con.print(
+        f"calibrating {meter} on {dev}: {samples} networks from {grammar_.source}, input "
+        f"{','.join(map(str, input_shape))}, batch {settings.batch_size}; about {low:.0f}-{high:.0f} min "
+        f"(at most {settings.time_cap_s:g} s of windows per network)",
+        highlight=False,
+    )
+    with chosen, _CalibrationProgress(con, samples) as progress:
+        result = calibrate(
+            grammar_,
+            tuple(int(d) for d in input_shape),
+            int(classes),
+            samples,
+            meter,
+            chosen,
+            settings,
+            device=str(dev),
+            seed=seed,
+            max_flops=max_flops or MAX_FLOPS,
+            progress=progress,
+        )
+    write_profile(result.profile, target)
+    if as_json:
+        out_file = (console or OutputConsole()).file
+        out_file.write(json.dumps({"profile": str(target), **result.profile.to_dict()}, indent=2) + "\n")
+        return 0
+    _print_calibration(con, result, target)
+    return 0
+
+
+class _CalibrationProgress:
+    """A live bar with the time left on a terminal; a line every tenth of the way anywhere else."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console, self.total, self.bar, self.task, self.shown = console, total, None, None, 0
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("measuring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("calibrate", total=self.total)
+        return self
+
+    def __call__(self, done: int, total: int, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+            return
+        if done * 10 // total > self.shown or done == total:
+            self.shown = done * 10 // total
+            left = seconds / done * (total - done)
+            self.console.print(f"measured {done}/{total} networks, {seconds:.0f} s, about {left:.0f} s left")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _print_calibration(out: Console, result: Any, target: Path) -> None:
+    p = result.profile
+    out.print(f"device: {p.device.describe()}", highlight=False)
+    skipped = ", ".join(f"{n} {why}" for why, n in result.skipped.items())
+    out.print(
+        f"{p.samples} networks measured in {p.seconds:.0f} s"
+        + (f" ({skipped})" if skipped else "")
+        + f"; fitted on {p.samples - len(result.held_out)}, judged on {len(result.held_out)} held out",
+        highlight=False,
+    )
+    for target_name, rows in p.held_out.items():
+        table = Table(title=f"held-out {target_name}: predicted vs measured")
+        for col in ("predictor", "Spearman", "median |error|", "within ±10 %", "within ±25 %"):
+            table.add_column(col)
+        labels = {
+            "flops": "FLOPs alone (best scale)",
+            "estimate": "uncalibrated estimate (best scale)",
+            "calibrated": "calibrated",
+        }
+        for name, label in labels.items():
+            a = rows[name]
+
+            def pct(v: Any) -> str:
+                return "-" if v is None else f"{100 * v:.1f} %"
+
+            table.add_row(
+                label,
+                "-" if a["spearman"] is None else f"{a['spearman']:.3f}",
+                pct(a["mdape"]),
+                pct(a["within_10"]),
+                pct(a["within_25"]),
+            )
+        out.print(table)
+    out.print(
+        f"profile written to {target} ({p.digest[:19]}); use it with energy.profile: {target}",
+        highlight=False,
+    )

@@ -86,3 +86,14 @@ class EnergySettings(MeasureSettings):
     )
     rapl_root: str = "/sys/class/powercap"
     training_energy: bool = Field(True, description="record each training run's energy (hardware meters)")
+    profile: str | None = Field(
+        None,
+        description="a calibrated profile (evowatt calibrate): latency, and energy where its meter read "
+        "energy, are predicted for the device it describes and labelled estimated:calibrated",
+    )
+    check_every: int | None = Field(
+        None,
+        ge=1,
+        description="with a profile of this device: every k-th network is measured as well and the "
+        "predictor's error recorded (latency_error); default off",
+    )
