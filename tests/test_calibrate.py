@@ -237,7 +237,7 @@ def _run(tmp_path: Path, data: dict[str, Any]):
         store.close()
 
 
-def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_path, profiles):
+def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_path, profiles, capsys):
     here, _ = profiles
     profile = read_profile(here)
     _, rows, meter = _run(tmp_path, _config(here, check_every=2))
@@ -262,6 +262,24 @@ def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_p
         assert row["metrics"]["latency_error"]["profile"] == profile.digest
     shown = show_data(str(tmp_path / "run"))
     assert json.dumps(shown, default=str).count("estimated:calibrated") > 0
+    # the drift the checks found shows in `show` and in the report's header
+    from evowatt.results import profile_drift
+
+    drift = profile_drift(rows)
+    errors = [
+        abs(r["metrics"][k]["value"]) for r in rows for k in r["metrics"] if k.startswith("latency_error")
+    ]
+    assert drift[0].startswith(f"latency: {len(errors)} models measured as well, median error ")
+    from evowatt.cli import main
+
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert f"profile check: {drift[0]}" in capsys.readouterr().out
+    import html
+
+    from evowatt.report import write_report
+
+    page = write_report(tmp_path / "run").read_text(encoding="utf-8")
+    assert "<th>profile check</th>" in page and html.escape(drift[0]) in page
 
 
 def test_a_profile_of_another_device_is_only_the_target_and_the_run_says_so(tmp_path, profiles):

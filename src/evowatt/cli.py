@@ -877,6 +877,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {data['mixed_sources']}", highlight=False)
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
+    from evowatt.results import profile_drift
+    from evowatt.store import RunStore
+
+    store = RunStore(args.run_dir)
+    try:
+        drift = profile_drift(store.evaluations())
+    finally:
+        store.close()
+    for line in drift:  # energy.check_every: the calibrated profile against the meter, as the run went
+        console.print(f"profile check: {line}", highlight=False, soft_wrap=True)
     if data["best"] and data["generations"] and data["generations"][-1].get("best_id") is not None:
         console.print(_best_table("best individual of the search", data["best"], grammar_text))
     if data["generations"]:

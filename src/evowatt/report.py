@@ -32,7 +32,7 @@ from evowatt import __version__
 from evowatt.data import CLASS_NAMES
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
-from evowatt.results import FrontModel, answer, front
+from evowatt.results import FrontModel, answer, front, profile_drift
 from evowatt.store import AFTER_SEARCH, RunStore
 from evowatt.units import format_si
 
@@ -688,6 +688,7 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
         ("the front", f"{len(data.front)} distinct models"),
         ("the model to take", _the_model(data)),
         ("energy meter", f"{data.meter.get('name', '-')} ({data.meter.get('reason', '')})"),
+        *[("profile check", line) for line in profile_drift(data.evaluations)],
         (
             "evaluated on",
             "; ".join(f"{s['host']} {s['device']} {s['meter']} ({s['evaluations']})" for s in places) or "-",

@@ -255,6 +255,28 @@ def parse_budget(text: str) -> Constraint:
 _budget = parse_budget  # the name an earlier release used
 
 
+def profile_drift(rows: list[dict[str, Any]]) -> list[str]:
+    """What ``energy.check_every`` found: per predicted figure, how many models were also measured, the
+    median absolute error of the calibrated profile and the share within ±10 %; empty without checks."""
+    errors: dict[str, list[float]] = {}
+    for row in rows:
+        for name, metric in (row.get("metrics") or {}).items():
+            target = name.removesuffix("_1")
+            if target.endswith("_error") and metric.get("value") is not None:
+                errors.setdefault(target.removesuffix("_error"), []).append(abs(float(metric["value"])))
+    lines = []
+    for target, values in sorted(errors.items()):
+        values.sort()
+        middle = len(values) // 2
+        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        within = sum(v <= 0.10 for v in values) / len(values)
+        lines.append(
+            f"{target}: {len(values)} models measured as well, median error {median:.1%}, "
+            f"{within:.0%} within ±10 %"
+        )
+    return lines
+
+
 def _holds(value: float | None, constraint: Constraint) -> bool:
     if value is None:
         return False
