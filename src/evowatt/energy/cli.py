@@ -23,15 +23,20 @@ def _cmd_meters(args: argparse.Namespace) -> int:
     return meters_command(as_json=args.json, profile=args.profile, config=args.config)
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from evowatt.energy.commands import calibrate_command
-
+def _measure_settings(args: argparse.Namespace) -> MeasureSettings:
+    """The protocol `measure` and `calibrate` use: the defaults with the batch and time cap given."""
     overrides: dict[str, Any] = {"batch_size": args.batch_size, "time_cap_s": args.time_cap}
     try:
-        settings = MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
+        return MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise EvowattError(f"measure settings: {problems}") from exc
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from evowatt.energy.commands import calibrate_command
+
+    settings = _measure_settings(args)
     if args.threads is not None:
         import torch
 
@@ -56,12 +61,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_measure(args: argparse.Namespace) -> int:
     from evowatt.energy.commands import measure_command
 
-    overrides: dict[str, Any] = {"batch_size": args.batch_size, "time_cap_s": args.time_cap}
-    try:
-        settings = MeasureSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise EvowattError(f"measure settings: {problems}") from exc
+    settings = _measure_settings(args)
     return measure_command(
         args.model,
         args.input_shape,
