@@ -680,7 +680,11 @@ def render_html(data: RunData, figures: dict[str, Path]) -> str:
         ("run directory", str(data.run_dir)),
         ("state", "in progress (or stopped before its end)" if data.in_progress else "finished"),
         ("started", _when(data.meta.get("started_at"))),
-        ("elapsed", f"{float(data.meta.get('elapsed_seconds') or 0):.1f} s"),
+        # the time search.time_limit counts (every session of a resumed run), final trainings apart
+        (
+            "search time",
+            f"{float(data.meta.get('elapsed_seconds') or 0):.1f} s (final trainings not included)",
+        ),
         ("searched evaluations", f"{n['searched']} (of which {ok} ok{', ' + others if others else ''})"),
         *([("screenings", str(n["screenings"]))] if n["screenings"] else []),
         ("final trainings", finals),
