@@ -188,15 +188,8 @@ def fit(
             "a new or empty directory"
         )
     file = (run_dir / DATA_NAME).resolve()
-    cfg = fit_config(
-        minutes=minutes,
-        objectives=objectives,
-        constraints=constraints,
-        config=config,
-        seed=seed,
-        overrides=overrides,
-        data_path=str(file),
-    )
+    # the checked config, its dataset now naming the file the arrays go to (nothing else differs)
+    cfg = first.model_copy(update={"dataset": first.dataset.model_copy(update={"path": str(file)})})
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
