@@ -32,8 +32,8 @@ from evowatt.energy.fit import accuracy
 from evowatt.energy.profile import write_profile
 from evowatt.energy.protocol import measure_model, synthetic_batch
 from evowatt.energy.settings import MeasureSettings
-from evowatt.grammar import load_grammar
 from evowatt.nn.builder import build_network
+from evowatt.representation.grammar import load_grammar
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = {

@@ -7,7 +7,8 @@ One Pareto search on digits, same seed and settings, run two or three ways:
   `estimated:calibrated`), no clock during the search;
 - C: accuracy + latency measured by the clock for every network: what honest timing costs and finds.
 
-Every run's front (`evowatt.results.front`) is then timed with the clock by one protocol whatever the run
+Every run's front (`evowatt.handover.results.front`) is then timed with the clock by one protocol whatever
+the run
 selected on (the run's measurement settings, the estimate meter, latency on, no profile), the three
 fronts' networks interleaved round by round so a change of load on the machine falls on all runs alike,
 the median of the rounds kept. Each front model is scored on the test split from its saved weights.
@@ -34,12 +35,12 @@ from typing import Any
 
 import torch
 
-from evowatt.config import RunConfig, read_config_file, validate_config
-from evowatt.evaluate import EvalTask, score_on_test, time_models
-from evowatt.experiment import _task, run
-from evowatt.results import FrontModel, front
+from evowatt.config.schema import RunConfig, read_config_file, validate_config
+from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
+from evowatt.driver.experiment import _task, run
+from evowatt.driver.store import GRAMMAR_NAME, RunStore
+from evowatt.handover.results import FrontModel, front
 from evowatt.search import Candidate
-from evowatt.store import GRAMMAR_NAME, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "examples" / "digits-pareto.yaml"

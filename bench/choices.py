@@ -33,8 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evowatt.config import validate_config
-from evowatt.experiment import run
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
 
 ARMS = {
     "start": ("scratch", "search"),

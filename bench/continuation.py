@@ -21,13 +21,13 @@ import sys
 import numpy as np
 import torch
 
-from evowatt.config import validate_config
-from evowatt.data import load_splits
+from evowatt.config.schema import validate_config
+from evowatt.data.datasets import load_splits
 from evowatt.errors import EvowattError
-from evowatt.genome import random_genome
-from evowatt.grammar import load_grammar
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
 from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.representation.genome import random_genome
+from evowatt.representation.grammar import load_grammar
 
 ARMS = ("fresh", "resumed", "whole")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evowatt.data import load_splits
+from evowatt.data.datasets import load_splits
 
 
 def write_images(root: Path, n: int, classes: int, size: int, colour: bool, jpeg: bool) -> None:

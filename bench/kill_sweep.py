@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from evowatt.config import apply_overrides
-from evowatt.store import AFTER_SEARCH
+from evowatt.config.schema import apply_overrides
+from evowatt.driver.store import AFTER_SEARCH
 
 CONFIG: dict[str, Any] = {
     "seed": 0,

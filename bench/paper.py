@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from contributions import configurations, run_configuration  # noqa: E402
 
-from evowatt.data import load_splits  # noqa: E402
+from evowatt.data.datasets import load_splits  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
 
 HAND_CNN = "hand CNN (DESIGN §1)"
@@ -69,8 +69,9 @@ def train_hand_cnn(seed: int, seconds: float) -> dict:
     Same process, threads and data normalisation as the searches; scored once on the official test set and
     measured by the meter the runs chose.
     """
-    from evowatt.energy import MeasureSettings, make_batch, measure_idle, measure_model, select_meter
-    from evowatt.energy.settings import EnergySettings
+    from evowatt.energy.protocol import make_batch, measure_idle, measure_model
+    from evowatt.energy.select import select_meter
+    from evowatt.energy.settings import EnergySettings, MeasureSettings
 
     start = time.perf_counter()
     splits = load_splits("fashion-mnist", seed=seed)

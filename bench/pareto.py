@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.config import validate_config
-from evowatt.experiment import run
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.search.front import hypervolume, nondominated
-from evowatt.store import RunStore
 
 RESULTS = Path(__file__).parent.parent / "docs" / "pareto-results.jsonl"
 CONFIGS = ("pareto", "es-energy", "random", "es-accuracy")

@@ -59,10 +59,10 @@ def in_namespace(argv: list[str]) -> int:
 def tiny_tasks(count: int, start_id: int = 0):
     import numpy as np
 
-    from evowatt.config import validate_config
-    from evowatt.evaluate import DataRef, EvalSettings, EvalTask
-    from evowatt.experiment import prepare
-    from evowatt.genome import random_genome
+    from evowatt.config.schema import validate_config
+    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
+    from evowatt.driver.experiment import prepare
+    from evowatt.representation.genome import random_genome
 
     config = validate_config({"network": NETWORK})
     grammar, text = prepare(config)
@@ -90,9 +90,9 @@ def overhead(args: argparse.Namespace) -> None:
     import ray
     import torch
 
-    from evowatt.config import RunnerConfig
-    from evowatt.evaluate import evaluate
-    from evowatt.runners import ProcessRunner, RayRunner, SequentialRunner
+    from evowatt.config.schema import RunnerConfig
+    from evowatt.driver.evaluate import evaluate
+    from evowatt.driver.runners import ProcessRunner, RayRunner, SequentialRunner
 
     torch.set_num_threads(1)
     rows = []
@@ -126,8 +126,8 @@ def overhead(args: argparse.Namespace) -> None:
 def search(args: argparse.Namespace) -> None:
     import yaml
 
-    from evowatt.config import validate_config
-    from evowatt.experiment import run
+    from evowatt.config.schema import validate_config
+    from evowatt.driver.experiment import run
 
     example = yaml.safe_load((ROOT / "examples" / "fashion-mnist.yaml").read_text())
     example["search"].update({"generations": args.generations, "lambda": args.lambda_, "time_limit": None})

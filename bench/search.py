@@ -50,14 +50,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from evowatt.config import validate_config  # noqa: E402
-from evowatt.data import load_splits  # noqa: E402
+from evowatt.config.schema import validate_config  # noqa: E402
+from evowatt.data.datasets import load_splits  # noqa: E402
+from evowatt.driver.experiment import make_search, prepare, run  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
-from evowatt.experiment import make_search, prepare, run  # noqa: E402
-from evowatt.genome import Genome  # noqa: E402
-from evowatt.grammar import load_grammar  # noqa: E402
 from evowatt.nn.builder import build_network, plan_network  # noqa: E402
 from evowatt.nn.train import evaluate_split  # noqa: E402
+from evowatt.representation.genome import Genome  # noqa: E402
+from evowatt.representation.grammar import load_grammar  # noqa: E402
 
 CONFIGS = (
     "a-es",

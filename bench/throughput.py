@@ -53,12 +53,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from evowatt.config import NetworkConfig
+from evowatt.config.schema import NetworkConfig
 from evowatt.errors import EvowattError
-from evowatt.genome import random_genome
-from evowatt.grammar import Grammar, load_grammar
 from evowatt.nn.builder import NetworkPlan, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train
+from evowatt.representation.genome import random_genome
+from evowatt.representation.grammar import Grammar, load_grammar
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAMMAR = ROOT / "tests/fixtures/compat/energize.grammar"
@@ -131,7 +131,7 @@ class Runs:
 def load_data(n_random: int) -> tuple[str, dict[str, tuple[torch.Tensor, torch.Tensor]], float, float]:
     """evo_train / evo_validation of real Fashion-MNIST, normalised as evowatt does; else random tensors."""
     try:
-        from evowatt.data import load_splits
+        from evowatt.data.datasets import load_splits
 
         splits = load_splits("fashion-mnist")
         data = {

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from evowatt.config import BudgetConfig, apply_overrides, validate_config
+from evowatt.config.schema import BudgetConfig, apply_overrides, validate_config
+from evowatt.driver.evaluate import evaluate
+from evowatt.driver.experiment import final_candidate, final_task, prepare
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
-from evowatt.evaluate import evaluate
-from evowatt.experiment import final_candidate, final_task, prepare
 from evowatt.records import EvalResult
-from evowatt.store import RunStore
 
 
 def _value(result: EvalResult, name: str) -> float | None:

@@ -67,7 +67,7 @@ def digits():
     """digits' evo splits as (x, y) tensors by split name: the trainer tests' data."""
     import torch
 
-    from evowatt.data import load_splits
+    from evowatt.data.datasets import load_splits
 
     splits = load_splits("digits")
     return {
@@ -81,12 +81,12 @@ def _one_torch_thread():
     """Tests run beside other work on 2 cores; oversubscribed torch threads make small nets ~100x slower."""
     import torch
 
-    import evowatt.threads
+    import evowatt.nn.threads
 
-    before, cores = torch.get_num_threads(), evowatt.threads.available_cores
+    before, cores = torch.get_num_threads(), evowatt.nn.threads.available_cores
     torch.set_num_threads(1)
     # training.threads: auto (the default) sees one core too: two test workers already share two
-    evowatt.threads.available_cores = lambda: 1
+    evowatt.nn.threads.available_cores = lambda: 1
     yield
-    evowatt.threads.available_cores = cores
+    evowatt.nn.threads.available_cores = cores
     torch.set_num_threads(before)

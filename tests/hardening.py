@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from evowatt.cli import main
+from evowatt.cli.main import main
 from tests.conftest import FAST_ESTIMATE
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from evowatt.cli import main
-from evowatt.export import choose
-from evowatt.results import FrontModel, answer, front, pick, run_config
-from evowatt.store import RunStore
+from evowatt.cli.main import main
+from evowatt.driver.store import RunStore
+from evowatt.handover.export import choose
+from evowatt.handover.results import FrontModel, answer, front, pick, run_config
 from tests.conftest import EXAMPLES, FAST_ESTIMATE
 
 SHRINK = [
@@ -152,9 +152,9 @@ def test_an_unreadable_run_budget_is_refused_before_the_run(tmp_path, capsys):
 
 
 def test_the_run_says_what_it_will_do_and_how_long():
-    from evowatt.cli import plan_text
-    from evowatt.config import load_config
-    from evowatt.experiment import planned_evaluations
+    from evowatt.cli.main import plan_text
+    from evowatt.config.schema import load_config
+    from evowatt.driver.experiment import planned_evaluations
 
     config = load_config(str(EXAMPLES / "digits-pareto.yaml"))
     text = plan_text(config, planned_evaluations(config))
@@ -174,7 +174,7 @@ def test_the_run_says_what_it_will_do_and_how_long():
 def test_the_closing_hints_work_without_the_extras(finished, capsys, monkeypatch):
     import importlib.util
 
-    from evowatt import cli
+    from evowatt.cli import main as cli
 
     real = importlib.util.find_spec
     missing = {"onnx", "onnxscript", "onnxruntime", "matplotlib"}

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from evowatt.archive import ModuleArchive, module_key
-from evowatt.config import MutationConfig, NetworkConfig, RunConfig
-from evowatt.genome import random_genome
-from evowatt.grammar import load_grammar
-from evowatt.mutation import Mutator
+from evowatt.config.schema import MutationConfig, NetworkConfig, RunConfig
+from evowatt.representation.archive import ModuleArchive, module_key
+from evowatt.representation.genome import random_genome
+from evowatt.representation.grammar import load_grammar
+from evowatt.representation.mutation import Mutator
 from evowatt.search import EvolutionStrategy
 from tests.conftest import COMPAT
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evowatt.config import CapsConfig, NetworkConfig
-from evowatt.genome import Genome, Module, random_genome
-from evowatt.grammar import Node, load_grammar, parse_grammar
+from evowatt.config.schema import CapsConfig, NetworkConfig
 from evowatt.nn.builder import InvalidNetwork, Network, NetworkPlan, build_network, plan_network
+from evowatt.representation.genome import Genome, Module, random_genome
+from evowatt.representation.grammar import Node, load_grammar, parse_grammar
 
 COMPAT = Path(__file__).parent / "fixtures" / "compat"
 OUTPUT_RULE = "<softmax> ::= layer:fc act:softmax out_features:10 bias:True"

@@ -18,11 +18,13 @@ import torch
 import yaml
 from rich.console import Console
 
-from evowatt.cli import main, show_data
-from evowatt.config import validate_config
+from evowatt.cli.energy_commands import meters_command
+from evowatt.cli.main import main, show_data
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.energy.base import METHOD_RAPL, HardwareMeter, Reading
 from evowatt.energy.calibrate import calibrate
-from evowatt.energy.commands import meters_command
 from evowatt.energy.estimate import EstimateMeter
 from evowatt.energy.fit import fit_nonnegative
 from evowatt.energy.profile import (
@@ -34,9 +36,7 @@ from evowatt.energy.profile import (
 )
 from evowatt.energy.settings import MeasureSettings
 from evowatt.errors import EvowattError
-from evowatt.experiment import run
-from evowatt.grammar import load_grammar
-from evowatt.store import RunStore
+from evowatt.representation.grammar import load_grammar
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 DIGITS_SHAPE = (1, 8, 8)
@@ -263,20 +263,20 @@ def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_p
     shown = show_data(str(tmp_path / "run"))
     assert json.dumps(shown, default=str).count("estimated:calibrated") > 0
     # the drift the checks found shows in `show` and in the report's header
-    from evowatt.results import profile_drift
+    from evowatt.handover.results import profile_drift
 
     drift = profile_drift(rows)
     errors = [
         abs(r["metrics"][k]["value"]) for r in rows for k in r["metrics"] if k.startswith("latency_error")
     ]
     assert drift[0].startswith(f"latency: {len(errors)} models measured as well, median error ")
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     assert main(["show", str(tmp_path / "run")]) == 0
     assert f"profile check: {drift[0]}" in capsys.readouterr().out
     import html
 
-    from evowatt.report import write_report
+    from evowatt.handover.report import write_report
 
     page = write_report(tmp_path / "run").read_text(encoding="utf-8")
     assert "<th>profile check</th>" in page and html.escape(drift[0]) in page

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from evowatt.config import NetworkConfig
-from evowatt.genome import Genome, Module, random_genome
-from evowatt.grammar import Node, load_grammar
+from evowatt.config.schema import NetworkConfig
 from evowatt.nn.builder import build_network, conv_bn_channels, plan_network
+from evowatt.representation.genome import Genome, Module, random_genome
+from evowatt.representation.grammar import Node, load_grammar
 
 CNN = load_grammar("cnn")
 

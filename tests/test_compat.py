@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from evowatt.compat import import_energize_config
-from evowatt.config import validate_config
+from evowatt.config.energize import import_energize_config
+from evowatt.config.schema import validate_config
 from evowatt.errors import EvowattError
 from tests.conftest import COMPAT
 
@@ -118,7 +118,7 @@ def test_energize_config_imports_in_pareto_form(meter, energy):
 
 
 def test_import_config_cli_says_which_form(capsys):
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     args = [
         "import-config",

@@ -3,13 +3,13 @@ every stored cost names the evaluation that measured it (issue 28, item 1)."""
 
 from __future__ import annotations
 
-import evowatt.energy as energy_module
-from evowatt.config import validate_config
-from evowatt.costs import NetworkCosts
-from evowatt.experiment import run
-from evowatt.genome import Genome
-from evowatt.results import answer, front
-from evowatt.store import RunStore
+import evowatt.energy.protocol as energy_module
+from evowatt.config.schema import validate_config
+from evowatt.driver.costs import NetworkCosts
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
+from evowatt.handover.results import answer, front
+from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 BASE = {
@@ -118,9 +118,9 @@ def test_a_latency_objective_times_every_network_once(tmp_path, monkeypatch):
 def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
     import numpy as np
 
-    from evowatt.config import NetworkConfig
-    from evowatt.genome import random_genome
-    from evowatt.grammar import load_grammar
+    from evowatt.config.schema import NetworkConfig
+    from evowatt.representation.genome import random_genome
+    from evowatt.representation.grammar import load_grammar
 
     genome = random_genome(load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK), np.random.default_rng(0))
     energy = {"value": 1e-7, "method": "estimated:model"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evowatt import data
-from evowatt.data import DATASETS, IDX_FILES, Splits, load_splits
+from evowatt.data import datasets as data
+from evowatt.data.datasets import DATASETS, IDX_FILES, Splits, load_splits
 from evowatt.errors import EvowattError
 
 EVO = ("evo_train", "evo_validation", "evo_test")

@@ -9,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from evowatt.config import validate_config
-from evowatt.experiment import run
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.search.fitness import score
-from evowatt.store import RunStore
 from tests.conftest import COMPAT, SMALL_NETWORK
 
 BASE = {
@@ -60,7 +60,7 @@ def test_every_valid_evaluation_has_labelled_figures_for_both_models(energy_run)
     _, result, rows, _, _ = energy_run
     ok = [r for r in rows if r["status"] == "ok"]
     assert ok
-    from evowatt.results import answer, front
+    from evowatt.handover.results import answer, front
 
     shown = {m.id for m in front(result.run_dir)} | {answer(result.run_dir).id}
     assert {r["id"] for r in result.handed} <= shown

@@ -14,8 +14,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from evowatt.cli.energy_commands import format_si, measure_command, meters_command
 from evowatt.energy.base import MeterUnavailable
-from evowatt.energy.commands import format_si, measure_command, meters_command
 from evowatt.energy.estimate import EstimateMeter
 from evowatt.energy.fakes import FakeNvml, NVMLError_DriverNotLoaded, write_rapl_tree
 from evowatt.energy.nvml import NvmlMeter
@@ -233,7 +233,7 @@ def test_training_energy_closes_its_window_when_training_fails(tmp_path: Path) -
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_cli_wiring(scripted_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     assert main(["meters", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

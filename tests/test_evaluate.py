@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load
 
-import evowatt.evaluate as evaluate_module
-from evowatt.evaluate import DataRef, EvalResult, EvalSettings, EvalTask, evaluate, score_on_test
-from evowatt.genome import Genome, Module
-from evowatt.grammar import Node
+import evowatt.driver.evaluate as evaluate_module
+from evowatt.driver.evaluate import DataRef, EvalResult, EvalSettings, EvalTask, evaluate, score_on_test
+from evowatt.representation.genome import Genome, Module
+from evowatt.representation.grammar import Node
 
 GRAMMAR = "\n".join(
     [

@@ -7,10 +7,10 @@ import sys
 
 import yaml
 
-from evowatt.config import validate_config
-from evowatt.events import EVENTS_NAME, EventLog, read_events
-from evowatt.experiment import run
-from evowatt.store import RunStore
+from evowatt.config.schema import validate_config
+from evowatt.driver.events import EVENTS_NAME, EventLog, read_events
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
 
 BASE = {
@@ -96,7 +96,9 @@ def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_
     assert logged == [r["id"] for r in store.evaluations()] and len(logged) == 2
     store.close()
     resumed = subprocess.run(
-        [sys.executable, "-m", "evowatt.cli", "resume", str(tmp_path / "r")], capture_output=True, timeout=300
+        [sys.executable, "-m", "evowatt.cli", "resume", str(tmp_path / "r")],
+        capture_output=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     logged = [e["id"] for e in read_events(tmp_path / "r") if e["event"] in ("evaluation", "final_result")]

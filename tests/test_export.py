@@ -11,12 +11,12 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from evowatt.cli import main  # noqa: E402
-from evowatt.config import validate_config  # noqa: E402
+from evowatt.cli.main import main  # noqa: E402
+from evowatt.config.schema import validate_config  # noqa: E402
+from evowatt.driver.experiment import data_ref, run  # noqa: E402
+from evowatt.driver.store import RunStore  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
-from evowatt.experiment import data_ref, run  # noqa: E402
-from evowatt.export import export_run, rebuild  # noqa: E402
-from evowatt.store import RunStore  # noqa: E402
+from evowatt.handover.export import export_run, rebuild  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402
 
 BASE = {
@@ -123,7 +123,7 @@ def test_card_fields_equal_the_store(exported):
 
 def test_verification_failure_names_the_difference(exported, tmp_path, monkeypatch):
     run_dir, models = exported
-    import evowatt.export as export
+    import evowatt.handover.export as export
 
     real = export.run_exported
     monkeypatch.setattr(export, "run_exported", lambda p, f, x: real(p, f, x) + 0.5)
@@ -169,8 +169,8 @@ def test_user_errors_are_one_message(exported, tmp_path, capsys):
 
 
 def test_front_and_pick_choose_kept_models(exported):
-    from evowatt.export import choose
-    from evowatt.results import front
+    from evowatt.handover.export import choose
+    from evowatt.handover.results import front
 
     run_dir, models = exported
     store = RunStore(run_dir)

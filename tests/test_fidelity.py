@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evowatt.config import RunConfig, validate_config
-from evowatt.experiment import planned_evaluations, resume, run
-from evowatt.grammar import load_grammar
+from evowatt.config.schema import RunConfig, validate_config
+from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver.store import RunStore
+from evowatt.representation.grammar import load_grammar
 from evowatt.search import EvolutionStrategy
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.pareto import ParetoSearch
 from evowatt.search.protocol import as_evaluated
-from evowatt.store import RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 
 GRAMMAR = load_grammar("cnn")

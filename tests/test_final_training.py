@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from evowatt.config import validate_config
-from evowatt.data import load_splits
-from evowatt.experiment import run
+from evowatt.config.schema import validate_config
+from evowatt.data.datasets import load_splits
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
-from evowatt.store import RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 ADAM = {
@@ -130,9 +130,9 @@ class _Rows:
 def _genomes():
     import numpy as np
 
-    from evowatt.config import NetworkConfig
-    from evowatt.genome import random_genome
-    from evowatt.grammar import load_grammar
+    from evowatt.config.schema import NetworkConfig
+    from evowatt.representation.genome import random_genome
+    from evowatt.representation.grammar import load_grammar
 
     grammar = load_grammar("cnn")
     network = NetworkConfig(
@@ -162,7 +162,7 @@ def test_a_network_key_ignores_ids_and_learning_genes_only():
 @pytest.mark.parametrize("models, expected", [(2, [1, 3]), (3, [1, 3, 5]), ("all", [1, 3, 5])])
 def test_final_training_trains_each_network_once_in_handover_order(models, expected):
     """A front holding one network twice (other learning genes) trains it once, the first handed copy."""
-    from evowatt.experiment import _final_picks
+    from evowatt.driver.experiment import _final_picks
 
     first, relearned, other = _genomes()
     third = other.copy()
@@ -188,7 +188,7 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
     assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
-    from evowatt.cli import show_data
+    from evowatt.cli.main import show_data
 
     assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0]["id"]  # the most accurate's
 
@@ -215,7 +215,7 @@ def test_without_a_hold_out_no_epoch_is_validated_and_the_last_weights_are_kept(
 
 
 def test_train_on_validation_trains_on_both_splits_and_needs_no_early_stopping(tmp_path, monkeypatch):
-    import evowatt.evaluate as evaluate_module
+    import evowatt.driver.evaluate as evaluate_module
 
     seen = []  # (training images, validation images or None, final training or not) per training
     real = evaluate_module.train
@@ -239,7 +239,7 @@ def test_train_on_validation_trains_on_both_splits_and_needs_no_early_stopping(t
 
 
 def test_final_learning_genes_replace_the_evolved_ones_in_the_final_training_only(tmp_path, monkeypatch):
-    import evowatt.evaluate as evaluate_module
+    import evowatt.driver.evaluate as evaluate_module
 
     seen = []  # (learning genes, final training or not) per training
     real = evaluate_module.train

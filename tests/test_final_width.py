@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from evowatt.config import NetworkConfig, validate_config
-from evowatt.experiment import run
-from evowatt.export import rebuild
-from evowatt.genome import Genome, random_genome
-from evowatt.grammar import load_grammar
+from evowatt.config.schema import NetworkConfig, validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
+from evowatt.handover.export import rebuild
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
-from evowatt.store import RunStore
+from evowatt.representation.genome import Genome, random_genome
+from evowatt.representation.grammar import load_grammar
 from tests.conftest import config_dict
 from tests.test_final_training import BASE
 
@@ -131,7 +131,7 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
 
 
 def test_the_final_table_says_where_the_training_started_and_how_wide():
-    from evowatt.cli import _final_title
+    from evowatt.cli.main import _final_title
 
     wide = {"parent_id": 7, "genome": {"width": 2.0}, "result": {"inherited": None}}
     inherited = {"from": 7, "layers": [0], "fresh": []}

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from evowatt.config import DatasetConfig, validate_config
-from evowatt.data import load_splits
+from evowatt.config.schema import DatasetConfig, validate_config
+from evowatt.data.datasets import load_splits
+from evowatt.data.imagefolder import read_image_folder
 from evowatt.errors import EvowattError
-from evowatt.imagefolder import read_image_folder
 from tests.conftest import FAST_ESTIMATE
 from tests.hardening import TINY_RUN, fails
 
@@ -266,7 +266,7 @@ def test_the_cli_refuses_a_folder_without_a_size_in_a_fresh_process(tmp_path):
 
 
 def test_a_run_on_a_folder_says_what_it_skipped(tmp_path, capsys):
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     root = tmp_path / "data"
     _colour(root / "red", 10)

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from evowatt.config import MutationConfig, NetworkConfig
-from evowatt.genome import PARTITION_RULE, Genome, Module, random_genome
-from evowatt.grammar import load_grammar
-from evowatt.mutation import Mutator, insert_layer, normalise_connections, remove_layer
+from evowatt.config.schema import MutationConfig, NetworkConfig
+from evowatt.representation.genome import PARTITION_RULE, Genome, Module, random_genome
+from evowatt.representation.grammar import load_grammar
+from evowatt.representation.mutation import Mutator, insert_layer, normalise_connections, remove_layer
 from tests.conftest import COMPAT
 
 GRAMMAR = load_grammar(COMPAT / "energize.grammar")

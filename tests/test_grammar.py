@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from evowatt.errors import EvowattError
-from evowatt.grammar import NonTerminal, Parameter, Terminal, load_grammar, parse_grammar
+from evowatt.representation.grammar import NonTerminal, Parameter, Terminal, load_grammar, parse_grammar
 from tests.conftest import COMPAT
 
 TINY = """
@@ -131,6 +131,6 @@ def test_missing_grammar_file_lists_shipped(tmp_path):
 def test_node_json_round_trip():
     grammar = load_grammar(COMPAT / "energize.grammar")
     node = grammar.sample("learning", np.random.default_rng(5))
-    from evowatt.grammar import Node
+    from evowatt.representation.grammar import Node
 
     assert Node.from_json(node.to_json()) == node

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from evowatt.cli import main
+from evowatt.cli.main import main
 from tests.hardening import TINY_RUN, fails
 
 
@@ -99,8 +99,8 @@ def test_a_negative_seed_in_the_config_is_refused(tmp_path, capsys):
 # --- class 5: environment faults ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from evowatt.config import validate_config
-    from evowatt.experiment import run
+    from evowatt.config.schema import validate_config
+    from evowatt.driver.experiment import run
 
     out = tmp_path_factory.mktemp("cli") / "run"
     run(validate_config(TINY_RUN), out=out)
@@ -238,15 +238,15 @@ def test_a_bad_key_in_the_file_is_blamed_on_the_file(tmp_path, capsys):
 
 
 def test_a_bug_is_an_internal_error_exit_1(monkeypatch, capsys):
-    import evowatt.cli
+    import evowatt.cli.main
 
     def broken(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(evowatt.cli, "cmd_show", broken)
-    parser = evowatt.cli.build_parser
+    monkeypatch.setattr(evowatt.cli.main, "cmd_show", broken)
+    parser = evowatt.cli.main.build_parser
     monkeypatch.setattr(
-        evowatt.cli,
+        evowatt.cli.main,
         "build_parser",
         lambda: _with_show(parser(), broken),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evowatt.data import _read_cifar_batch, load_splits
+from evowatt.data.datasets import _read_cifar_batch, load_splits
 from evowatt.errors import EvowattError
 
 

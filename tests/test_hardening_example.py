@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from evowatt.config import RunConfig
-from evowatt.experiment import _flatten
+from evowatt.config.schema import RunConfig
+from evowatt.driver.experiment import _flatten
 from tests.conftest import EXAMPLES
 
 TEXT = (EXAMPLES / "digits.yaml").read_text(encoding="utf-8")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from evowatt.config import validate_config
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
-from evowatt.experiment import run
-from evowatt.grammar import parse_grammar
-from evowatt.store import RunStore
+from evowatt.representation.grammar import parse_grammar
 from tests.conftest import COMPAT
 from tests.hardening import TINY_RUN, fails
 
@@ -167,14 +167,14 @@ def test_run_refuses_the_grammar_before_any_work(name, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["cnn.grammar", "energize.grammar", "denser.grammar"])
 def test_shipped_and_energize_grammars_pass_the_checks(name, capsys):
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     path = "cnn" if name == "cnn.grammar" else str(COMPAT / name)
     assert main(["check-grammar", path, "--samples", "3", "--build", "0"]) == 0, capsys.readouterr().err
 
 
 def test_the_good_grammar_passes(tmp_path, capsys):
-    from evowatt.cli import main
+    from evowatt.cli.main import main
 
     path = tmp_path / "g.grammar"
     path.write_text(grammar())

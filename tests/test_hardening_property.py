@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evowatt.checkpoint import CheckpointError, check_es_state
-from evowatt.compat import import_energize_config
-from evowatt.config import NetworkConfig, validate_config
+from evowatt.config.energize import import_energize_config
+from evowatt.config.schema import NetworkConfig, validate_config
+from evowatt.driver.checkpoint import CheckpointError, check_es_state
 from evowatt.errors import EvowattError
-from evowatt.genome import check_network_against_grammar, random_genome
-from evowatt.grammar import parse_grammar
 from evowatt.nn.builder import InvalidNetwork, plan_network
+from evowatt.representation.genome import check_network_against_grammar, random_genome
+from evowatt.representation.grammar import parse_grammar
 from tests.conftest import COMPAT
 from tests.hardening import TINY_RUN
 
@@ -62,7 +62,7 @@ RULE = st.builds(
 RANDOM_TEXT = st.lists(st.one_of(RULE, RULE, RULE, st.text(max_size=20)), min_size=0, max_size=8).map(
     "\n".join
 )
-SHIPPED = (Path(__file__).parent.parent / "src/evowatt/grammars/cnn.grammar").read_text().splitlines()
+SHIPPED = (Path(__file__).parent.parent / "src/evowatt/representation/grammars/cnn.grammar").read_text().splitlines()
 
 
 def _edit_shipped(edits: list[tuple[int, int, str]]) -> str:
@@ -176,7 +176,7 @@ def test_random_energize_configs_import_or_raise_evowatt_error(data, meter, form
 
 @pytest.fixture(scope="module")
 def es_state():
-    from evowatt.grammar import load_grammar
+    from evowatt.representation.grammar import load_grammar
     from evowatt.search.es import EvolutionStrategy
 
     config = validate_config(TINY_RUN)
@@ -188,7 +188,7 @@ def es_state():
 @SETTINGS
 @given(data=st.data())
 def test_random_checkpoint_states_load_or_raise_checkpoint_error(es_state, data):
-    from evowatt.grammar import load_grammar
+    from evowatt.representation.grammar import load_grammar
     from evowatt.search.es import EvolutionStrategy
 
     state = data.draw(mutated(es_state))

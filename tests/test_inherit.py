@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from evowatt.config import MutationConfig, NetworkConfig, validate_config
-from evowatt.experiment import run
-from evowatt.genome import Genome, random_genome
-from evowatt.grammar import load_grammar
-from evowatt.mutation import Mutator
+from evowatt.config.schema import MutationConfig, NetworkConfig, validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
+from evowatt.representation.genome import Genome, random_genome
+from evowatt.representation.grammar import load_grammar
+from evowatt.representation.mutation import Mutator
 from evowatt.search import EvolutionStrategy
-from evowatt.store import RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 GRAMMAR = load_grammar("cnn")
@@ -239,8 +239,8 @@ def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_pa
     the parent of a train_longer or an inheriting child: it has no weights to continue from."""
     import sqlite3
 
-    from evowatt.evaluate import evaluate
-    from evowatt.experiment import _task
+    from evowatt.driver.evaluate import evaluate
+    from evowatt.driver.experiment import _task
     from evowatt.search import Candidate
 
     config = validate_config(config_dict(BASE))

@@ -12,10 +12,10 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from evowatt.cli import main  # noqa: E402
+from evowatt.cli.main import main  # noqa: E402
 from evowatt.energy.estimate import EstimateMeter  # noqa: E402
 from evowatt.energy.exported import model_format, onnx_estimate  # noqa: E402
-from evowatt.export import write_model  # noqa: E402
+from evowatt.handover.export import write_model  # noqa: E402
 
 
 def toy() -> nn.Module:

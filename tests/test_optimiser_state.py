@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from evowatt.cli import main
-from evowatt.config import MutationConfig, validate_config
-from evowatt.experiment import run
-from evowatt.genome import Genome
-from evowatt.mutation import Mutator
+from evowatt.cli.main import main
+from evowatt.config.schema import MutationConfig, validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
 from evowatt.nn.optimiser_state import optimiser_tensors, restore_optimiser
 from evowatt.nn.train import Budget, Recipe, make_optimiser, train
-from evowatt.store import RunStore
+from evowatt.representation.genome import Genome
+from evowatt.representation.mutation import Mutator
 from tests.conftest import config_dict
 from tests.test_fidelity import BASE as FIDELITY_BASE
 from tests.test_inherit import GRAMMAR, NETWORK, _plan, _trained, _valid_genomes
@@ -173,7 +173,7 @@ def test_a_damaged_optimiser_state_is_named_on_resume(tmp_path, capsys):
 
 
 def test_the_task_carries_the_optimiser_state_as_base64():
-    from evowatt.evaluate import DataRef, EvalSettings, EvalTask
+    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
 
     task = EvalTask(1, {}, "", DataRef(), EvalSettings(), 0, init_weights=b"w", init_optimiser=b"\x00opt")
     again = EvalTask.from_json(json.loads(json.dumps(task.to_json())))

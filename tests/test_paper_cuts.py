@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 import evowatt
-from evowatt.cli import build_parser, main
-from evowatt.config import Constraint, validate_config
+from evowatt.cli.main import build_parser, main
+from evowatt.config.schema import Constraint, validate_config
 from evowatt.errors import EvowattError
-from evowatt.results import _budget
+from evowatt.handover.results import _budget
 from tests.hardening import TINY_RUN, fails, snapshot
 
 SRC = Path(evowatt.__file__).parent
@@ -83,7 +83,7 @@ def test_units_in_the_config(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from evowatt.experiment import run
+    from evowatt.driver.experiment import run
 
     out = tmp_path_factory.mktemp("cuts") / "run"
     run(validate_config(TINY_RUN), out=out)
@@ -155,7 +155,7 @@ def test_every_option_an_energy_message_names_exists():
 
 def test_a_meter_hint_names_how_a_run_chooses_it(tmp_path):
     """`evowatt run` has no --meter: a meter's message names the config key as well."""
-    from evowatt.energy import MeterUnavailable
+    from evowatt.energy.base import MeterUnavailable
     from evowatt.energy.rapl import RaplMeter
 
     with pytest.raises(MeterUnavailable) as caught:
@@ -241,7 +241,7 @@ def test_an_interrupt_names_the_run_directory(signum, status, tmp_path):
 
 
 def test_an_interrupt_before_the_run_starts_says_there_is_nothing_to_resume(tmp_path):
-    from evowatt.cli import _Interrupts
+    from evowatt.cli.main import _Interrupts
 
     interrupts = _Interrupts()
     assert interrupts.message() == "interrupted"
@@ -269,7 +269,7 @@ def test_a_run_into_a_foreign_directory_is_refused(tmp_path, capsys):
 
 def test_what_a_run_leaves_before_its_store_is_still_a_new_run(tmp_path):
     """A run stopped after writing its config files, before its store: the same --out runs again."""
-    from evowatt.store import claim_new_run_dir
+    from evowatt.driver.store import claim_new_run_dir
 
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "grammar.grammar").write_text("")

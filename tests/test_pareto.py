@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from evowatt.config import Constraint, Objective, validate_config
+from evowatt.config.schema import Constraint, Objective, validate_config
 from evowatt.errors import EvowattError
-from evowatt.grammar import load_grammar
 from evowatt.records import EvalResult
+from evowatt.representation.grammar import load_grammar
 from evowatt.search.front import (
     constrained_ranks,
     crowding_distance,
@@ -295,7 +295,7 @@ def test_all_pairs_on_the_front_are_mutually_non_dominated():
     ],
 )
 def test_pareto_checkpoint_fields_of_the_wrong_shape_are_named(edit, field):
-    from evowatt.checkpoint import CheckpointError
+    from evowatt.driver.checkpoint import CheckpointError
 
     search = ParetoSearch(config(), GRAMMAR)
     search.ask()
@@ -353,7 +353,7 @@ def test_an_accuracy_and_flops_front_has_no_meter_to_compare():
 @pytest.mark.parametrize("fidelity", [None, {"min_budget": 2, "eta": 2, "rungs": 3}])
 def test_the_planned_evaluations_are_what_the_search_asks_for(algorithm, fidelity):
     """The progress bar's total: every search (and successive halving) asks for exactly that many."""
-    from evowatt.experiment import make_search, planned_evaluations
+    from evowatt.driver.experiment import make_search, planned_evaluations
 
     search_config = {"algorithm": algorithm, "population": 5, "lambda": 4, "generations": 3}
     data = {

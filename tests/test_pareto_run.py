@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from evowatt.cli import main
-from evowatt.config import load_config, validate_config
-from evowatt.experiment import planned_evaluations, resume, run
-from evowatt.results import front, pick
-from evowatt.store import RunStore
+from evowatt.cli.main import main
+from evowatt.config.schema import load_config, validate_config
+from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver.store import RunStore
+from evowatt.handover.results import front, pick
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 from tests.test_resume import BASE as ES_BASE
 from tests.test_resume import _deterministic, _rows

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from evowatt.config import MutationConfig, NetworkConfig
-from evowatt.genome import PARTITION_RULE, Genome, Module
-from evowatt.grammar import Node, parse_grammar
-from evowatt.mutation import Mutator
+from evowatt.config.schema import MutationConfig, NetworkConfig
 from evowatt.nn.builder import EarlyExit, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.representation.genome import PARTITION_RULE, Genome, Module
+from evowatt.representation.grammar import Node, parse_grammar
+from evowatt.representation.mutation import Mutator
 
 GRAMMAR = parse_grammar(
     "<features> ::= layer:conv [out_channels,int,1,2,6] [kernel_size,int,1,3,3]"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from evowatt.cli import PlainProgress, RunSoFar, make_progress
-from evowatt.config import validate_config
-from evowatt.experiment import planned_evaluations, run
+from evowatt.cli.main import PlainProgress, RunSoFar, make_progress
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import planned_evaluations, run
+from evowatt.driver.store import RunStore
 from evowatt.search.pareto import ParetoSearch
 from evowatt.search.protocol import GenerationRecord, Score
-from evowatt.store import RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 ES: dict[str, Any] = {

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from evowatt.config import validate_config
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import run
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
-from evowatt.experiment import run
-from evowatt.store import RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
 
 INSIDE = os.environ.get("EVOWATT_RAY_NETNS") == "1"
@@ -80,7 +80,7 @@ def test_ray_runner_without_ray_is_one_message(tmp_path, monkeypatch):
 def test_a_ray_run_leaves_the_meter_to_each_worker(monkeypatch):
     """The driver may have no GPU (training.device cuda) or no meter the workers have: it opens none."""
     import evowatt.energy.select
-    from evowatt.experiment import choose_meter, eval_settings
+    from evowatt.driver.experiment import choose_meter, eval_settings
 
     def no_meter_here(*_, **__):
         raise AssertionError("the driver opened a meter")
@@ -212,7 +212,7 @@ def _worker_titles() -> dict[int, bytes]:
 class Killer(threading.Thread):
     """SIGKILLs the first ``times`` of our Ray workers seen running one evaluation for ``after`` seconds."""
 
-    def __init__(self, times: int = 1, after: float = 0.3):
+    def __init__(self, times: int = 1, after: float = 0.05):
         super().__init__(daemon=True)
         self.times, self.after, self.killed, self.stop = times, after, [], threading.Event()
 
@@ -287,10 +287,10 @@ def test_close_cancels_running_evaluations(cluster):
     """What Ctrl-C does: the runner is closed with evaluations in flight, and no worker keeps running them."""
     import numpy as np
 
-    from evowatt.evaluate import DataRef, EvalSettings, EvalTask, evaluate
-    from evowatt.experiment import prepare
-    from evowatt.genome import random_genome
-    from evowatt.runners import RayRunner
+    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask, evaluate
+    from evowatt.driver.experiment import prepare
+    from evowatt.driver.runners import RayRunner
+    from evowatt.representation.genome import random_genome
 
     config = make_config(runner=RAY)
     grammar, grammar_text = prepare(config)
@@ -319,7 +319,7 @@ def test_a_killed_driver_resumes(cluster, reference, tmp_path):
     """The driver dies (as from SIGKILL) after its third record; `evowatt resume` on Ray finishes the run."""
     import yaml
 
-    from evowatt.experiment import resume
+    from evowatt.driver.experiment import resume
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(make_config(runner=RAY).to_dict()))
@@ -387,7 +387,7 @@ def test_the_dataset_travels_through_the_object_store(cluster, tmp_path, data):
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from evowatt.experiment import data_ref
+    from evowatt.driver.experiment import data_ref
 
     digits = load_digits()
     file = tmp_path / "mine.npz"

@@ -12,10 +12,10 @@ import yaml
 
 pytest.importorskip("matplotlib")
 
-from evowatt.cli import main  # noqa: E402
-from evowatt.config import validate_config  # noqa: E402
-from evowatt.experiment import run  # noqa: E402
-from evowatt.report import FIGURES, write_report  # noqa: E402
+from evowatt.cli.main import main  # noqa: E402
+from evowatt.config.schema import validate_config  # noqa: E402
+from evowatt.driver.experiment import run  # noqa: E402
+from evowatt.handover.report import FIGURES, write_report  # noqa: E402
 from tests.chromium import find_chromium  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402
 
@@ -131,9 +131,9 @@ def _genomes(n: int) -> list[dict]:
     """n genomes of distinct networks (the front keeps one model per network)."""
     import numpy as np
 
-    from evowatt.config import NetworkConfig
-    from evowatt.genome import random_genome
-    from evowatt.grammar import load_grammar
+    from evowatt.config.schema import NetworkConfig
+    from evowatt.representation.genome import random_genome
+    from evowatt.representation.grammar import load_grammar
 
     grammar, network = load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK)
     return [random_genome(grammar, network, np.random.default_rng(s)).to_json() for s in range(n)]
@@ -157,7 +157,7 @@ def _metrics(acc: float, energy: float, early: tuple[float, float] | None = None
 def _pareto_store(path, evaluations, front, finals=(), constraints=()):
     """A Pareto run's store: each searched evaluation (accuracy, energy[, early exit]) of its own network,
     the last generation's recorded front, and final trainings (id, parent id, accuracy, energy)."""
-    from evowatt.store import RunStore
+    from evowatt.driver.store import RunStore
 
     genomes = _genomes(len(evaluations))
     store = RunStore(path, create=True)
@@ -224,7 +224,7 @@ def _store_counts(run_dir) -> tuple[int, int, int]:
 def _assert_answers(run_dir, text: str) -> None:
     """The report's table is results.front (plus the answer where it is off the front, and exports), its
     answer results.answer, marked once, and its header counts the store's."""
-    from evowatt.results import answer, front
+    from evowatt.handover.results import answer, front
 
     models, chosen = front(run_dir), answer(run_dir)
     listed = _table_models(text)
@@ -242,8 +242,8 @@ def _assert_answers(run_dir, text: str) -> None:
 
 
 def test_report_of_a_pareto_store_draws_results_front_and_marks_the_answer(tmp_path):
-    from evowatt.report import fig_generations, fig_tradeoff, load_run
-    from evowatt.results import answer, front
+    from evowatt.handover.report import fig_generations, fig_tradeoff, load_run
+    from evowatt.handover.results import answer, front
 
     run_dir = _pareto_store(
         tmp_path / "p",
@@ -296,7 +296,7 @@ def _labels(figure) -> list[str]:
 
 
 def test_trade_off_labels_of_a_crowded_front_never_overlap(tmp_path):
-    from evowatt.report import fig_tradeoff, load_run, staircase
+    from evowatt.handover.report import fig_tradeoff, load_run, staircase
 
     n = 16  # a front of 16 networks, bunched: accuracy rises slowly with energy
     evaluations = [(0.80 + 0.01 * i, 1e-8 * (1.15**i)) for i in range(n)]
@@ -321,7 +321,7 @@ def test_trade_off_labels_of_a_crowded_front_never_overlap(tmp_path):
 def test_report_table_lists_exported_models_beside_the_front(tmp_path):
     import json
 
-    from evowatt.results import front
+    from evowatt.handover.results import front
 
     run_dir = _pareto_store(
         tmp_path / "x",
@@ -350,10 +350,10 @@ def test_report_table_lists_exported_models_beside_the_front(tmp_path):
 def test_report_says_where_evaluations_ran_and_warns_when_meters_differ(tmp_path):
     import numpy as np
 
-    from evowatt.config import NetworkConfig
-    from evowatt.genome import random_genome
-    from evowatt.grammar import load_grammar
-    from evowatt.store import RunStore
+    from evowatt.config.schema import NetworkConfig
+    from evowatt.driver.store import RunStore
+    from evowatt.representation.genome import random_genome
+    from evowatt.representation.grammar import load_grammar
 
     genome = random_genome(load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK), np.random.default_rng(0))
     store = RunStore(tmp_path / "r", create=True)

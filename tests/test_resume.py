@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
-import evowatt.evaluate
-import evowatt.store
-from evowatt import experiment
-from evowatt.cli import main
-from evowatt.config import validate_config
+import evowatt.driver.evaluate
+import evowatt.driver.store
+from evowatt.cli.main import main
+from evowatt.config.schema import validate_config
+from evowatt.driver import experiment
+from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, RunStore
 from evowatt.errors import EvowattError
-from evowatt.experiment import planned_evaluations, resume, run
-from evowatt.store import CHECKPOINT_NAME, DB_NAME, RunStore
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 # seed 1 with train_longer 0.4 has a train_longer mutant in both later generations, continuing from the
@@ -145,7 +145,15 @@ def killed_runs(workdir: Path) -> dict[str, Path]:
     for kill in KILLS:
         out = workdir / f"killed-{kill.replace(':', '-')}"
         env = {**os.environ, "EVOWATT_KILL_AT": kill, "COLUMNS": "200"}
-        cmd = [sys.executable, "-m", "evowatt.cli", "run", str(workdir / "config.yaml"), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "evowatt.cli.main",
+            "run",
+            str(workdir / "config.yaml"),
+            "--out",
+            str(out),
+        ]
         procs[kill] = (out, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     dirs = {}
     for kill, (out, proc) in procs.items():
@@ -391,7 +399,7 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(evowatt.store.os, "replace", replace)
+    monkeypatch.setattr(evowatt.driver.store.os, "replace", replace)
     run_dir = tmp_path / "full"
     assert main(["run", str(workdir / "config.yaml"), "--out", str(run_dir)]) == 2
     err = capsys.readouterr().err
@@ -401,7 +409,7 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(
     assert not (run_dir / f"{CHECKPOINT_NAME}.tmp").exists()
     assert len(_rows(run_dir)) == 5  # generation 1 is recorded
 
-    monkeypatch.setattr(evowatt.store.os, "replace", real_replace)
+    monkeypatch.setattr(evowatt.driver.store.os, "replace", real_replace)
     calls: list[int] = []
     real = experiment.evaluate
     monkeypatch.setattr(experiment, "evaluate", lambda task: calls.append(task.id) or real(task))
@@ -460,7 +468,7 @@ def test_full_database_ends_with_one_message(reference, workdir, tmp_path, monke
 
 # --- individuals that raise -------------------------------------------------------------------------
 def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
-    real_train = evowatt.evaluate.train
+    real_train = evowatt.driver.evaluate.train
     calls = []
 
     def train(*args, **kwargs):
@@ -472,7 +480,7 @@ def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monke
             return dataclasses.replace(outcome, stop_reason="diverged")  # a NaN loss
         return outcome
 
-    monkeypatch.setattr(evowatt.evaluate, "train", train)
+    monkeypatch.setattr(evowatt.driver.evaluate, "train", train)
     # a parameter cap that some sampled networks exceed: invalid before any weight is allocated
     result = run(_config(**{"search.caps": {"max_params": 2_000}}), out=tmp_path / "r")
     assert result.evaluations == TOTAL and len(result.generations) == 3
@@ -487,7 +495,7 @@ def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monke
 
 def test_no_pickle_of_run_state():
     """Run state is JSON, SQLite and safetensors: no pickle, no torch.load without weights_only=True."""
-    src = Path(evowatt.store.__file__).parent
+    src = Path(evowatt.driver.store.__file__).parent
     for path in src.rglob("*.py"):
         text = path.read_text()
         for line in text.splitlines():
@@ -498,7 +506,7 @@ def test_no_pickle_of_run_state():
 
 
 def test_killpoint_spec_is_checked():
-    code = "import evowatt.killpoint"
+    code = "import evowatt.driver.killpoint"
     env = {**os.environ, "EVOWATT_KILL_AT": "checkpoint-wirte:1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "checkpoint-write" in done.stderr

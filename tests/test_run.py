@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evowatt.cli import main
-from evowatt.config import load_config, validate_config
-from evowatt.experiment import resume, run
-from evowatt.store import RunStore
+from evowatt.cli.main import main
+from evowatt.config.schema import load_config, validate_config
+from evowatt.driver.experiment import resume, run
+from evowatt.driver.store import RunStore
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 
 BASE = {
@@ -252,7 +252,7 @@ def test_process_runner_gives_the_same_history(tmp_path):
 
 @pytest.mark.parametrize("final_subset, expected", [(None, 300), ("all", None), (500, 500)])
 def test_final_training_data_subset(tmp_path, monkeypatch, final_subset, expected):
-    from evowatt import evaluate as evaluate_module
+    from evowatt.driver import evaluate as evaluate_module
 
     seen: list[tuple[str, int | None]] = []
     original = evaluate_module.DataRef.load
@@ -288,7 +288,7 @@ def test_final_training_subset_rejects_nonsense():
 
 def test_cli_parser_does_not_import_torch():
     code = (
-        "import sys; from evowatt.cli import build_parser; build_parser(); "
+        "import sys; from evowatt.cli.main import build_parser; build_parser(); "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
@@ -298,7 +298,7 @@ def test_cli_parser_does_not_import_torch():
 def test_a_time_limit_inside_the_first_generation_hands_over_the_best_so_far(tmp_path, algorithm):
     """No generation was told, so the search has no best: the run says so and hands over the best of
     what it recorded (by the search's own ranking) instead of nothing."""
-    from evowatt.events import read_events
+    from evowatt.driver.events import read_events
 
     search = {"algorithm": algorithm, "lambda": 40, "population": 40, "time_limit": 2.0}
     config = make_config(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from evowatt.config import validate_config
-from evowatt.experiment import _screen_picks, resume, run
-from evowatt.genome import Genome
-from evowatt.store import RunStore
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import _screen_picks, resume, run
+from evowatt.driver.store import RunStore
+from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 from tests.test_final_training import _genomes
 
@@ -154,7 +154,7 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
     assert final["parent_id"] == winner["id"] and final["continue_from"] == winner["id"]
     assert final["genome"] == winner["genome"] and final["train"]["steps"] == 30
     assert "test_accuracy" in final["metrics"]
-    from evowatt.cli import _final_title, _with_screening
+    from evowatt.cli.main import _final_title, _with_screening
 
     title = _final_title(_with_screening(result.final, result.screened))
     assert title == (

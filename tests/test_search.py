@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from evowatt.config import RunConfig
-from evowatt.grammar import load_grammar
+from evowatt.config.schema import RunConfig
+from evowatt.representation.grammar import load_grammar
 from evowatt.search import EvolutionStrategy, fitness_of, rank_key
 from evowatt.search.es import derived_seed
 
@@ -40,7 +40,10 @@ def invalid(cid: int) -> dict:
 
 
 def test_search_does_not_import_torch():
-    code = "import sys, evowatt.search, evowatt.mutation, evowatt.genome; print('torch' in sys.modules)"
+    code = (
+        "import sys, evowatt.search, evowatt.representation.mutation, evowatt.representation.genome;"
+        " print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -94,7 +97,7 @@ def _with_energy(cid: int, accuracy: float, energy: float, method: str, device: 
 
 def test_an_energy_fitness_refuses_a_generation_measured_in_different_ways():
     """Ray workers resolving `energy.meter: auto` differently must not have their joules ranked together."""
-    from evowatt.config import FitnessConfig
+    from evowatt.config.schema import FitnessConfig
     from evowatt.errors import EvowattError
 
     cfg = config()

@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-from evowatt import threads
-from evowatt.config import validate_config
-from evowatt.experiment import eval_settings
+from evowatt.config.schema import validate_config
+from evowatt.driver.experiment import eval_settings
+from evowatt.nn import threads
 from tests.conftest import SMALL_NETWORK
 
 needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity")
@@ -24,7 +24,7 @@ def test_auto_follows_a_restricted_affinity():
     code = textwrap.dedent(
         """
         import os, torch
-        from evowatt.threads import affinity_cores, resolve_threads
+        from evowatt.nn.threads import affinity_cores, resolve_threads
         first = sorted(os.sched_getaffinity(0))[0]
         os.sched_setaffinity(0, {first})
         print(affinity_cores(), resolve_threads("auto"), resolve_threads("auto", share=2), resolve_threads(3))

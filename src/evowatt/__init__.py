@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from evowatt.errors import EvowattError
 
 if TYPE_CHECKING:
-    from evowatt.config import RunConfig
-    from evowatt.experiment import RunResult
+    from evowatt.config.schema import RunConfig
+    from evowatt.driver.experiment import RunResult
     from evowatt.fitting import FitResult
-    from evowatt.results import FrontModel
+    from evowatt.handover.results import FrontModel
 
 __version__ = "0.1.0"
 
@@ -24,14 +24,14 @@ __all__ = ["EvowattError", "__version__", "fit", "front", "load_config", "pick",
 
 
 def load_config(path: str, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
-    from evowatt.config import load_config as _load
+    from evowatt.config.schema import load_config as _load
 
     return _load(path, overrides, seed)
 
 
 def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunResult:
     """Run a search from a RunConfig (or a config file path) into a new run directory."""
-    from evowatt.experiment import run as _run
+    from evowatt.driver.experiment import run as _run
 
     if isinstance(config, str):
         config = load_config(config)
@@ -40,14 +40,14 @@ def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunRe
 
 def front(run_dir: str) -> list[FrontModel]:
     """The run's non-dominated models (objectives on evo_test), the most accurate first."""
-    from evowatt.results import front as _front
+    from evowatt.handover.results import front as _front
 
     return _front(run_dir)
 
 
 def pick(run_dir: str, *budgets: str) -> FrontModel | None:
     """The most accurate model of the run within every budget, e.g. ``pick(run, "energy<2e-6")``."""
-    from evowatt.results import pick as _pick
+    from evowatt.handover.results import pick as _pick
 
     return _pick(run_dir, *budgets)
 

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evowatt.driver.store import DATA_NAME, DB_NAME
 from evowatt.errors import EvowattError
-from evowatt.store import DATA_NAME, DB_NAME
 
 if TYPE_CHECKING:
     import torch
 
-    from evowatt.config import RunConfig
-    from evowatt.experiment import Progress, RunResult
-    from evowatt.export import ExportedModel
-    from evowatt.results import FrontModel
+    from evowatt.config.schema import RunConfig
+    from evowatt.driver.experiment import Progress, RunResult
+    from evowatt.handover.export import ExportedModel
+    from evowatt.handover.results import FrontModel
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "grammar": "cnn",
@@ -97,8 +97,8 @@ class FitResult:
         """The chosen model (its exit alone) as files, ONNX by default, with its model card, each verified
         as ``evowatt export`` verifies; it takes float32 (N, C, H, W) raw values, as ``x`` holds them, and
         returns logits. (``export --best`` exports every exit of the chosen model's evaluation.)"""
-        from evowatt.export import FORMATS, VERIFY_IMAGES, _export
-        from evowatt.store import RunStore
+        from evowatt.driver.store import RunStore
+        from evowatt.handover.export import FORMATS, VERIFY_IMAGES, _export
 
         chosen = self._chosen()
         formats = tuple(dict.fromkeys(formats))
@@ -125,11 +125,11 @@ class FitResult:
     def _raw_network(self) -> torch.nn.Module:
         """The chosen model behind the run's input pipeline (scale, normalisation), as the export has it."""
         if self._network is None:
-            from evowatt.data import raw_scale
-            from evowatt.experiment import data_ref
-            from evowatt.export import RawInput, rebuild
-            from evowatt.results import run_config
-            from evowatt.store import RunStore
+            from evowatt.data.datasets import raw_scale
+            from evowatt.driver.experiment import data_ref
+            from evowatt.driver.store import RunStore
+            from evowatt.handover.export import RawInput, rebuild
+            from evowatt.handover.results import run_config
 
             chosen = self._chosen()
             store = RunStore(self.run_dir)
@@ -169,7 +169,7 @@ def fit(
     ``search={"population": 4}`` or ``**{"training.budget": {"steps": 50}}``. Without ``x_test``, a seeded
     stratified 20 % of the data is held out as the test split (reported only, never selected on).
     """
-    from evowatt.experiment import default_run_dir, run
+    from evowatt.driver.experiment import default_run_dir, run
 
     first = fit_config(  # checked before anything is written; names the default run directory
         minutes=minutes,
@@ -220,7 +220,7 @@ def fit_config(
     data_path: str,
 ) -> RunConfig:
     """The run's config: the defaults (or ``config``) with the overrides, the arrays' npz as the dataset."""
-    from evowatt.config import RunConfig, load_config, validate_config
+    from evowatt.config.schema import RunConfig, load_config, validate_config
 
     if config is None:
         data = copy.deepcopy(DEFAULT_CONFIG)
@@ -283,7 +283,7 @@ def _objective(objective: str | dict[str, Any]) -> dict[str, Any]:
 
 def _images(x: Any, what: str, shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """``x`` as float32 (N, C, H, W) raw values; ``shape``: the (C, H, W) it must have."""
-    from evowatt.data import channels_first
+    from evowatt.data.datasets import channels_first
 
     array = np.asarray(x)
     images = channels_first(array, what).astype(np.float32, copy=False)
@@ -315,7 +315,7 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, Pair, np.ndarray]:
     """(train, test, classes): the images as given, labels as 0..K-1; without x_test a held-out split."""
-    from evowatt.data import held_out
+    from evowatt.data.datasets import held_out
 
     x = np.asarray(x)
     shape = _images(x, "x").shape[1:]
@@ -339,8 +339,8 @@ def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, 
 
 
 def _result(run_dir: Path, run: RunResult, classes: np.ndarray, config: RunConfig) -> FitResult:
-    from evowatt.experiment import data_ref
-    from evowatt.results import answer, front
+    from evowatt.driver.experiment import data_ref
+    from evowatt.handover.results import answer, front
 
     shape = data_ref(config).load().input_shape
     return FitResult(run_dir, run, front(run_dir), answer(run_dir), classes, tuple(shape))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evowatt.config import CapsConfig, ModuleConfig, NetworkConfig
+from evowatt.config.schema import CapsConfig, ModuleConfig, NetworkConfig
 from evowatt.energy.base import Clock, HardwareMeter, Meter
 from evowatt.energy.estimate import EstimateMeter
 from evowatt.energy.features import feature_order, network_features
@@ -30,9 +30,9 @@ from evowatt.energy.profile import TARGETS, Predictor, Profile, this_device
 from evowatt.energy.protocol import measure_idle, measure_model, synthetic_batch
 from evowatt.energy.settings import MeasureSettings
 from evowatt.errors import EvowattError
-from evowatt.genome import check_network_against_grammar, random_genome
-from evowatt.grammar import Grammar
 from evowatt.nn.builder import InvalidNetwork, NetworkPlan, build_network, plan_network
+from evowatt.representation.genome import check_network_against_grammar, random_genome
+from evowatt.representation.grammar import Grammar
 
 #: Candidate networks planned per network measured: the ones measured are picked evenly over log FLOPs.
 POOL = 20

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from evowatt.energy.estimate import OP_RULES, EnergyEstimate, EstimateConstants
-from evowatt.errors import EvowattError
+from evowatt.errors import EvowattError, error_gist
 
 FORMAT_HINT = (
     "give a TorchScript file (torch.jit.save), a torch.export program (.pt2, torch.export.save) or an "
@@ -108,10 +108,8 @@ def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, str]:
     except EvowattError:
         raise
     except Exception as exc:  # noqa: BLE001 - every loader raises its own kinds for a bad file
-        from evowatt.energy.commands import _gist
-
         raise EvowattError(
-            f"{path} is not a readable {_NAMES[fmt]} model ({_gist(exc)}) — {FORMAT_HINT}"
+            f"{path} is not a readable {_NAMES[fmt]} model ({error_gist(exc)}) — {FORMAT_HINT}"
         ) from None
 
 

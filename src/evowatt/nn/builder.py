@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evowatt.genome import PARTITION_PARAM, PARTITION_RULE, Genome
-from evowatt.grammar import Grammar
 from evowatt.nn.seeding import seeded
+from evowatt.representation.genome import PARTITION_PARAM, PARTITION_RULE, Genome
+from evowatt.representation.grammar import Grammar
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for vectors; batch excluded
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from evowatt.genome import PARTITION_PARAM, PARTITION_RULE, Genome
-from evowatt.grammar import Grammar
+from evowatt.representation.genome import PARTITION_PARAM, PARTITION_RULE, Genome
+from evowatt.representation.grammar import Grammar
 
 LayerKey = int | str  # a hidden layer's id, or "output" / "exit_head"
 

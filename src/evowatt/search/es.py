@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evowatt.checkpoint import check_es_state
-from evowatt.config import RunConfig
+from evowatt.config.schema import RunConfig
+from evowatt.driver.checkpoint import check_es_state
 from evowatt.energy.sources import check_one_source, point_source
-from evowatt.genome import Genome, random_genome
-from evowatt.grammar import Grammar
-from evowatt.mutation import ModuleSampler
 from evowatt.records import EvalResult
+from evowatt.representation.genome import Genome, random_genome
+from evowatt.representation.grammar import Grammar
+from evowatt.representation.mutation import ModuleSampler
 from evowatt.search.fitness import rank_key, score
 from evowatt.search.genomes import GenomeSearch
 from evowatt.search.protocol import (

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.archive import ModuleArchive
-from evowatt.config import RunConfig
-from evowatt.genome import random_genome
-from evowatt.grammar import Grammar
-from evowatt.mutation import ModuleSampler, Mutator
+from evowatt.config.schema import RunConfig
 from evowatt.records import EvalResult
+from evowatt.representation.archive import ModuleArchive
+from evowatt.representation.genome import random_genome
+from evowatt.representation.grammar import Grammar
+from evowatt.representation.mutation import ModuleSampler, Mutator
 from evowatt.search.protocol import Candidate, derived_seed
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.checkpoint import check_pareto_state
-from evowatt.config import RunConfig
+from evowatt.config.schema import RunConfig
+from evowatt.driver.checkpoint import check_pareto_state
 from evowatt.energy.sources import check_one_source
-from evowatt.genome import Genome
-from evowatt.grammar import Grammar
-from evowatt.mutation import ModuleSampler
 from evowatt.records import EvalResult
+from evowatt.representation.genome import Genome
+from evowatt.representation.grammar import Grammar
+from evowatt.representation.mutation import ModuleSampler
 from evowatt.search.front import (
     constrained_ranks,
     crowding_distance,

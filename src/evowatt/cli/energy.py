@@ -1,5 +1,5 @@
-"""The `meters`, `measure` and `calibrate` sub-commands; `evowatt.cli` calls `add_commands` when this module
-exists.
+"""The `meters`, `measure` and `calibrate` sub-commands; `evowatt.cli.main` calls `add_commands` when this
+module exists.
 
 Registering them imports nothing heavy: torch loads only when one of them runs, so `evowatt show` and
 `evowatt check-grammar --help` start fast.
@@ -12,13 +12,13 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from evowatt.cli import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
+from evowatt.cli.main import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
 from evowatt.energy.settings import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
 
 def _cmd_meters(args: argparse.Namespace) -> int:
-    from evowatt.energy.commands import meters_command
+    from evowatt.cli.energy_commands import meters_command
 
     return meters_command(as_json=args.json, profile=args.profile, config=args.config)
 
@@ -34,7 +34,7 @@ def _measure_settings(args: argparse.Namespace) -> MeasureSettings:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from evowatt.energy.commands import calibrate_command
+    from evowatt.cli.energy_commands import calibrate_command
 
     settings = _measure_settings(args)
     if args.threads is not None:
@@ -59,7 +59,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from evowatt.energy.commands import measure_command
+    from evowatt.cli.energy_commands import measure_command
 
     settings = _measure_settings(args)
     return measure_command(

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from evowatt.config import RunnerConfig
+from evowatt.config.schema import RunnerConfig
 from evowatt.errors import EvowattError
-from evowatt.threads import available_cores
+from evowatt.nn.threads import available_cores
 
 RAY_INSTALL = "pip install 'evowatt[ray]'"
 

@@ -190,8 +190,8 @@ class RunSoFar:
     @classmethod
     def of_store(cls, store: Any, config: Any = None) -> RunSoFar:
         """Where a resumed run stands: its searched evaluations, its time, its best, its latest front."""
+        from evowatt.driver.store import SEARCHED
         from evowatt.search.protocol import Score
-        from evowatt.store import SEARCHED
 
         rows = store.evaluations(f"WHERE {SEARCHED}")
         fitnesses = [row["fitness"] for row in rows if row.get("fitness") is not None]
@@ -255,7 +255,7 @@ class RunSoFar:
 
     def told(self, record: Any, search: Any = None) -> dict[str, Any] | None:
         """A generation ended: a population search's record becomes the front shown. The record as JSON."""
-        from evowatt.events import jsonable
+        from evowatt.driver.events import jsonable
 
         data = jsonable(record)
         if not isinstance(data, dict):  # a round that did not end a generation (a fidelity rung)
@@ -291,7 +291,7 @@ class RunSoFar:
 
 
 def _planned(config: Any) -> int | None:
-    from evowatt.experiment import planned_evaluations
+    from evowatt.driver.experiment import planned_evaluations
 
     return planned_evaluations(config) if config is not None else None
 
@@ -563,8 +563,8 @@ def _best_table(title: str, row: dict[str, Any], grammar_text: str | None) -> Ta
     table.add_column("", style="bold")
     table.add_column("")
     if grammar_text:
-        from evowatt.genome import Genome
-        from evowatt.grammar import parse_grammar
+        from evowatt.representation.genome import Genome
+        from evowatt.representation.grammar import parse_grammar
 
         layers = Genome.from_json(row["genome"]).describe(parse_grammar(grammar_text))
         table.add_row("layers", "\n".join(layers) or "(no hidden layer)")
@@ -624,9 +624,9 @@ def plan_text(config: Any, total: int) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from evowatt.config import load_config
-    from evowatt.experiment import default_run_dir, planned_evaluations, run
-    from evowatt.results import parse_budget
+    from evowatt.config.schema import load_config
+    from evowatt.driver.experiment import default_run_dir, planned_evaluations, run
+    from evowatt.handover.results import parse_budget
 
     config = load_config(args.config, args.set, args.seed)
     for budget in args.pick:  # a budget that cannot be read is refused before the run, not after it
@@ -641,9 +641,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from evowatt.config import load_config
-    from evowatt.experiment import resume
-    from evowatt.store import RunStore
+    from evowatt.config.schema import load_config
+    from evowatt.driver.experiment import resume
+    from evowatt.driver.store import RunStore
 
     store = RunStore(args.run_dir)
     try:
@@ -668,8 +668,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
     """The config a resume will use when given none (the run's own, overridden), for the progress display
     alone: None when it cannot be read, and the resume itself then says why."""
-    from evowatt.config import load_config
-    from evowatt.store import CONFIG_NAME
+    from evowatt.config.schema import load_config
+    from evowatt.driver.store import CONFIG_NAME
 
     try:
         return load_config(Path(run_dir) / CONFIG_NAME, overrides)
@@ -681,7 +681,7 @@ def _print_result(result: Any, budgets: list[str] | None = None) -> None:
     """The run's front, then its one answer: the model to take and the command that exports it."""
     stop = "time limit reached" if result.stopped == "time_limit" else "all generations done"
     console.print(f"{result.evaluations} evaluations in {result.wall_seconds:.1f} s ({stop})")
-    from evowatt.results import answer, front
+    from evowatt.handover.results import answer, front
 
     models = front(result.run_dir)
     console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))
@@ -730,8 +730,8 @@ def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
 
 
 def show_data(run_dir: str) -> dict[str, Any]:
+    from evowatt.driver.store import AFTER_SEARCH, RunStore
     from evowatt.energy.sources import mixed_sources, sources
-    from evowatt.store import AFTER_SEARCH, RunStore
 
     store = RunStore(run_dir)
     try:
@@ -749,7 +749,7 @@ def show_data(run_dir: str) -> dict[str, Any]:
         last_searched = max((e["id"] for e in searched), default=-1)
         latest = [f for f in finals if f["id"] > last_searched] or finals
         final = _with_screening(latest[0], evaluations) if latest else None
-        from evowatt.results import answer, front
+        from evowatt.handover.results import answer, front
 
         chosen = answer(run_dir) if generations or finals else None
         return {
@@ -798,8 +798,8 @@ def _objective_text(model: Any, name: str) -> str:
 
 
 def _front_or_pick(args: argparse.Namespace) -> int:
-    from evowatt.results import front, pick, run_config
-    from evowatt.store import RunStore
+    from evowatt.driver.store import RunStore
+    from evowatt.handover.results import front, pick, run_config
 
     store = RunStore(args.run_dir)
     try:
@@ -828,7 +828,7 @@ def _front_or_pick(args: argparse.Namespace) -> int:
 
 
 def _budget_metrics(budgets: list[str]) -> list[str]:
-    from evowatt.config import parse_constraint
+    from evowatt.config.schema import parse_constraint
 
     names = []
     for text in budgets:
@@ -877,8 +877,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {data['mixed_sources']}", highlight=False)
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
-    from evowatt.results import profile_drift
-    from evowatt.store import RunStore
+    from evowatt.driver.store import RunStore
+    from evowatt.handover.results import profile_drift
 
     store = RunStore(args.run_dir)
     try:
@@ -890,7 +890,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if data["best"] and data["generations"] and data["generations"][-1].get("best_id") is not None:
         console.print(_best_table("best individual of the search", data["best"], grammar_text))
     if data["generations"]:
-        from evowatt.results import answer, front
+        from evowatt.handover.results import answer, front
 
         models = front(args.run_dir)
         console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))
@@ -901,17 +901,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_check_grammar(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from evowatt.config import NetworkConfig, load_config
-    from evowatt.genome import check_network_against_grammar, random_genome
-    from evowatt.grammar import load_grammar
+    from evowatt.config.schema import NetworkConfig, load_config
     from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
+    from evowatt.representation.genome import check_network_against_grammar, random_genome
+    from evowatt.representation.grammar import load_grammar
 
     grammar = load_grammar(args.grammar)
     if args.config:
         config = load_config(args.config)
         network, caps = config.network, config.search.caps
     else:
-        from evowatt.config import CapsConfig
+        from evowatt.config.schema import CapsConfig
 
         modules = [
             {"name": n, "network_structure_init": [1, 2, 3, 4, 5], "network_structure": [0, 30]}
@@ -1103,7 +1103,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_export(args: argparse.Namespace) -> int:
     import warnings
 
-    from evowatt.export import DEFAULT_FORMATS, export_run
+    from evowatt.handover.export import DEFAULT_FORMATS, export_run
 
     formats = [f.strip() for item in (args.formats or []) for f in item.split(",") if f.strip()]
     with warnings.catch_warnings(record=True) as caught:
@@ -1136,7 +1136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from evowatt.report import write_report
+    from evowatt.handover.report import write_report
 
     path = write_report(args.run_dir, args.out)
     console.print(f"report: {path}")
@@ -1146,7 +1146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_import_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from evowatt.compat import import_energize_config
+    from evowatt.config.energize import import_energize_config
 
     imp = import_energize_config(
         args.energize_config, args.grammar, args.dataset, args.meter, args.energy_reference, args.form
@@ -1163,7 +1163,7 @@ def cmd_import_config(args: argparse.Namespace) -> int:
 
 def _add_energy_commands(sub: Any) -> None:
     """`meters` and `measure` live with the energy package."""
-    from evowatt.energy import cli as energy_cli
+    from evowatt.cli import energy as energy_cli
 
     energy_cli.add_commands(sub)
 
@@ -1209,7 +1209,7 @@ class _Interrupts:
         """What the interrupt left: the run directory and the command that continues it."""
         if self.run_dir is None:
             return "interrupted"
-        from evowatt.store import DB_NAME
+        from evowatt.driver.store import DB_NAME
 
         if not (self.run_dir / DB_NAME).is_file():
             return f"interrupted before the run started; nothing to resume in {self.run_dir}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.genome import Module
+from evowatt.representation.genome import Module
 
 
 def module_key(module: dict[str, Any]) -> str:

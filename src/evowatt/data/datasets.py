@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evowatt.data.imagefolder import FolderReport
 from evowatt.errors import EvowattError, require_file
-from evowatt.imagefolder import FolderReport
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "npz", "folder")
 HELD_OUT = 0.2  # the share of a dataset without a test set that is held out as one
@@ -446,7 +446,7 @@ def _load_folder(
     seed: int,
 ) -> tuple[Raw, tuple[str, ...], FolderReport]:
     """A folder of class folders (imagefolder.py); without test/, a seeded held-out split is the test."""
-    from evowatt.imagefolder import HOW, read_image_folder
+    from evowatt.data.imagefolder import HOW, read_image_folder
 
     if path is None:
         raise EvowattError(f"Dataset 'folder' needs a path: {HOW}.")

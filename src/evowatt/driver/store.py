@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
-from evowatt.checkpoint import CheckpointError, check_row, check_store_section
+from evowatt.driver.checkpoint import CheckpointError, check_row, check_store_section
+from evowatt.driver.killpoint import killpoint
 from evowatt.errors import EvowattError
-from evowatt.killpoint import killpoint
 
 DB_NAME = "evowatt.sqlite"
 CHECKPOINT_NAME = "checkpoint.json"

@@ -1,6 +1,7 @@
 """`evowatt report`: one self-contained HTML page of a run, its figures inline, nothing fetched when opened.
 
-It answers the run's question first, with the views the terminal uses (``evowatt.results``): the header
+It answers the run's question first, with the views the terminal uses (``evowatt.handover.results``): the
+header
 names the model to take (``results.answer``, the one ``evowatt run`` names at its end) and counts the
 searched evaluations and the final trainings apart; the trade-off figure draws the run's front
 (``results.front``: distinct networks at their best-trained weights) as a staircase with the model to take
@@ -29,11 +30,11 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
-from evowatt.data import CLASS_NAMES
+from evowatt.data.datasets import CLASS_NAMES
+from evowatt.driver.store import AFTER_SEARCH, RunStore
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
-from evowatt.results import FrontModel, answer, front, profile_drift
-from evowatt.store import AFTER_SEARCH, RunStore
+from evowatt.handover.results import FrontModel, answer, front, profile_drift
 from evowatt.units import format_si
 
 FIGURES = ("tradeoff", "generations", "budget", "measurement")

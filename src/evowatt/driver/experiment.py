@@ -18,11 +18,10 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
-from evowatt.checkpoint import CheckpointError
-from evowatt.config import BudgetConfig, RunConfig, apply_overrides, validate_config
-from evowatt.costs import NetworkCosts
-from evowatt.errors import EvowattError
-from evowatt.evaluate import (
+from evowatt.config.schema import BudgetConfig, RunConfig, apply_overrides, validate_config
+from evowatt.driver.checkpoint import CheckpointError
+from evowatt.driver.costs import NetworkCosts
+from evowatt.driver.evaluate import (
     DataRef,
     EvalSettings,
     EvalTask,
@@ -32,16 +31,24 @@ from evowatt.evaluate import (
     score_on_test,
     time_models,
 )
-from evowatt.events import EventLog, tee
-from evowatt.genome import Genome, check_network_against_grammar
-from evowatt.grammar import Grammar, load_grammar, parse_grammar
-from evowatt.loop import Hooks, StoreEvaluator, TimeLimit, keep_weights, killpoint_hook, run_search
+from evowatt.driver.events import EventLog, tee
+from evowatt.driver.loop import Hooks, StoreEvaluator, TimeLimit, keep_weights, killpoint_hook, run_search
+from evowatt.driver.runners import check_runner, make_runner
+from evowatt.driver.store import (
+    CONFIG_NAME,
+    GRAMMAR_NAME,
+    SEARCHED,
+    RunStore,
+    claim_new_run_dir,
+    write_config_files,
+)
+from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
-from evowatt.runners import check_runner, make_runner
+from evowatt.representation.genome import Genome, check_network_against_grammar
+from evowatt.representation.grammar import Grammar, load_grammar, parse_grammar
 from evowatt.search import Candidate, EvolutionStrategy, Search
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
 from evowatt.search.protocol import Evaluated, Score, derived_seed
-from evowatt.store import CONFIG_NAME, GRAMMAR_NAME, SEARCHED, RunStore, claim_new_run_dir, write_config_files
 
 Progress = Callable[..., None]
 
@@ -181,7 +188,7 @@ def choose_profile(config: RunConfig) -> dict[str, Any] | None:
     if config.energy.profile is None:
         return None
     from evowatt.energy.profile import this_device, use_profile
-    from evowatt.threads import resolve_threads
+    from evowatt.nn.threads import resolve_threads
 
     share = config.runner.workers if config.runner.kind == "process" else 1
     here = this_device(
@@ -199,7 +206,8 @@ def choose_profile(config: RunConfig) -> dict[str, Any] | None:
 
 def choose_meter(config: RunConfig) -> dict[str, Any]:
     """Pick the run's meter once, say why, refuse metrics it cannot give, and measure the idle baseline."""
-    from evowatt.energy import check_metrics, measure_idle, select_meter
+    from evowatt.energy.protocol import measure_idle
+    from evowatt.energy.select import check_metrics, select_meter
 
     energy = config.energy
     profile = choose_profile(config)
@@ -577,7 +585,7 @@ def _time_answer(
     has none yet: the search timed only what it selected on, and a final training times its own. A
     network timed before (another of these models, a final training) is not timed again. Returns the rows
     it changed."""
-    from evowatt.results import answer, front
+    from evowatt.handover.results import answer, front
 
     rows: dict[int, dict[str, Any]] = {}
     if store.meta("config") is None:  # a store from before configs were recorded: no front to show

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.config import ModuleConfig, NetworkConfig
-from evowatt.grammar import Bounds, Grammar, Node
+from evowatt.config.schema import ModuleConfig, NetworkConfig
+from evowatt.representation.grammar import Bounds, Grammar, Node
 
 PARTITION_RULE = "model_partition"
 PARTITION_PARAM = "partition_point"
@@ -196,7 +196,7 @@ def random_genome(grammar: Grammar, network: NetworkConfig, rng: np.random.Gener
 
 def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> list[str]:
     """Problems that make a network config unusable with a grammar: rule names that do not exist, layers
-    that cannot be built (see ``evowatt.layers``), an unusable learning rule. One line each."""
+    that cannot be built (see ``evowatt.representation.layers``), an unusable learning rule. One line each."""
     problems = []
     needed = [(m.name, "network.modules name") for m in network.modules]
     needed += [
@@ -210,7 +210,12 @@ def check_network_against_grammar(grammar: Grammar, network: NetworkConfig) -> l
             )
     if problems:
         return problems
-    from evowatt.layers import check_dynamic_bounds, check_layer_rule, check_learning_rule, check_output_rule
+    from evowatt.representation.layers import (
+        check_dynamic_bounds,
+        check_layer_rule,
+        check_learning_rule,
+        check_output_rule,
+    )
 
     for module in dict.fromkeys(m.name for m in network.modules):
         problems += check_dynamic_bounds(grammar, module)

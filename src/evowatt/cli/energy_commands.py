@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from rich.table import Table
 from evowatt.console import OutputConsole
 from evowatt.energy.protocol import Measurement, MeasureSettings, measure_idle, measure_model, synthetic_batch
 from evowatt.energy.select import list_meters, select_meter
-from evowatt.errors import EvowattError, require_file
+from evowatt.errors import EvowattError, error_gist, require_file
 from evowatt.units import format_si
 
 _UNITS = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
@@ -72,19 +71,6 @@ def _onnxruntime_errors(fmt: str) -> tuple[type[Exception], ...]:
     return tuple(
         getattr(state, n) for n in ("InvalidArgument", "Fail", "RuntimeException") if hasattr(state, n)
     )
-
-
-def _gist(exc: BaseException) -> str:
-    """The informative line of an error: TorchScript puts the real cause after its last `XxxError:`."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    marks = [i for i, line in enumerate(lines) if re.match(r"^\w*Error:", line)]
-    if not marks:
-        return lines[0]
-    i = marks[-1]
-    head, _, rest = lines[i].partition(":")
-    return f"{head}: {rest.strip() or (lines[i + 1] if i + 1 < len(lines) else '')}".strip()
 
 
 def _device(device: str) -> torch.device:
@@ -186,7 +172,7 @@ def measure_command(
             result = measure_model(model, inputs, chosen, settings, idle=idle, cost=cost)
         except (RuntimeError, *_onnxruntime_errors(fmt)) as exc:  # torch's and onnxruntime's refusals
             raise EvowattError(
-                f"the model rejected a batch of shape {tuple(inputs.shape)} ({_gist(exc)}) — "
+                f"the model rejected a batch of shape {tuple(inputs.shape)} ({error_gist(exc)}) — "
                 "check --input-shape C,H,W"
             ) from exc
     if as_json:
@@ -228,8 +214,8 @@ def active_profile(profile: str | None = None, config: str | None = None) -> Any
 
     shape, batch = None, None
     if config is not None:
-        from evowatt.config import load_config
-        from evowatt.experiment import data_ref
+        from evowatt.config.schema import load_config
+        from evowatt.driver.experiment import data_ref
 
         run_config = load_config(config)
         profile = profile or run_config.energy.profile
@@ -259,13 +245,13 @@ def calibrate_command(
     """Measure sampled networks on this device, fit, report on held-out ones and write the profile."""
     from evowatt.energy.calibrate import MAX_FLOPS, calibrate, open_calibration_meter
     from evowatt.energy.profile import write_profile
-    from evowatt.grammar import load_grammar
+    from evowatt.representation.grammar import load_grammar
 
     settings = settings or MeasureSettings()
     if (input_shape is None) == (dataset is None):
         raise EvowattError("give the input either as --input-shape C,H,W or as --dataset NAME (not both)")
     if dataset is not None:
-        from evowatt.data import load_splits
+        from evowatt.data.datasets import load_splits
 
         splits = load_splits(dataset)
         input_shape, classes = splits.input_shape, classes or splits.num_classes

@@ -211,7 +211,7 @@ def validate(model: type[_Model], data: Any, prefix: str = "") -> _Model:
 
 def check_genome(genome: dict[str, Any], grammar: Any, where: str) -> None:
     """A genome (already of the right shape) whose derivations fit ``grammar``: rules, choices, values."""
-    from evowatt.genome import Genome
+    from evowatt.representation.genome import Genome
 
     parsed = Genome.from_json(genome)
     try:

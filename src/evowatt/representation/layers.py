@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from evowatt.grammar import Grammar, NonTerminal, Parameter, Terminal
+from evowatt.representation.grammar import Grammar, NonTerminal, Parameter, Terminal
 
 ACTIVATIONS = ("relu", "sigmoid", "linear")
 PADDINGS = ("same", "valid")

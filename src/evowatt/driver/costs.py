@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from evowatt.genome import Genome
+from evowatt.representation.genome import Genome
 
 # what a measurement gives (evaluate._measure); counted FLOPs and parameters come from the plan anyway
 COST_METRICS = ("energy", "energy_gross", "power", "power_gross", "idle_power", "latency")

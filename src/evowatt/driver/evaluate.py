@@ -22,10 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load, load_file, save
 
-from evowatt.data import Splits, load_splits
+from evowatt.data.datasets import Splits, load_splits
 from evowatt.errors import EvowattError
-from evowatt.genome import Genome
-from evowatt.grammar import Grammar, parse_grammar
 from evowatt.nn.builder import (
     InvalidNetwork,
     Network,
@@ -35,9 +33,11 @@ from evowatt.nn.builder import (
     plan_network,
 )
 from evowatt.nn.inherit import inherit_weights
+from evowatt.nn.threads import resolve_threads
 from evowatt.nn.train import Budget, Recipe, evaluate_split, train
 from evowatt.records import EvalResult, Metric, Status
-from evowatt.threads import resolve_threads
+from evowatt.representation.genome import Genome
+from evowatt.representation.grammar import Grammar, parse_grammar
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,8 @@ def _load_initial_weights(
 
 @functools.lru_cache(maxsize=4)
 def _meter_cached(name: str, device: str, options: str):
-    from evowatt.energy import EstimateConstants, open_meter
+    from evowatt.energy.select import open_meter
+    from evowatt.energy.settings import EstimateConstants
 
     settings = json.loads(options)
     return open_meter(
@@ -338,7 +339,9 @@ def _meter(name: str | None, device: str, settings: dict[str, Any]):
 def _worker_meter(device: str, options: str):
     """This worker's own meter (the run's choice, e.g. auto, resolved here) and its idle baseline,
     measured once per worker process: a Ray worker may sit on another machine than the driver."""
-    from evowatt.energy import EnergySettings, measure_idle, select_meter
+    from evowatt.energy.protocol import measure_idle
+    from evowatt.energy.select import select_meter
+    from evowatt.energy.settings import EnergySettings
 
     energy = EnergySettings.model_validate(json.loads(options))
     meter, _ = select_meter(
@@ -361,7 +364,8 @@ def _meter_and_idle(settings: EvalSettings, device: str):
 
 @contextlib.contextmanager
 def _training_energy(meter, settings: dict[str, Any] | None):
-    from evowatt.energy import HardwareMeter, TrainingEnergy
+    from evowatt.energy.base import HardwareMeter
+    from evowatt.energy.training import TrainingEnergy
 
     if (
         meter is None
@@ -375,7 +379,7 @@ def _training_energy(meter, settings: dict[str, Any] | None):
 
 
 def _idle(idle: dict[str, Any] | None):
-    from evowatt.energy import IdleBaseline, Stat
+    from evowatt.energy.protocol import IdleBaseline, Stat
 
     if idle is None:
         return None
@@ -392,7 +396,8 @@ def _measure(
     result: EvalResult, models: dict, plan, network: Network, task: EvalTask, meter, idle, x
 ) -> None:
     """Energy, power and latency of each standalone model, and of the modules the archive asks for."""
-    from evowatt.energy import MeasureSettings, make_batch, measure_model, synthetic_batch
+    from evowatt.energy.protocol import make_batch, measure_model, synthetic_batch
+    from evowatt.energy.settings import MeasureSettings
 
     settings = MeasureSettings(
         **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
@@ -446,8 +451,9 @@ def _checked(task: EvalTask) -> bool:
 def _measure_one(model, batch, meter, settings, idle, task: EvalTask):
     """One standalone model with the run's meter; with a profile, only what the profile does not predict
     (a count, no clock windows), unless the evaluation checks the profile."""
-    from evowatt.energy import EstimateMeter, measure_model
     from evowatt.energy.calibrated import predicts
+    from evowatt.energy.estimate import EstimateMeter
+    from evowatt.energy.protocol import measure_model
 
     profile = task.settings.profile
     if profile is None:
@@ -514,7 +520,8 @@ def time_models(task: EvalTask) -> dict[str, dict[str, Any]]:
     """The clock latency of an evaluated individual's models (``latency``, ``latency_1``), timed with the
     run's measurement protocol: a model shown to the user always has one, whether or not the search
     timed it. A network's latency does not depend on its weights: it needs none kept."""
-    from evowatt.energy import MeasureSettings, make_batch, measure_model
+    from evowatt.energy.protocol import make_batch, measure_model
+    from evowatt.energy.settings import MeasureSettings
 
     if not task.settings.energy:
         return {}

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evowatt.driver.killpoint import killpoint
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
-from evowatt.killpoint import killpoint
 from evowatt.records import EvalResult, Status
 from evowatt.search.protocol import Candidate, Evaluated, Score, Search
-from evowatt.store import RunStore
 
 Hook = Callable[..., None]
 

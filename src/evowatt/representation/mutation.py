@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evowatt.config import ModuleConfig, MutationConfig, NetworkConfig
-from evowatt.genome import PARTITION_PARAM, PARTITION_RULE, Genome, Module
-from evowatt.grammar import Grammar
+from evowatt.config.schema import ModuleConfig, MutationConfig, NetworkConfig
+from evowatt.representation.genome import PARTITION_PARAM, PARTITION_RULE, Genome, Module
+from evowatt.representation.grammar import Grammar
 
 # Draws a module of one of the given types (or None) from a module archive; the archive owns its bias.
 ModuleSampler = Callable[[list[str], np.random.Generator], Module | None]

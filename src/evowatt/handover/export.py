@@ -35,13 +35,13 @@ import torch
 from safetensors.torch import load_file
 
 from evowatt import __version__
-from evowatt.data import CLASS_NAMES, raw_scale
+from evowatt.data.datasets import CLASS_NAMES, raw_scale
+from evowatt.driver.store import GRAMMAR_NAME, RunStore
 from evowatt.errors import EvowattError
-from evowatt.genome import Genome
-from evowatt.grammar import parse_grammar
 from evowatt.nn.builder import build_network, extract_models, plan_network
 from evowatt.nn.train import evaluate_split
-from evowatt.store import GRAMMAR_NAME, RunStore
+from evowatt.representation.genome import Genome
+from evowatt.representation.grammar import parse_grammar
 
 FORMATS = ("onnx", "pt2", "torchscript")
 DEFAULT_FORMATS = ("onnx", "pt2")
@@ -110,7 +110,7 @@ def _best_id(store: RunStore) -> int:
 def front_members(store: RunStore) -> tuple[dict[int, set[int]], list[str]]:
     """{evaluation id: its exits on the run's front} (`evowatt show --front`'s models) among the
     evaluations whose weights are kept, and the front members left out because theirs were pruned."""
-    from evowatt.results import front
+    from evowatt.handover.results import front
 
     members: dict[int, set[int]] = {}
     skipped = []
@@ -146,7 +146,7 @@ def choose(
             chosen[evaluation_id] |= exits
 
     if best:
-        from evowatt.results import answer
+        from evowatt.handover.results import answer
 
         model = answer(store.dir)  # every exit of the model to take's evaluation, as before
         chosen[model.id if model is not None else _best_id(store)] = None
@@ -155,7 +155,7 @@ def choose(
         for evaluation_id, exits in members.items():
             add(evaluation_id, exits)
     if pick:
-        from evowatt.results import pick as pick_model
+        from evowatt.handover.results import pick as pick_model
 
         model = pick_model(store.dir, *pick)
         if model is None:
@@ -371,8 +371,8 @@ def _export(
     normalise: bool,
     n_images: int,
 ) -> list[ExportedModel]:
-    from evowatt.config import validate_config
-    from evowatt.experiment import data_ref
+    from evowatt.config.schema import validate_config
+    from evowatt.driver.experiment import data_ref
 
     recorded = store.meta("config")
     if recorded is None:

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evowatt.config import Constraint, RunConfig, validate_config
+from evowatt.config.schema import Constraint, RunConfig, validate_config
+from evowatt.driver.store import SEARCHED, RunStore
 from evowatt.errors import EvowattError
-from evowatt.genome import Genome
+from evowatt.representation.genome import Genome
 from evowatt.search.front import EXITS, constrained_ranks, minimisation, violation, with_floors
-from evowatt.store import SEARCHED, RunStore
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Run configuration: the typed, validated config and the ENERGIZE import."""

@@ -1,0 +1,1 @@
+"""Datasets and their seeded splits: the embedded ones, .npz files and folders of images."""

@@ -1,0 +1,1 @@
+"""What a run hands over: its front and answer, exported models and the HTML report."""

@@ -1,0 +1,1 @@
+"""What a network is: the grammar, the genome, its layers, mutation and the module archive. Torch-free."""
