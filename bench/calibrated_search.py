@@ -40,7 +40,6 @@ from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.experiment import _task, run
 from evowatt.driver.store import GRAMMAR_NAME, RunStore
 from evowatt.handover.results import FrontModel, front
-from evowatt.search import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "examples" / "digits-pareto.yaml"
@@ -80,9 +79,9 @@ def calibrate(path: Path, samples: int) -> None:
 
 def clock_task(config: RunConfig, store: RunStore, model: FrontModel) -> EvalTask:
     """The task of a front model's evaluation, set to time with the clock and no profile."""
-    row = store.evaluation(model.id)
+    row = store.get(model.id)
     grammar_text = (store.dir / GRAMMAR_NAME).read_text(encoding="utf-8")  # the run's own copy
-    candidate = Candidate(row["id"], row["generation"], row["kind"], row["genome"], row["seed"])
+    candidate = row.candidate()
     task = _task(config, grammar_text, store, candidate)
     task.settings = replace(task.settings, profile=None, meter="estimate", idle=None, latency=True)
     return task

@@ -35,6 +35,7 @@ import numpy as np
 from evowatt.config.schema import validate_config
 from evowatt.driver.experiment import run
 from evowatt.driver.store import RunStore
+from evowatt.records import Status
 from evowatt.search.front import hypervolume, nondominated
 
 RESULTS = Path(__file__).parent.parent / "docs" / "pareto-results.jsonl"
@@ -87,26 +88,26 @@ def points(run_dir: Path) -> list[dict[str, Any]]:
     """Every evaluated model (each exit) with its test accuracy, evo_test accuracy, energy and FLOPs."""
     store = RunStore(run_dir)
     try:
-        rows = store.evaluations("WHERE kind != 'final' AND status = 'ok'")
+        rows = [r for r in store.select(status=Status.OK) if r.kind != "final"]
         generations = store.generations()
     finally:
         store.close()
     out = []
     for row in rows:
-        m = row["metrics"]
+        m = row.metrics
         for exit_, suffix in (("0", ""), ("1", "_1")):
             if f"test_accuracy{suffix}" not in m or f"energy{suffix}" not in m:
                 continue
             out.append(
                 {
-                    "id": row["id"],
+                    "id": row.id,
                     "exit": exit_,
                     "test_accuracy": m[f"test_accuracy{suffix}"]["value"],
                     "accuracy": m[f"accuracy{suffix}"]["value"],
                     "energy": m[f"energy{suffix}"]["value"],
                     "energy_method": m[f"energy{suffix}"]["method"],
                     "flops": m.get(f"flops{suffix}", {}).get("value"),
-                    "parent": bool(generations) and row["id"] == generations[-1].get("best_id"),
+                    "parent": bool(generations) and row.id == generations[-1].best_id,
                 }
             )
     return out

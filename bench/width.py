@@ -67,38 +67,39 @@ def main() -> int:
     except (OSError, EvowattError) as exc:
         print(f"width.py: {exc}", file=sys.stderr)
         return 2
-    finals = store.evaluations("WHERE kind = 'final'")
+    finals = store.finals()
     if not finals or config.training.final_training.budget is None:
         print(f"width.py: {run_dir} has no final training to repeat", file=sys.stderr)
         return 2
     first = finals[0]  # the most accurate handed-over model's
-    source = store.evaluation(first["parent_id"] if args.source is None else args.source)
-    if source is None or source["status"] != "ok":
+    source = store.get(first.parent_id if args.source is None else args.source)
+    if source is None or not source.ok:
         print(f"width.py: {run_dir} has no valid evaluation #{args.source}", file=sys.stderr)
         return 2
     grammar_text = (run_dir / "grammar.grammar").read_text(encoding="utf-8")
     budget = config.training.final_training.budget
     if args.seconds is not None:
         budget = BudgetConfig(seconds=args.seconds)
-    metrics = first["metrics"]
+    metrics = first.metrics
     print(
-        f"run {run_dir}: its final #{first['id']} of #{first['parent_id']} (width "
-        f"{first['genome'].get('width', 1.0):g}): test accuracy {metrics['test_accuracy']['value']:.4f}, "
-        f"{metrics['flops']['value'] / 1e6:.2f} MFLOP; training #{source['id']} "
-        f"({source['metrics']['flops']['value'] / 1e6:.2f} MFLOP) for "
+        f"run {run_dir}: its final #{first.id} of #{first.parent_id} (width "
+        f"{first.genome.get('width', 1.0):g}): test accuracy {metrics['test_accuracy']['value']:.4f}, "
+        f"{metrics['flops']['value'] / 1e6:.2f} MFLOP; training #{source.id} "
+        f"({source.metrics['flops']['value'] / 1e6:.2f} MFLOP) for "
         + (f"{budget.seconds:g} s" if budget.seconds else f"{budget.steps} steps"),
         flush=True,
     )
     for width in args.widths:
-        candidate = final_candidate(config, first["id"], first["generation"], source, width)
-        task = final_task(config, grammar_text, store, candidate, source, budget)
+        # transitional: experiment's final_candidate and final_task take the row as a dict
+        candidate = final_candidate(config, first.id, first.generation, source.to_json(), width)
+        task = final_task(config, grammar_text, store, candidate, source.to_json(), budget)
         began = time.perf_counter()
         result = EvalResult.coerce(evaluate(task))
         row = {
             "run": str(run_dir),
-            "source": source["id"],
-            "source_flops": source["metrics"]["flops"]["value"],
-            "source_accuracy": source["metrics"]["accuracy"]["value"],
+            "source": source.id,
+            "source_flops": source.metrics["flops"]["value"],
+            "source_accuracy": source.metrics["accuracy"]["value"],
             "width": width,
             "set": args.set,
             "start": "search" if task.init_weights is not None else "fresh",

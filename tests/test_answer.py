@@ -13,6 +13,7 @@ from evowatt.cli.main import main
 from evowatt.driver.store import RunStore
 from evowatt.handover.export import choose
 from evowatt.handover.results import FrontModel, answer, front, pick, run_config
+from evowatt.records import Status
 from tests.conftest import EXAMPLES, FAST_ESTIMATE
 
 SHRINK = [
@@ -62,13 +63,13 @@ def test_the_front_holds_distinct_networks_none_dominated(finished):
     store = RunStore(out)
     try:
         objectives = run_config(store).search.objectives
-        finals = store.evaluations("WHERE kind = 'final' AND status = 'ok'")
+        finals = store.finals(Status.OK)
     finally:
         store.close()
     for a in models:
         assert not any(_dominates(b, a, objectives) for b in models if b is not a)
     # a network with a final training stands on the front at its final-trained weights, never the search's
-    trained = {f["parent_id"]: f["id"] for f in finals}
+    trained = {f.parent_id: f.id for f in finals}
     assert trained, "the example trains its two most accurate front models"
     for model in models:
         assert model.id not in trained, f"#{model.id} has a final training: #{trained[model.id]}"

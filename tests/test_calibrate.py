@@ -232,7 +232,7 @@ def _run(tmp_path: Path, data: dict[str, Any]):
     result = run(validate_config(data), out=out)
     store = RunStore(out)
     try:
-        return result, store.evaluations(), store.meta("meter")
+        return result, store.select(), store.meta("meter")
     finally:
         store.close()
 
@@ -245,30 +245,28 @@ def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_p
     assert recorded["digest"] == profile.digest and recorded["this_device"] is True
     assert recorded["device"]["name"] == this_device().name and "this device" in meter["reason"]
     predicted = 0
-    for row in (r for r in rows if r["status"] == "ok"):
-        for name, metric in row["metrics"].items():
+    for row in (r for r in rows if r.status == "ok"):
+        for name, metric in row.metrics.items():
             family = name.removesuffix("_1")
             if family in ("latency", "energy"):
                 predicted += 1
-                assert metric["method"] == METHOD_CALIBRATED, (row["id"], name)
+                assert metric["method"] == METHOD_CALIBRATED, (row.id, name)
                 assert metric["profile"] == profile.digest and metric["device"] == profile.device.name
                 assert metric["value"] > 0
             assert not family.startswith("power")  # a predicted energy has no time base
     assert predicted
-    checked = [r for r in rows if "latency_error" in r["metrics"]]
-    assert checked and all(r["id"] % 2 == 0 for r in checked)
+    checked = [r for r in rows if "latency_error" in r.metrics]
+    assert checked and all(r.id % 2 == 0 for r in checked)
     for row in checked:  # the check measured with the clock, and the prediction stays what is ranked on
-        assert row["metrics"]["latency_measured"]["method"] == "measured:clock"
-        assert row["metrics"]["latency_error"]["profile"] == profile.digest
+        assert row.metrics["latency_measured"]["method"] == "measured:clock"
+        assert row.metrics["latency_error"]["profile"] == profile.digest
     shown = show_data(str(tmp_path / "run"))
     assert json.dumps(shown, default=str).count("estimated:calibrated") > 0
     # the drift the checks found shows in `show` and in the report's header
     from evowatt.handover.results import profile_drift
 
     drift = profile_drift(rows)
-    errors = [
-        abs(r["metrics"][k]["value"]) for r in rows for k in r["metrics"] if k.startswith("latency_error")
-    ]
+    errors = [abs(r.metrics[k]["value"]) for r in rows for k in r.metrics if k.startswith("latency_error")]
     assert drift[0].startswith(f"latency: {len(errors)} models measured as well, median error ")
     from evowatt.cli.main import main
 
@@ -292,14 +290,14 @@ def test_a_profile_of_another_device_is_only_the_target_and_the_run_says_so(tmp_
     assert (
         any("check_every is ignored" in w for w in recorded["warnings"]) and recorded["check_every"] is None
     )
-    latencies = [r["metrics"]["latency"] for r in rows if r["status"] == "ok"]
+    latencies = [r.metrics["latency"] for r in rows if r.status == "ok"]
     assert latencies and all(
         m["device"].startswith("Raspberry Pi") and m["this_device"] is False for m in latencies
     )
     assert all(m["method"] == METHOD_CALIBRATED for m in latencies)
-    assert not any("latency_measured" in r["metrics"] for r in rows)  # nothing of this machine stands in
+    assert not any("latency_measured" in r.metrics for r in rows)  # nothing of this machine stands in
     # a clock profile predicts no energy: that stays the run's meter's, labelled as such
-    assert all(r["metrics"]["energy"]["method"] == "estimated:model" for r in rows if r["status"] == "ok")
+    assert all(r.metrics["energy"]["method"] == "estimated:model" for r in rows if r.status == "ok")
 
 
 def test_profile_of_another_torch_or_input_shape_is_warned_about(tmp_path, rapl_calibration):

@@ -7,7 +7,7 @@ import evowatt.energy.protocol as energy_module
 from evowatt.config.schema import validate_config
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.experiment import run
-from evowatt.driver.store import RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.handover.results import answer, front
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
@@ -46,50 +46,54 @@ def _counting(monkeypatch) -> list[dict]:
     return calls
 
 
-def _rows(out) -> list[dict]:
+def _rows(out) -> list[Evaluation]:
     store = RunStore(out)
     try:
-        return store.evaluations()
+        return store.select()
     finally:
         store.close()
 
 
-def _exits(row: dict) -> int:
-    return 2 if "accuracy_1" in row["metrics"] else 1
+def _exits(row: Evaluation) -> int:
+    return 2 if "accuracy_1" in row.metrics else 1
+
+
+def _row(data: dict) -> Evaluation:
+    """A recorded evaluation from the fields the book reads; the others as a store holds them."""
+    result = {"id": data["id"], "status": data["status"], **data["result"]}
+    return Evaluation.from_json({"kind": "random", "recorded_at": 0.0, **data, "result": result})
 
 
 def test_each_network_is_measured_once_and_its_rungs_reuse_the_cost(tmp_path, monkeypatch):
     calls = _counting(monkeypatch)
     result = run(validate_config(config_dict(BASE)), out=tmp_path / "r")
-    rows = [r for r in _rows(tmp_path / "r") if r["status"] == "ok"]
-    by_id = {r["id"]: r for r in rows}
-    promoted = [r for r in rows if (r["result"]["fidelity"] or {}).get("rung", 0) > 0]
+    rows = [r for r in _rows(tmp_path / "r") if r.ok]
+    by_id = {r.id: r for r in rows}
+    promoted = [r for r in rows if (r.result.fidelity or {}).get("rung", 0) > 0]
     assert promoted, "the second rung continues some networks"
-    measured = [r for r in rows if r["metrics"]["energy"]["measured_by"] == r["id"]]
+    measured = [r for r in rows if r.metrics["energy"]["measured_by"] == r.id]
     # the final training times its network (the search did not): the one network measured twice
-    keys = [Genome.from_json(r["genome"]).network_key() for r in measured if r["kind"] != "final"]
+    keys = [Genome.from_json(r.genome).network_key() for r in measured if r.kind != "final"]
     assert len(keys) == len(set(keys)), "no network is measured twice"
     # the meter ran for the measured ones only (the handed models add their latency, the final its own)
-    final = [r for r in rows if r["kind"] == "final"]
+    final = [r for r in rows if r.kind == "final"]
     search_calls = [c for c in calls if not c["latency"]]
-    assert len(search_calls) == sum(_exits(r) for r in measured if r["kind"] != "final")
+    assert len(search_calls) == sum(_exits(r) for r in measured if r.kind != "final")
     for row in promoted:
-        energy = row["metrics"]["energy"]
+        energy = row.metrics["energy"]
         source = by_id[energy["measured_by"]]
-        assert energy["measured_by"] < row["id"]
-        assert (
-            Genome.from_json(source["genome"]).network_key() == Genome.from_json(row["genome"]).network_key()
-        )
-        assert energy["value"] == source["metrics"]["energy"]["value"]
+        assert energy["measured_by"] < row.id
+        assert Genome.from_json(source.genome).network_key() == Genome.from_json(row.genome).network_key()
+        assert energy["value"] == source.metrics["energy"]["value"]
         assert energy["method"] == "estimated:model"  # the method label travels with the value
-        assert row["measure_seconds"] < 0.01 and row["result"]["measurements"]["0"] == {
+        assert row.measure_seconds < 0.01 and row.result.measurements["0"] == {
             "reused_from": energy["measured_by"]
         }
     # the search selects on no latency: no search evaluation is timed; the models the run shows are
     shown = {m.id for m in front(tmp_path / "r")} | {answer(tmp_path / "r").id}
-    assert all("latency" not in r["metrics"] for r in rows if r["kind"] != "final" and r["id"] not in shown)
-    assert final and all(r["metrics"]["latency"]["method"] == "measured:clock" for r in final)
-    assert all(by_id[i]["metrics"]["latency"]["value"] > 0 for i in shown)
+    assert all("latency" not in r.metrics for r in rows if r.kind != "final" and r.id not in shown)
+    assert final and all(r.metrics["latency"]["method"] == "measured:clock" for r in final)
+    assert all(by_id[i].metrics["latency"]["value"] > 0 for i in shown)
     assert result.handed
 
 
@@ -105,13 +109,13 @@ def test_a_latency_objective_times_every_network_once(tmp_path, monkeypatch):
         },
     )
     run(validate_config(data), out=tmp_path / "r")
-    rows = [r for r in _rows(tmp_path / "r") if r["status"] == "ok"]
+    rows = [r for r in _rows(tmp_path / "r") if r.ok]
     assert all(c["latency"] for c in calls)
     for row in rows:
-        latency = row["metrics"]["latency"]
+        latency = row.metrics["latency"]
         assert latency["method"] == "measured:clock" and latency["value"] > 0
-        assert latency["measured_by"] <= row["id"]
-    measured = {r["metrics"]["latency"]["measured_by"] for r in rows}
+        assert latency["measured_by"] <= row.id
+    measured = {r.metrics["latency"]["measured_by"] for r in rows}
     assert len(measured) < len(rows), "rungs reuse the first timing"
 
 
@@ -131,7 +135,7 @@ def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
         "metrics": {"energy": energy, "accuracy": {"value": 0.5}},
         "result": {"meter": "estimate", "measurements": {"0": {}}},
     }
-    book = NetworkCosts([row])
+    book = NetworkCosts([_row(row)])
     assert len(book) == 1
     known = book.lookup(genome.to_json(), "estimate", latency=False)
     assert known is not None and known.metrics == {"energy": {**energy, "measured_by": 3}}
@@ -147,9 +151,9 @@ def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
         "id": 4,
         "metrics": {**row["metrics"], "latency": {"value": 1e-5, "method": "measured:clock"}},
     }
-    book.add({**timed, "result": {"meter": "estimate", "measurements": {"0": {"reused_from": 3}}}})
+    book.add(_row({**timed, "result": {"meter": "estimate", "measurements": {"0": {"reused_from": 3}}}}))
     assert book.lookup(genome.to_json(), "estimate", latency=True) is None
-    book.add(timed)
+    book.add(_row(timed))
     assert book.lookup(genome.to_json(), "estimate", latency=True).measured_by == 4
     # the latency the handover adds to a counted-only measurement joins that measurement's entry
     handed = {
@@ -160,8 +164,8 @@ def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
         },
         "result": {"meter": "estimate", "measurements": {"0": {"stop_reason": "counted"}}},
     }
-    fresh = NetworkCosts([row])
-    fresh.add(handed)
+    fresh = NetworkCosts([_row(row)])
+    fresh.add(_row(handed))
     assert fresh.lookup(genome.to_json(), "estimate", latency=True).metrics.keys() == {"energy", "latency"}
-    fresh.add(row)  # the poorer record of the same evaluation does not replace it
+    fresh.add(_row(row))  # the poorer record of the same evaluation does not replace it
     assert fresh.lookup(genome.to_json(), "estimate", latency=True).measured_by == 3

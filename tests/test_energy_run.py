@@ -43,7 +43,7 @@ def energy_run(tmp_path_factory):
     config = validate_config(json.loads(json.dumps(BASE)))
     result = run(config, out=out)
     store = RunStore(out)
-    rows = store.evaluations()
+    rows = store.select()
     meter = store.meta("meter")
     checkpoint = json.loads((out / "checkpoint.json").read_text())
     store.close()
@@ -58,25 +58,25 @@ def test_meter_recorded_once_with_its_reason(energy_run):
 
 def test_every_valid_evaluation_has_labelled_figures_for_both_models(energy_run):
     _, result, rows, _, _ = energy_run
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     assert ok
     from evowatt.handover.results import answer, front
 
     shown = {m.id for m in front(result.run_dir)} | {answer(result.run_dir).id}
     assert {r["id"] for r in result.handed} <= shown
     for row in ok:
-        m = row["metrics"]
+        m = row.metrics
         assert m["energy"]["method"] == "estimated:model" and m["energy"]["value"] > 0
         # the fitness reads no latency: only the models the run shows are timed (its front, its answer)
-        if row["id"] in shown:
+        if row.id in shown:
             assert m["latency"]["method"] == "measured:clock" and m["latency"]["value"] > 0
         else:
             assert "latency" not in m
         assert (
             "power" not in m and "training_energy" not in m
         )  # the estimate has no watts and no training meter
-        assert m["energy"]["measured_by"] <= row["id"]
-        assert row["measure_seconds"] > 0 or m["energy"]["measured_by"] < row["id"]  # else reused
+        assert m["energy"]["measured_by"] <= row.id
+        assert row.measure_seconds > 0 or m["energy"]["measured_by"] < row.id  # else reused
         if "accuracy_1" in m:  # a partition model exists whenever there is a hidden layer
             assert m["energy_1"]["method"] == "estimated:model"
             assert m["energy_1"]["value"] <= m["energy"]["value"] * 1.5
@@ -86,10 +86,10 @@ def test_every_valid_evaluation_has_labelled_figures_for_both_models(energy_run)
 def test_recorded_fitness_is_the_configured_formula(energy_run):
     config, _, rows, _, _ = energy_run
     for row in rows:
-        if row["kind"] == "final":
+        if row.kind == "final":
             continue
-        expected, _ = score({"status": row["status"], "metrics": row["metrics"]}, config.fitness)
-        assert row["fitness"] == pytest.approx(expected) if expected is not None else row["fitness"] is None
+        expected, _ = score({"status": row.status, "metrics": row.metrics}, config.fitness)
+        assert row.fitness == pytest.approx(expected) if expected is not None else row.fitness is None
 
 
 def test_module_archive_fills_and_travels_in_the_checkpoint(energy_run):
@@ -97,7 +97,7 @@ def test_module_archive_fills_and_travels_in_the_checkpoint(energy_run):
     state = checkpoint.get("search", checkpoint)
     entries = state["archive"]["entries"]
     assert entries, "modules of valid individuals are costed and archived"
-    ids = {r["id"] for r in rows}
+    ids = {r.id for r in rows}
     for entry in entries:
         assert entry["metric"] == "energy" and entry["method"] == "estimated:model" and entry["cost"] > 0
         assert entry["source_id"] in ids

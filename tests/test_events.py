@@ -32,21 +32,19 @@ def test_events_parse_line_by_line_and_equal_the_store(tmp_path):
     assert kinds.count("generation") == 2  # generation 0 and 1, each as the store records it
     assert "final_training" in kinds and "final_result" in kinds
     store = RunStore(result.run_dir)
-    rows = {r["id"]: r for r in store.evaluations()}
+    rows = {r.id: r for r in store.select()}
     generations = store.generations()
     store.close()
     logged = [e for e in events if e["event"] in ("evaluation", "final_result")]
     assert sorted(e["id"] for e in logged) == sorted(rows)
     for e in logged:
         row = rows[e["id"]]
-        assert e["status"] == row["status"] and e["fitness"] == row["fitness"]
-        assert e["kind"] == row["kind"] and e["steps"] == row["steps"]
+        assert e["status"] == row.status and e["fitness"] == row.fitness
+        assert e["kind"] == row.kind and e["steps"] == row.steps
         # test accuracy is added to the store afterwards (reported only); every logged figure is the store's
-        assert {k: v for k, v in row["metrics"].items() if k in e["metrics"]} == e["metrics"]
+        assert {k: v for k, v in row.metrics.items() if k in e["metrics"]} == e["metrics"]
         assert e["metrics"]["accuracy"]["method"] == "computed:evo_test"
-    assert [e["parent_id"] for e in events if e["event"] == "generation"] == [
-        g["parent_id"] for g in generations
-    ]
+    assert [e["parent_id"] for e in events if e["event"] == "generation"] == [g.best_id for g in generations]
     assert all(isinstance(e["time"], float) for e in events)
 
 
@@ -71,7 +69,7 @@ def test_non_terminal_run_prints_a_line_per_evaluation(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     store = RunStore(tmp_path / "r")
-    ids = [r["id"] for r in store.evaluations("WHERE kind != 'final'")]
+    ids = [r.id for r in store.select() if r.kind != "final"]
     store.close()
     lines = [line for line in out.stdout.splitlines() if line.startswith("gen ")]
     assert len(lines) == len(ids)
@@ -93,7 +91,7 @@ def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_
     assert killed.returncode == 137
     logged = [e["id"] for e in read_events(tmp_path / "r") if e["event"] == "evaluation"]
     store = RunStore(tmp_path / "r")
-    assert logged == [r["id"] for r in store.evaluations()] and len(logged) == 2
+    assert logged == [r.id for r in store.select()] and len(logged) == 2
     store.close()
     resumed = subprocess.run(
         [sys.executable, "-m", "evowatt.cli", "resume", str(tmp_path / "r")],
@@ -103,5 +101,5 @@ def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_
     assert resumed.returncode == 0, resumed.stderr
     logged = [e["id"] for e in read_events(tmp_path / "r") if e["event"] in ("evaluation", "final_result")]
     store = RunStore(tmp_path / "r")
-    assert sorted(logged) == [r["id"] for r in store.evaluations()]  # each once: reused ones log no line
+    assert sorted(logged) == [r.id for r in store.select()]  # each once: reused ones log no line
     store.close()

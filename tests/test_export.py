@@ -100,19 +100,19 @@ def test_every_exit_loads_without_evowatt_and_predicts_as_evowatt(exported, tmp_
 def test_card_fields_equal_the_store(exported):
     run_dir, models = exported
     store = RunStore(run_dir)
-    row = store.evaluation(models[0].evaluation_id)
+    row = store.get(models[0].evaluation_id)
     store.close()
     for model in models:
         card = json.loads(model.card_json.read_text())
         suffix = "" if model.exit == 0 else "_1"
         for name in ("accuracy", "energy", "latency", "flops", "params"):
-            assert card["metrics"][name] == row["metrics"][f"{name}{suffix}"], name
+            assert card["metrics"][name] == row.metrics[f"{name}{suffix}"], name
             assert card["metrics"][name]["method"]
-        assert card["metrics"]["test_accuracy"]["value"] == row["metrics"][f"test_accuracy{suffix}"]["value"]
+        assert card["metrics"]["test_accuracy"]["value"] == row.metrics[f"test_accuracy{suffix}"]["value"]
         assert card["input"]["shape"] == ["N", 1, 8, 8] and card["input"]["dtype"] == "float32"
         assert card["input"]["normalisation_baked_in"] is True
         assert card["classes"]["count"] == 10 and card["classes"]["names"][3] == "3"
-        assert card["measured_on"]["meter"] == "estimate" and card["measured_on"]["device"] == row["device"]
+        assert card["measured_on"]["meter"] == "estimate" and card["measured_on"]["device"] == row.device
         assert card["run"]["seed"] == 1 and len(card["run"]["config_sha256"]) == 64
         assert {"evowatt", "torch", "onnxruntime"} <= set(card["versions"])
         assert card["evaluation"]["exit"] == model.exit and len(card["usage"]) == 3
@@ -157,7 +157,7 @@ def test_measure_of_an_exported_model_reproduces_its_card(exported, tmp_path, ca
 def test_user_errors_are_one_message(exported, tmp_path, capsys):
     run_dir, _ = exported
     store = RunStore(run_dir)
-    pruned = [r["id"] for r in store.evaluations() if not r["weights"] and r["status"] == "ok"]
+    pruned = [r.id for r in store.select() if not r.weights and r.status == "ok"]
     store.close()
     assert main(["export", str(run_dir), "999", "--out", str(tmp_path)]) == 2
     assert "has no evaluation 999" in capsys.readouterr().err
@@ -176,8 +176,8 @@ def test_front_and_pick_choose_kept_models(exported):
     store = RunStore(run_dir)
     try:
         chosen, skipped = choose(store, front=True)
-        rows = {r["id"]: r for r in store.evaluations()}
-        assert chosen and all(rows[i]["weights"] for i in chosen)
+        rows = {r.id: r for r in store.select()}
+        assert chosen and all(rows[i].weights for i in chosen)
         on_front = {f"#{m.id}/{m.exit}" for m in front(run_dir)}
         exported_points = {f"#{i}/{e}" for i, exits in chosen.items() for e in exits}
         assert exported_points | set(skipped) == on_front and not exported_points & set(skipped)

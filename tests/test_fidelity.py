@@ -136,16 +136,16 @@ BASE = {
 def _history(run_dir: Path) -> list[dict]:
     store = RunStore(run_dir)
     try:
-        rows = store.evaluations()
+        rows = store.select()
         checkpoint = store.load_checkpoint()
     finally:
         store.close()
     keep = ("id", "kind", "genome", "seed", "continue_from", "status", "fitness", "steps", "budget_steps")
     out = [
         {
-            **{k: r[k] for k in keep},
-            "fidelity": r["result"]["fidelity"],
-            "inherited": r["result"]["inherited"],
+            **{k: getattr(r, k) for k in keep},
+            "fidelity": r.result.fidelity,
+            "inherited": r.result.inherited,
         }
         for r in rows
     ]

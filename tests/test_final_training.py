@@ -106,15 +106,15 @@ def test_final_training_starts_where_configured(tmp_path, start_from):
     assert result.final["train"]["steps"] == 30  # no early stop: the whole budget
     store = RunStore(tmp_path / "r")
     try:
-        row = store.evaluation(result.final["id"])
+        row = store.get(result.final["id"])
     finally:
         store.close()
     if start_from == "search":
-        assert row["continue_from"] == result.best["id"]
-        assert row["result"]["inherited"]["from"] == result.best["id"]
-        assert row["result"]["inherited"]["fresh"] == []
+        assert row.continue_from == result.best["id"]
+        assert row.result.inherited["from"] == result.best["id"]
+        assert row.result.inherited["fresh"] == []
     else:
-        assert row["continue_from"] is None and row["result"]["inherited"] is None
+        assert row.continue_from is None and row.result.inherited is None
 
 
 class _Rows:

@@ -109,25 +109,25 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
     assert len(result.finals) >= 2
     store = RunStore(tmp_path / "r")
     try:
-        rows = [store.evaluation(f["id"]) for f in result.finals]
-        sources = [store.evaluation(r["parent_id"]) for r in rows]
+        rows = [store.get(f["id"]) for f in result.finals]
+        sources = [store.get(r.parent_id) for r in rows]
         first, *others = rows
-        rebuilt = rebuild(store, first["id"], (1, 8, 8), 10)  # export's: a wide network for wide weights
+        rebuilt = rebuild(store, first.id, (1, 8, 8), 10)  # export's: a wide network for wide weights
     finally:
         store.close()
-    assert first["genome"]["width"] == 2.0
-    assert first["continue_from"] is None and first["result"]["inherited"] is None  # fresh weights
-    source_genome = Genome.from_json(sources[0]["genome"])
+    assert first.genome["width"] == 2.0
+    assert first.continue_from is None and first.result.inherited is None  # fresh weights
+    source_genome = Genome.from_json(sources[0].genome)
     wide = plan_network(source_genome.widened(2), GRAMMAR, (1, 8, 8), 10)
-    assert first["metrics"]["flops"]["value"] == wide.flops  # the wide network's cost, not the searched
-    assert first["metrics"]["params"]["value"] == wide.params
-    assert "test_accuracy" in first["metrics"] and first["train"]["steps"] == 20
+    assert first.metrics["flops"]["value"] == wide.flops  # the wide network's cost, not the searched
+    assert first.metrics["params"]["value"] == wide.params
+    assert "test_accuracy" in first.metrics and first.train["steps"] == 20
     assert sum(p.numel() for p in rebuilt.models[0].parameters()) == wide.params
     assert rebuilt.layers[-1].startswith("width: 2x")
     for row, source in zip(others, sources[1:], strict=True):
-        assert "width" not in row["genome"] and row["genome"] == source["genome"]
-        assert row["result"]["inherited"]["from"] == source["id"]  # as searched: from its weights
-        assert row["metrics"]["flops"]["value"] == source["metrics"]["flops"]["value"]
+        assert "width" not in row.genome and row.genome == source.genome
+        assert row.result.inherited["from"] == source.id  # as searched: from its weights
+        assert row.metrics["flops"]["value"] == source.metrics["flops"]["value"]
 
 
 def test_the_final_table_says_where_the_training_started_and_how_wide():

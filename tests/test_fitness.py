@@ -140,10 +140,10 @@ def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
     with pytest.raises(EvowattError, match="(?s)no valid individual.*no fitness: metric accuracy_1"):
         run(config, out=tmp_path / "r")
     store = RunStore(tmp_path / "r")
-    rows = [r for r in store.evaluations() if r["kind"] != "final"]
+    rows = [r for r in store.select() if r.kind != "final"]
     store.close()
-    assert all(r["fitness"] is None for r in rows)
-    assert all(r["reason"] == "no fitness: metric accuracy_1 is missing" for r in rows if r["status"] == "ok")
+    assert all(r.fitness is None for r in rows)
+    assert all(r.reason == "no fitness: metric accuracy_1 is missing" for r in rows if r.status == "ok")
 
 
 def test_partition_metrics_without_partition_gene_is_a_config_error():

@@ -219,8 +219,8 @@ def test_a_first_generation_without_a_valid_individual_stops_the_run(kernel, why
     assert "check-grammar" in err
     store = RunStore(tmp_path / "r")
     try:
-        rows = store.evaluations()
-        assert len(rows) == 3 and {r["status"] for r in rows} == {"invalid"}
+        rows = store.select()
+        assert len(rows) == 3 and {r.status for r in rows} == {"invalid"}
         assert store.generations() == []  # generation 0 was never told
     finally:
         store.close()

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 from evowatt.config.energize import import_energize_config
 from evowatt.config.schema import NetworkConfig, validate_config
-from evowatt.driver.checkpoint import CheckpointError, check_es_state
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import InvalidNetwork, plan_network
 from evowatt.representation.genome import check_network_against_grammar, random_genome
 from evowatt.representation.grammar import parse_grammar
+from evowatt.search.es import check_es_state
+from evowatt.search.state import CheckpointError
 from tests.conftest import COMPAT
 from tests.hardening import TINY_RUN
 
@@ -62,7 +63,11 @@ RULE = st.builds(
 RANDOM_TEXT = st.lists(st.one_of(RULE, RULE, RULE, st.text(max_size=20)), min_size=0, max_size=8).map(
     "\n".join
 )
-SHIPPED = (Path(__file__).parent.parent / "src/evowatt/representation/grammars/cnn.grammar").read_text().splitlines()
+SHIPPED = (
+    (Path(__file__).parent.parent / "src/evowatt/representation/grammars/cnn.grammar")
+    .read_text()
+    .splitlines()
+)
 
 
 def _edit_shipped(edits: list[tuple[int, int, str]]) -> str:

@@ -210,24 +210,24 @@ def test_a_run_with_inheritance_records_what_each_mutant_inherited(tmp_path):
     run(validate_config(config_dict(BASE)), out=tmp_path / "run")
     store = RunStore(tmp_path / "run")
     try:
-        rows = store.evaluations()
+        rows = store.select()
     finally:
         store.close()
-    mutants = [r for r in rows if r["kind"] == "mutant"]
+    mutants = [r for r in rows if r.kind == "mutant"]
     assert mutants
     for row in mutants:
-        inherited = row["result"]["inherited"]
-        assert row["continue_from"] == row["parent_id"] and inherited["from"] == row["parent_id"]
-        parent = Genome.from_json(next(p for p in rows if p["id"] == row["parent_id"])["genome"])
+        inherited = row.result.inherited
+        assert row.continue_from == row.parent_id and inherited["from"] == row.parent_id
+        parent = Genome.from_json(next(p for p in rows if p.id == row.parent_id).genome)
         assert set(inherited["layers"]) <= {*parent.layer_ids(), "output", "exit_head"}
         assert set(inherited["layers"]) | set(inherited["fresh"]) >= set(
-            Genome.from_json(row["genome"]).layer_ids()
+            Genome.from_json(row.genome).layer_ids()
         )
     for row in rows:
-        if row["kind"] in ("random", "parent"):
-            assert row["result"]["inherited"] is None
-        if row["kind"] == "train_longer":
-            assert row["result"]["inherited"]["fresh"] == []
+        if row.kind in ("random", "parent"):
+            assert row.result.inherited is None
+        if row.kind == "train_longer":
+            assert row.result.inherited["fresh"] == []
     # the weights left on disk are the last parent's only
     kept = sorted(p.name for p in (tmp_path / "run" / "weights").iterdir())
     assert len(kept) == 1
@@ -248,23 +248,23 @@ def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_pa
     grammar_text = (tmp_path / "run" / "grammar.grammar").read_text()
     store = RunStore(tmp_path / "run")
     try:
-        parent = next(r for r in store.evaluations() if r["weights"])
+        parent = next(r for r in store.select() if r.weights)
         child = Candidate(
             99,
             2,
             kind,
-            parent["genome"],
+            parent.genome,
             5,
-            parent_id=parent["id"],
-            continue_from=parent["id"],
+            parent_id=parent.id,
+            continue_from=parent.id,
             inherit=kind == "mutant",
         )
         task = _task(config, grammar_text, store, child)
-        assert task.init_weights is not None and task.init_from == parent["id"]  # a trained parent
+        assert task.init_weights is not None and task.init_from == parent.id  # a trained parent
     finally:
         store.close()
     with sqlite3.connect(tmp_path / "run" / "evowatt.sqlite") as db:  # as an invalid evaluation is stored
-        db.execute("UPDATE evaluations SET status = 'invalid', weights = NULL WHERE id = ?", (parent["id"],))
+        db.execute("UPDATE evaluations SET status = 'invalid', weights = NULL WHERE id = ?", (parent.id,))
     store = RunStore(tmp_path / "run")
     try:
         task = _task(config, grammar_text, store, child)

@@ -118,7 +118,7 @@ BASE = config_dict(FIDELITY_BASE, **{"training.resume_optimiser": True})
 def _rows(run_dir):
     store = RunStore(run_dir)
     try:
-        return store.evaluations()
+        return store.select()
     finally:
         store.close()
 
@@ -126,20 +126,20 @@ def _rows(run_dir):
 def test_rungs_and_inheriting_mutants_resume_their_source_optimiser(tmp_path):
     run(validate_config(config_dict(BASE)), out=tmp_path / "run")
     rows = _rows(tmp_path / "run")
-    promoted = [r for r in rows if (r["result"]["fidelity"] or {}).get("rung") == 1]
+    promoted = [r for r in rows if (r.result.fidelity or {}).get("rung") == 1]
     assert promoted
     for row in promoted:  # the same network: every parameter's state
-        net = build_network(plan_network(Genome.from_json(row["genome"]), GRAMMAR, (1, 8, 8), 10), 0)
-        assert row["result"]["train"]["optimiser_resumed"] == len(list(net.parameters()))
-    mutants = [r for r in rows if r["kind"] == "mutant" and (r["result"]["inherited"] or {}).get("layers")]
-    assert any(r["result"]["train"]["optimiser_resumed"] > 0 for r in mutants if r["result"]["train"])
+        net = build_network(plan_network(Genome.from_json(row.genome), GRAMMAR, (1, 8, 8), 10), 0)
+        assert row.result.train["optimiser_resumed"] == len(list(net.parameters()))
+    mutants = [r for r in rows if r.kind == "mutant" and (r.result.inherited or {}).get("layers")]
+    assert any(r.result.train["optimiser_resumed"] > 0 for r in mutants if r.result.train)
     for row in rows:
-        if not row["result"]["train"]:  # an invalid network never trained
+        if not row.result.train:  # an invalid network never trained
             continue
-        if row["continue_from"] is None:
-            assert row["result"]["train"]["optimiser_resumed"] is None
+        if row.continue_from is None:
+            assert row.result.train["optimiser_resumed"] is None
         else:
-            assert row["result"]["train"]["optimiser_resumed"] is not None
+            assert row.result.train["optimiser_resumed"] is not None
     files = {p.name for p in (tmp_path / "run" / "weights").iterdir()}
     assert {f.replace(".optimiser", "") for f in files if ".optimiser" in f} == {
         f for f in files if ".optimiser" not in f
@@ -153,8 +153,8 @@ def test_without_resuming_no_optimiser_is_kept_or_resumed(tmp_path):
     assert config.training.resume_optimiser is False
     run(config, out=tmp_path / "run")
     rows = _rows(tmp_path / "run")
-    assert any(r["continue_from"] is not None for r in rows)  # train_longer or rungs continue...
-    assert all(r["result"]["train"]["optimiser_resumed"] is None for r in rows if r["result"].get("train"))
+    assert any(r.continue_from is not None for r in rows)  # train_longer or rungs continue...
+    assert all(r.result.train["optimiser_resumed"] is None for r in rows if r.result.train)
     assert not [p for p in (tmp_path / "run" / "weights").iterdir() if ".optimiser" in p.name]
 
 

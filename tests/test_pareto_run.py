@@ -68,7 +68,7 @@ def _comparable(run_dir: Path) -> dict[str, Any]:
     store = RunStore(run_dir)
     try:
         generations = [
-            {k: g[k] for k in ("survivors", "front", "hypervolume", "evaluations")}
+            {k: getattr(g, k) for k in ("survivors", "front", "hypervolume", "evaluations")}
             for g in store.generations()
         ]
         checkpoint = store.load_checkpoint()
@@ -83,20 +83,20 @@ def test_pareto_run_records_front_and_hypervolume(reference):
     store = RunStore(reference)
     try:
         generations = store.generations()
-        rows = store.evaluations()
+        rows = store.select()
     finally:
         store.close()
-    assert all(g["best_id"] is None and g["hypervolume"] is not None for g in generations)
-    assert [len(g["survivors"]) for g in generations] == [3, 3, 3]
-    kinds = {r["kind"] for r in rows}
+    assert all(g.best_id is None and g.hypervolume is not None for g in generations)
+    assert [len(g.survivors) for g in generations] == [3, 3, 3]
+    kinds = {r.kind for r in rows}
     assert kinds <= {"random", "mutant", "train_longer"} and "random" in kinds
     # a score is recorded once per evaluation: one point per exit for every ok one
     for row in rows:
-        if row["status"] == "ok":
-            assert set(row["score"]["points"]) == {"0", "1"}
+        if row.status == "ok":
+            assert set(row.score.points) == {"0", "1"}
     models = front(reference)
     assert models and all(m.value("test_accuracy") is not None for m in models)  # reported, for the front
-    recorded = generations[-1]["front"]
+    recorded = generations[-1].front
     assert {(m.id, m.exit) for m in models} == {(p["id"], p["exit"]) for p in recorded}
 
 
@@ -199,9 +199,9 @@ def test_run_of_the_previous_store_version_still_opens(reference, tmp_path, caps
     store = RunStore(old)  # opening adds the columns back, empty
     try:
         generations = store.generations()
-        assert [g["evaluations"] for g in generations] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-        assert all(g["front"] == [] and g["hypervolume"] is None for g in generations)
-        assert all(r["score"] is None for r in store.evaluations())
+        assert [g.evaluations for g in generations] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+        assert all(g.front == [] and g.hypervolume is None for g in generations)
+        assert all(r.score is None for r in store.select())
     finally:
         store.close()
     assert main(["show", str(old)]) == 0
@@ -228,8 +228,8 @@ def test_a_run_where_no_network_meets_the_constraints_says_so_and_names_the_clos
     assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     rows = _rows(tmp_path / "run")
-    assert rows and not [r for r in rows if r["kind"] == "final"]
-    params = {r["id"]: r["metrics"]["params"]["value"] for r in rows if r["status"] == "ok"}
+    assert rows and not [r for r in rows if r.kind == "final"]
+    params = {r.id: r.metrics["params"]["value"] for r in rows if r.status == "ok"}
     closest = min(params, key=lambda i: (params[i], i))  # one constraint: least violation is fewest params
     assert "no evaluated network meets the constraints (params < 2)" in out
     assert f"the closest is #{closest} (" in out and "violates params < 2" in out

@@ -172,9 +172,9 @@ def test_a_real_pareto_run_records_and_prints_a_hypervolume_share_above_zero(tmp
     store = RunStore(tmp_path / "r")
     generations = store.generations()
     store.close()
-    shares = [g["hypervolume_share"] for g in generations]
+    shares = [g.hypervolume_share for g in generations]
     assert all(0 < share <= 1 for share in shares), shares
-    assert all(g["hypervolume"] < 1e-3 for g in generations)  # the raw volume: accuracy times joules
+    assert all(g.hypervolume < 1e-3 for g in generations)  # the raw volume: accuracy times joules
     done = _lines(out, "generation ")
     assert len(done) == len(generations) == 3
     for line, share in zip(done, shares, strict=True):
@@ -209,7 +209,7 @@ def test_a_resumed_run_goes_on_from_its_count_total_time_and_best(base, tmp_path
     killed = _cli("run", str(cfg), "--out", str(run_dir), env={"EVOWATT_KILL_AT": "after-record:5"})
     assert killed.returncode == 137, killed.stderr
     store = RunStore(run_dir)
-    rows = store.evaluations()
+    rows = store.select()
     generations = store.generations()
     store.close()
     total = planned_evaluations(validate_config(config_dict(base)))
@@ -224,11 +224,11 @@ def test_a_resumed_run_goes_on_from_its_count_total_time_and_best(base, tmp_path
     assert all("left of 10m00s" in line for line in lines)
     first = lines[0]
     if base is ES:
-        recorded = max(r["fitness"] for r in rows if r["fitness"] is not None)
+        recorded = max(r.fitness for r in rows if r.fitness is not None)
         assert _best(first) >= recorded  # the best of the first session, not only of this one
     else:
         # the front recorded before the kill, with its hypervolume share, from the first line on
-        assert generations and f"front {len(generations[-1]['front'])}: most accurate" in first
+        assert generations and f"front {len(generations[-1].front)}: most accurate" in first
         assert re.search(r"HV \d+(\.\d+)? %", first)
 
 
@@ -245,11 +245,11 @@ def test_the_progress_of_a_resumed_run_reads_its_store(tmp_path):
     store = RunStore(tmp_path / "r")
     try:
         so_far = RunSoFar.of_store(store, config)
-        rows = store.evaluations("WHERE kind NOT IN ('screen', 'final')")
+        rows = store.searched()
         elapsed = store.meta("elapsed_seconds")
     finally:
         store.close()
     assert (so_far.done, so_far.total) == (len(rows), planned_evaluations(config))
-    assert so_far.best == max(r["fitness"] for r in rows if r["fitness"] is not None)
+    assert so_far.best == max(r.fitness for r in rows if r.fitness is not None)
     assert so_far.elapsed_before == pytest.approx(elapsed) and so_far.time_limit == 600
     assert not so_far.pareto and so_far.best_text().startswith("best ")

@@ -48,14 +48,14 @@ def history(run_dir: Path) -> list[tuple]:
     store = RunStore(run_dir)
     rows = [
         (
-            e["id"],
-            e["kind"],
-            json.dumps(e["genome"]),
-            e["status"],
-            e["fitness"],
-            (e["train"] or {}).get("steps"),
+            e.id,
+            e.kind,
+            json.dumps(e.genome),
+            e.status,
+            e.fitness,
+            (e.train or {}).get("steps"),
         )
-        for e in store.evaluations()
+        for e in store.select()
     ]
     store.close()
     return rows
@@ -241,11 +241,11 @@ def test_two_node_search_equals_sequential_and_weights_come_back_in_results(
     assert any(kind == "train_longer" for _, kind, *_ in history(reference))  # weights travelled in a task
     assert weights(tmp_path / "run") == weights(reference)  # written by the driver from the results
     store = RunStore(tmp_path / "run")
-    rows, meter = store.evaluations(), store.meta("meter")
+    rows, meter = store.select(), store.meta("meter")
     store.close()
     assert meter["per_worker"]  # the driver opened no meter: each worker did
     # every result says where it ran and what measured it: here each worker's own estimate meter
-    assert all(r["host"] and r["device"] == "cpu" and r["result"]["meter"] == "estimate" for r in rows)
+    assert all(r.host and r.device == "cpu" and r.result.meter == "estimate" for r in rows)
     assert result.best is not None and result.best["weights"]
 
 
@@ -277,7 +277,7 @@ def test_an_evaluation_whose_worker_keeps_dying_is_recorded_failed(cluster, tmp_
     failed = [r for r in rows.values() if r[3] == "failed"]
     assert len(failed) == 1 and result.evaluations == 2  # the run went on
     store = RunStore(tmp_path / "run")
-    reason = store.evaluation(failed[0][0])["reason"]
+    reason = store.get(failed[0][0]).reason
     store.close()
     assert "Ray worker died" in reason and "tried 1 time" in reason
 

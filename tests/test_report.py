@@ -158,6 +158,8 @@ def _pareto_store(path, evaluations, front, finals=(), constraints=()):
     """A Pareto run's store: each searched evaluation (accuracy, energy[, early exit]) of its own network,
     the last generation's recorded front, and final trainings (id, parent id, accuracy, energy)."""
     from evowatt.driver.store import RunStore
+    from evowatt.records import EvalResult
+    from evowatt.search.protocol import Candidate, GenerationRecord
 
     genomes = _genomes(len(evaluations))
     store = RunStore(path, create=True)
@@ -165,34 +167,27 @@ def _pareto_store(path, evaluations, front, finals=(), constraints=()):
     config = {"seed": 3, "dataset": {"name": "digits"}, "network": SMALL_NETWORK, "search": search}
     store.set_meta("config", config)
     for i, (acc, energy, *early) in enumerate(evaluations):
-        result = {"id": i, "status": "ok", "metrics": _metrics(acc, energy, *early), "wall_seconds": 1.0}
-        store.record({"kind": "random", "generation": 0, "genome": genomes[i], "seed": i}, result, None)
+        result = EvalResult(i, "ok", metrics=_metrics(acc, energy, *early), wall_seconds=1.0)
+        store.record(Candidate(i, 0, "random", genomes[i], seed=i), result)
     store.record(  # a failed search evaluation: counted, never plotted
-        {"kind": "mutant", "generation": 1, "genome": genomes[0], "seed": 99},
-        {"id": len(evaluations), "status": "invalid", "reason": "too small", "metrics": {}},
-        None,
+        Candidate(len(evaluations), 1, "mutant", genomes[0], seed=99),
+        EvalResult(len(evaluations), "invalid", reason="too small"),
     )
     for g, volume in ((0, 0.5), (1, 0.6)):
         store.record_generation(
-            {
-                "generation": g,
-                "evaluations": list(range(len(evaluations))),
-                "survivors": [m["id"] for m in front],
-                "best_id": None,
-                "front": front,
-                "hypervolume": volume,
-                "best_fitness": None,
-            }  # fmt: skip
+            GenerationRecord(
+                generation=g,
+                evaluations=list(range(len(evaluations))),
+                survivors=[m["id"] for m in front],
+                best_id=None,
+                front=front,
+                hypervolume=volume,
+                best_fitness=None,
+            )
         )
     for final_id, parent, acc, energy in finals:
-        task = {
-            "kind": "final",
-            "generation": None,
-            "genome": genomes[parent],
-            "parent_id": parent,
-            "seed": 0,
-        }
-        store.record(task, {"id": final_id, "status": "ok", "metrics": _metrics(acc, energy)}, None)
+        task = Candidate(final_id, None, "final", genomes[parent], seed=0, parent_id=parent)
+        store.record(task, EvalResult(final_id, "ok", metrics=_metrics(acc, energy)))
     store.close()
     return path
 
@@ -352,8 +347,10 @@ def test_report_says_where_evaluations_ran_and_warns_when_meters_differ(tmp_path
 
     from evowatt.config.schema import NetworkConfig
     from evowatt.driver.store import RunStore
+    from evowatt.records import EvalResult
     from evowatt.representation.genome import random_genome
     from evowatt.representation.grammar import load_grammar
+    from evowatt.search.protocol import Candidate
 
     genome = random_genome(load_grammar("cnn"), NetworkConfig(**SMALL_NETWORK), np.random.default_rng(0))
     store = RunStore(tmp_path / "r", create=True)
@@ -365,8 +362,8 @@ def test_report_says_where_evaluations_ran_and_warns_when_meters_differ(tmp_path
             "accuracy": {"value": 0.9 - i / 10, "method": "computed:evo_test"},
             "energy": {"value": 1e-6, "method": method},
         }
-        result = {"id": i, "status": "ok", "metrics": metrics, "host": host, "device": device, "meter": meter}
-        store.record({"kind": "random", "generation": 0, "genome": genome.to_json(), "seed": i}, result, None)
+        result = EvalResult(i, "ok", metrics=metrics, host=host, device=device, meter=meter)
+        store.record(Candidate(i, 0, "random", genome.to_json(), seed=i), result)
     store.close()
     text = write_report(tmp_path / "r").read_text(encoding="utf-8")
     assert "<th>evaluated on</th><td>node-a cpu estimate (1); node-b cuda:0 nvml (1)</td>" in text

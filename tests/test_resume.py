@@ -27,8 +27,10 @@ from evowatt.cli.main import main
 from evowatt.config.schema import validate_config
 from evowatt.driver import experiment
 from evowatt.driver.experiment import planned_evaluations, resume, run
-from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, RunStore
+from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, Evaluation, RunStore
 from evowatt.errors import EvowattError
+from evowatt.records import Budget, EvalResult
+from evowatt.search.protocol import Candidate
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 # seed 1 with train_longer 0.4 has a train_longer mutant in both later generations, continuing from the
@@ -54,34 +56,39 @@ def _config(**overrides: Any):
     return validate_config(config_dict(BASE, **overrides))
 
 
-def _rows(run_dir: Path) -> list[dict[str, Any]]:
+def _rows(run_dir: Path) -> list[Evaluation]:
     store = RunStore(run_dir)
     try:
-        return store.evaluations()
+        return store.select()
     finally:
         store.close()
 
 
-def _untimed(row: dict[str, Any]) -> dict[str, Any]:
+def _untimed(row: Evaluation) -> Evaluation:
     """A row without the latency its run's end adds to the models it shows (front, answer)."""
-    return {**row, "metrics": {k: v for k, v in row["metrics"].items() if not k.startswith("latency")}}
+    return dataclasses.replace(
+        row, metrics={k: v for k, v in row.metrics.items() if not k.startswith("latency")}
+    )
 
 
-def _deterministic(row: dict[str, Any]) -> dict[str, Any]:
+def _deterministic(row: Evaluation) -> dict[str, Any]:
     """What must match between runs: no clock readings (latency, wall and measurement times), no host."""
     metrics = {
         name: m
-        for name, m in row["metrics"].items()
+        for name, m in row.metrics.items()
         if not str(m.get("method", "")).startswith("measured:") and "latency" not in name
     }
-    train = {k: v for k, v in (row["train"] or {}).items() if k != "seconds"}
+    train = {k: v for k, v in (row.train or {}).items() if k != "seconds"}
     keys = ("id", "generation", "kind", "parent_id", "continue_from", "mutations", "seed", "genome")
     return {
-        **{k: row[k] for k in keys},
-        **{k: row[k] for k in ("status", "reason", "fitness", "steps", "budget_steps", "budget_seconds")},
+        **{k: getattr(row, k) for k in keys},
+        **{
+            k: getattr(row, k)
+            for k in ("status", "reason", "fitness", "steps", "budget_steps", "budget_seconds")
+        },
         "metrics": metrics,
         "train": train,
-        "has_weights": row["weights"] is not None,
+        "has_weights": row.weights is not None,
     }
 
 
@@ -90,7 +97,12 @@ def history(run_dir: Path) -> dict[str, Any]:
     store = RunStore(run_dir)
     try:
         generations = [
-            {k: g[k] for k in ("generation", "parent_id", "best_fitness", "evaluations")}
+            {
+                "generation": g.generation,
+                "parent_id": g.best_id,
+                "best_fitness": g.best_fitness,
+                "evaluations": g.evaluations,
+            }
             for g in store.generations()
         ]
         checkpoint = store.load_checkpoint()
@@ -170,7 +182,7 @@ def reference(workdir: Path, killed_runs: dict[str, Path]) -> Path:
     result = run(_config(), out=out)
     assert result.evaluations == TOTAL and len(result.generations) == 3
     assert planned_evaluations(_config()) == TOTAL  # the progress bar's total
-    kinds = [r["kind"] for r in _rows(out)]
+    kinds = [r.kind for r in _rows(out)]
     assert kinds.count("train_longer") == 2  # the test exercises continuing from a parent's weights
     return out
 
@@ -184,7 +196,7 @@ def _copy(reference: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kill", list(KILLS))
 def test_killed_run_resumes_to_the_reference(kill, killed_runs, reference, count_evaluations, capsys):
     run_dir = killed_runs[kill]
-    before = {r["id"]: r for r in _rows(run_dir)}
+    before = {r.id: r for r in _rows(run_dir)}
     assert len(before) == KILLS[kill]
     if kill.startswith("checkpoint-write"):
         # the kill came between the temporary file and the rename: the previous checkpoint is in place
@@ -197,9 +209,10 @@ def test_killed_run_resumes_to_the_reference(kill, killed_runs, reference, count
 
     # evaluations recorded before the kill are reused, not recomputed, and not rewritten
     assert sorted(count_evaluations) == [i for i in range(TOTAL) if i not in before]
-    after = {r["id"]: r for r in _rows(run_dir)}
+    after = {r.id: r for r in _rows(run_dir)}
     for evaluation_id, row in before.items():  # but for the clock latency the end adds to shown models
-        assert _untimed({**after[evaluation_id], "weights": None}) == _untimed({**row, "weights": None})
+        unweighted = dataclasses.replace(after[evaluation_id], weights=None)
+        assert _untimed(unweighted) == _untimed(dataclasses.replace(row, weights=None))
     _assert_same_run(run_dir, reference)
 
 
@@ -295,25 +308,24 @@ def test_database_and_checkpoint_from_different_runs(reference, tmp_path, capsys
 def test_store_records_what_an_evaluation_was_given_and_took(reference, tmp_path):
     rows = _rows(reference)
     for row in rows:
-        assert row["seed"] is not None and row["host"] and row["device"] == "cpu"
-        assert row["status"] in ("ok", "invalid", "failed")
-        assert row["steps"] == row["train"]["steps"] == 15 and row["budget_steps"] == 15
-        assert row["train_seconds"] > 0 and row["budget_seconds"] is None
-        assert row["status"] != "ok" or row["measure_seconds"] > 0  # ok evaluations measure energy
-        assert row["result"]["id"] == row["id"] and row["result"]["metrics"].items() <= row["metrics"].items()
+        assert row.seed is not None and row.host and row.device == "cpu"
+        assert row.status in ("ok", "invalid", "failed")
+        assert row.steps == row.train["steps"] == 15 and row.budget_steps == 15
+        assert row.train_seconds > 0 and row.budget_seconds is None
+        assert row.status != "ok" or row.measure_seconds > 0  # ok evaluations measure energy
+        assert row.result.id == row.id and row.result.metrics.items() <= row.metrics.items()
     # measurement time is kept when an evaluation reports it, at the top level or as a metric
     store = RunStore(_copy(reference, tmp_path))
     try:
-        candidate = {"kind": "mutant", "genome": rows[0]["genome"], "generation": 9}
-        store.record(candidate, {"id": 50, "status": "ok", "measure_seconds": 1.5}, None)
-        store.record(
-            candidate, {"id": 51, "status": "failed", "metrics": {"measure_seconds": {"value": 2.5}}}, None
-        )
-        store.record(
-            candidate, {"id": 52, "status": "failed", "reason": "RuntimeError: x"}, None, {"steps": 7}
-        )
-        assert [r["measure_seconds"] for r in store.evaluations("WHERE id >= 50")] == [1.5, 2.5, None]
-        assert store.evaluation(52)["budget_steps"] == 7 and store.evaluation(52)["steps"] is None
+
+        def candidate(evaluation_id: int) -> Candidate:
+            return Candidate(evaluation_id, 9, "mutant", rows[0].genome, seed=0)
+
+        store.record(candidate(50), EvalResult(50, "ok", measure_seconds=1.5))
+        store.record(candidate(51), EvalResult(51, "failed", metrics={"measure_seconds": {"value": 2.5}}))
+        store.record(candidate(52), EvalResult(52, "failed", reason="RuntimeError: x"), None, Budget(steps=7))
+        assert [r.measure_seconds for r in store.select() if r.id >= 50] == [1.5, 2.5, None]
+        assert store.get(52).budget_steps == 7 and store.get(52).steps is None
     finally:
         store.close()
 
@@ -436,7 +448,7 @@ def test_disk_full_while_saving_weights_is_not_an_individuals_failure(
     assert main(["run", str(workdir / "config.yaml"), "--out", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "disk full while evaluation 2 saved its weights" in err and "free space then" in err
-    assert [r["id"] for r in _rows(run_dir)] == [0, 1]
+    assert [r.id for r in _rows(run_dir)] == [0, 1]
 
     monkeypatch.setattr(RunStore, "write_weights", real_save)
     assert main(["resume", str(run_dir)]) == 0
@@ -484,13 +496,13 @@ def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monke
     # a parameter cap that some sampled networks exceed: invalid before any weight is allocated
     result = run(_config(**{"search.caps": {"max_params": 2_000}}), out=tmp_path / "r")
     assert result.evaluations == TOTAL and len(result.generations) == 3
-    rows = {r["status"]: r for r in _rows(tmp_path / "r")}
-    assert rows["failed"]["reason"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert rows["failed"]["fitness"] is None and rows["failed"]["weights"] is None
-    invalid = [r["reason"] for r in _rows(tmp_path / "r") if r["status"] == "invalid"]
+    rows = {r.status: r for r in _rows(tmp_path / "r")}
+    assert rows["failed"].reason == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert rows["failed"].fitness is None and rows["failed"].weights is None
+    invalid = [r.reason for r in _rows(tmp_path / "r") if r.status == "invalid"]
     assert "training diverged (NaN or infinite loss)" in invalid
     assert any("cap" in reason for reason in invalid)
-    assert rows["ok"]["fitness"] is not None and result.best["status"] == "ok"
+    assert rows["ok"].fitness is not None and result.best["status"] == "ok"
 
 
 def test_no_pickle_of_run_state():
@@ -534,7 +546,7 @@ def test_a_store_from_before_the_added_columns_opens_and_resumes(reference, tmp_
     db.commit()
     db.close()
     rows = _rows(run_dir)
-    assert rows[0]["result"] is None and rows[0]["steps"] is None and rows[0]["genome"]
+    assert rows[0].result is None and rows[0].steps is None and rows[0].genome
     (run_dir / CHECKPOINT_NAME).unlink()  # replay every generation from the older rows
     resume(run_dir)
     assert count_evaluations == []

@@ -32,8 +32,7 @@ def make_config(**overrides):
 def history(run_dir: Path) -> list[tuple]:
     store = RunStore(run_dir)
     rows = [
-        (e["id"], e["kind"], json.dumps(e["genome"]), e["status"], e["fitness"], e["train"]["steps"])
-        for e in store.evaluations()
+        (e.id, e.kind, json.dumps(e.genome), e.status, e.fitness, e.train["steps"]) for e in store.select()
     ]
     store.close()
     return rows
@@ -45,17 +44,17 @@ def test_run_records_every_evaluation(tmp_path):
     assert result.evaluations == 2 + 2 * 3
     assert [g["generation"] for g in result.generations] == [0, 1, 2]
     store = RunStore(tmp_path / "r")
-    rows = store.evaluations()
-    assert [r["kind"] for r in rows if r["generation"] == 1][0] == "parent"
+    rows = store.select()
+    assert [r.kind for r in rows if r.generation == 1][0] == "parent"
     for row in rows:
-        assert row["status"] in ("ok", "invalid", "failed")
-        if row["status"] == "ok":
-            assert row["train"]["steps"] == (30 if row["kind"] == "final" else 15)
-            assert row["metrics"]["accuracy"]["method"] == "computed:evo_test"
-            if row["id"] in (result.best["id"], result.final["id"]):
-                assert 0 <= row["metrics"]["test_accuracy"]["value"] <= 1
+        assert row.status in ("ok", "invalid", "failed")
+        if row.status == "ok":
+            assert row.train["steps"] == (30 if row.kind == "final" else 15)
+            assert row.metrics["accuracy"]["method"] == "computed:evo_test"
+            if row.id in (result.best["id"], result.final["id"]):
+                assert 0 <= row.metrics["test_accuracy"]["value"] <= 1
             else:
-                assert "test_accuracy" not in row["metrics"]  # the test set is never scored during search
+                assert "test_accuracy" not in row.metrics  # the test set is never scored during search
     # only the parent's weights (and the final model's) are kept
     weights = sorted(p.name for p in (tmp_path / "r" / "weights").iterdir())
     assert weights == sorted([f"{result.best['id']}.safetensors", f"{result.final['id']}.safetensors"])
@@ -311,19 +310,19 @@ def test_a_time_limit_inside_the_first_generation_hands_over_the_best_so_far(tmp
     result = run(config, out=tmp_path / "t")
     assert result.stopped == "time_limit" and result.generations == []
     store = RunStore(result.run_dir)
-    recorded = [r for r in store.evaluations("WHERE kind != 'final'") if r["status"] == "ok"]
-    finals = store.evaluations("WHERE kind = 'final'")
+    recorded = [r for r in store.select() if r.kind != "final" and r.status == "ok"]
+    finals = store.finals()
     store.close()
     assert 1 <= len(recorded) < 40
     if algorithm == "es":
         assert len(result.handed) == len(finals) == 1
     else:  # every front member is handed over; the two most accurate get a final training
         assert len(finals) == min(2, len(result.handed))
-    assert {f["parent_id"] for f in finals} <= {h["id"] for h in result.handed}
+    assert {f.parent_id for f in finals} <= {h["id"] for h in result.handed}
     if algorithm == "es":  # the fittest recorded evaluation
-        assert result.best["id"] == max(recorded, key=lambda r: r["fitness"])["id"]
+        assert result.best["id"] == max(recorded, key=lambda r: r.fitness).id
     else:  # its front, the most accurate first, as the Pareto search hands over after a generation
-        accuracy = {r["id"]: r["metrics"]["accuracy"]["value"] for r in recorded}
+        accuracy = {r.id: r.metrics["accuracy"]["value"] for r in recorded}
         assert accuracy[result.handed[0]["id"]] == max(accuracy.values())
     notes = [e["message"] for e in read_events(result.run_dir) if e["event"] == "note"]
     assert len(notes) == 1 and "before the search had a best" in notes[0]

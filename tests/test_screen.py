@@ -9,7 +9,7 @@ import pytest
 
 from evowatt.config.schema import validate_config
 from evowatt.driver.experiment import _screen_picks, resume, run
-from evowatt.driver.store import RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 from tests.test_final_training import _genomes
@@ -33,16 +33,16 @@ BASE = {
 }
 
 
-def _rows(run_dir: Path) -> list[dict]:
+def _rows(run_dir: Path) -> list[Evaluation]:
     store = RunStore(run_dir)
     try:
-        return store.evaluations()
+        return store.select()
     finally:
         store.close()
 
 
-def _accuracy(row: dict) -> float:
-    return row["metrics"]["accuracy"]["value"]
+def _accuracy(row: Evaluation) -> float:
+    return row.metrics["accuracy"]["value"]
 
 
 @pytest.mark.parametrize(
@@ -127,39 +127,39 @@ def test_screen_picks_rank_each_network_by_its_best_evaluation_and_start_from_ke
 def test_the_best_screened_network_gets_the_final_training_from_its_screening_weights(tmp_path):
     result = run(validate_config(BASE), out=tmp_path / "r")
     rows = _rows(tmp_path / "r")
-    searched = [r for r in rows if r["kind"] not in ("screen", "final")]
-    screens = [r for r in rows if r["kind"] == "screen"]
-    finals = [r for r in rows if r["kind"] == "final"]
+    searched = [r for r in rows if r.kind not in ("screen", "final")]
+    screens = [r for r in rows if r.kind == "screen"]
+    finals = [r for r in rows if r.kind == "final"]
     assert result.evaluations == len(searched)
-    assert [s["id"] for s in result.screened] == [s["id"] for s in screens]
+    assert [s["id"] for s in result.screened] == [s.id for s in screens]
     # the three networks the whole search ranked highest (accuracy, the first objective), best first
     best: dict[str, float] = {}
     for r in searched:
-        if r["status"] == "ok":
-            key = Genome.from_json(r["genome"]).network_key()
+        if r.status == "ok":
+            key = Genome.from_json(r.genome).network_key()
             best[key] = max(best.get(key, 0.0), _accuracy(r))
     top = sorted(best, key=best.get, reverse=True)[:3]
-    by_id = {r["id"]: r for r in rows}
-    assert [Genome.from_json(by_id[s["parent_id"]]["genome"]).network_key() for s in screens] == top
+    by_id = {r.id: r for r in rows}
+    assert [Genome.from_json(by_id[s.parent_id].genome).network_key() for s in screens] == top
     for s in screens:
-        source = by_id[s["parent_id"]]
-        assert s["genome"] == source["genome"] and s["train"]["steps"] == 15
-        assert "test_accuracy" not in s["metrics"]  # the test set never chooses
+        source = by_id[s.parent_id]
+        assert s.genome == source.genome and s.train["steps"] == 15
+        assert "test_accuracy" not in s.metrics  # the test set never chooses
         # from the source's weights where they were kept, else fresh
-        assert s["continue_from"] == (source["id"] if source["weights"] else None)
-        assert s["weights"] is not None  # kept: the final training may continue it
-    winner = max(screens, key=lambda s: (_accuracy(s), -s["id"]))
-    assert len(finals) == 1 and result.final["id"] == finals[0]["id"]
+        assert s.continue_from == (source.id if source.weights else None)
+        assert s.weights is not None  # kept: the final training may continue it
+    winner = max(screens, key=lambda s: (_accuracy(s), -s.id))
+    assert len(finals) == 1 and result.final["id"] == finals[0].id
     final = finals[0]
-    assert final["parent_id"] == winner["id"] and final["continue_from"] == winner["id"]
-    assert final["genome"] == winner["genome"] and final["train"]["steps"] == 30
-    assert "test_accuracy" in final["metrics"]
+    assert final.parent_id == winner.id and final.continue_from == winner.id
+    assert final.genome == winner.genome and final.train["steps"] == 30
+    assert "test_accuracy" in final.metrics
     from evowatt.cli.main import _final_title, _with_screening
 
     title = _final_title(_with_screening(result.final, result.screened))
     assert title == (
-        f"final training of #{winner['parent_id']}, the best of 3 screened "
-        f"(#{winner['id']}; from its screening's weights)"
+        f"final training of #{winner.parent_id}, the best of 3 screened "
+        f"(#{winner.id}; from its screening's weights)"
     )
 
 
@@ -168,7 +168,7 @@ def test_a_run_killed_after_a_screening_resumes_to_the_same_screening_and_final(
     run(validate_config(BASE), out=reference)
     killed = tmp_path / "killed"
     run_killed_at(BASE, killed, "after-screen:2")
-    kinds = [r["kind"] for r in _rows(killed)]
+    kinds = [r.kind for r in _rows(killed)]
     assert kinds.count("screen") == 2 and "final" not in kinds
     resume(killed)
     keep = ("id", "kind", "genome", "seed", "parent_id", "continue_from", "status", "steps")
@@ -176,9 +176,9 @@ def test_a_run_killed_after_a_screening_resumes_to_the_same_screening_and_final(
     def history(run_dir: Path) -> list[dict]:
         return [
             {
-                **{k: r[k] for k in keep},
-                "accuracy": _accuracy(r) if r["status"] == "ok" else None,
-                "kept": r["weights"] is not None,
+                **{k: getattr(r, k) for k in keep},
+                "accuracy": _accuracy(r) if r.status == "ok" else None,
+                "kept": r.weights is not None,
             }
             for r in _rows(run_dir)
         ]
@@ -190,14 +190,14 @@ def test_the_es_screens_by_its_fitness_and_hands_the_winner_over(tmp_path):
     search = {"algorithm": "es", "generations": 2, "lambda": 3}
     result = run(validate_config(config_dict(BASE, search=search)), out=tmp_path / "r")
     rows = _rows(tmp_path / "r")
-    searched = [r for r in rows if r["kind"] not in ("screen", "final") and r["fitness"] is not None]
-    screens = [r for r in rows if r["kind"] == "screen"]
+    searched = [r for r in rows if r.kind not in ("screen", "final") and r.fitness is not None]
+    screens = [r for r in rows if r.kind == "screen"]
     fitness = {}
     for r in searched:
-        key = Genome.from_json(r["genome"]).network_key()
-        fitness[key] = max(fitness.get(key, -1e9), r["fitness"])
+        key = Genome.from_json(r.genome).network_key()
+        fitness[key] = max(fitness.get(key, -1e9), r.fitness)
     assert len(screens) == min(3, len(fitness))
-    sources = [fitness[Genome.from_json(s["genome"]).network_key()] for s in screens]
+    sources = [fitness[Genome.from_json(s.genome).network_key()] for s in screens]
     assert sources == sorted(fitness.values(), reverse=True)[: len(screens)]
-    winner = max(screens, key=lambda s: (s["fitness"], -s["id"]))
-    assert result.final["parent_id"] == winner["id"]
+    winner = max(screens, key=lambda s: (s.fitness, -s.id))
+    assert result.final["parent_id"] == winner.id

@@ -1,11 +1,13 @@
 """Typed records that cross layers: what ``evaluate`` returns and what the search and the store receive.
 
 Torch-free, so the search can use them. ``Metric`` is a TypedDict: a value with the method that produced
-it (``measured:nvml``, ``estimated:model``, ``counted:plan``, ...), stored as JSON unchanged.
+it (``measured:nvml``, ``estimated:model``, ``counted:plan``, ...), stored as JSON unchanged. ``Budget``
+is what one evaluation was allowed to train.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypedDict
@@ -20,6 +22,30 @@ class Status(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A training budget: wall seconds or optimiser steps (None: not limited by that one)."""
+
+    seconds: float | None = None
+    steps: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.seconds:g} s" if self.seconds is not None else f"{self.steps} steps"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps": self.steps, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Budget:
+        """From ``to_json`` or a candidate's ``{"steps": n}`` / ``{"seconds": s}``."""
+        data = data or {}
+        return cls(seconds=data.get("seconds"), steps=data.get("steps"))
+
+    @classmethod
+    def coerce(cls, value: Budget | Mapping[str, Any] | None) -> Budget:
+        return value if isinstance(value, Budget) else cls.from_json(value)
 
 
 class Metric(TypedDict, total=False):

@@ -190,17 +190,14 @@ class RunSoFar:
     @classmethod
     def of_store(cls, store: Any, config: Any = None) -> RunSoFar:
         """Where a resumed run stands: its searched evaluations, its time, its best, its latest front."""
-        from evowatt.driver.store import SEARCHED
-        from evowatt.search.protocol import Score
-
-        rows = store.evaluations(f"WHERE {SEARCHED}")
-        fitnesses = [row["fitness"] for row in rows if row.get("fitness") is not None]
+        rows = store.searched()
+        fitnesses = [row.fitness for row in rows if row.fitness is not None]
         pareto = config is not None and config.search.algorithm != "es"
         generations = store.generations() if pareto else []
         points = [
             list(point["values"])
             for row in rows
-            for point in Score.from_json(row.get("score")).points.values()
+            for point in (row.score.points if row.score is not None else {}).values()
             if point.get("violation") == 0
         ]
         return cls(
@@ -210,7 +207,7 @@ class RunSoFar:
             elapsed=float(store.meta("elapsed_seconds", 0.0) or 0.0),
             best=max(fitnesses) if fitnesses else None,
             objectives=_objectives(config),
-            record=generations[-1] if generations else None,
+            record=generations[-1].to_json() if generations else None,
             points=points if pareto else None,
         )
 
@@ -730,25 +727,26 @@ def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
 
 
 def show_data(run_dir: str) -> dict[str, Any]:
-    from evowatt.driver.store import AFTER_SEARCH, RunStore
+    from evowatt.driver.store import RunStore
     from evowatt.energy.sources import mixed_sources, sources
 
     store = RunStore(run_dir)
     try:
         generations = store.generations()
-        evaluations = store.evaluations()
-        best_id = generations[-1]["best_id"] if generations else None
+        evaluations = store.select()
+        best_id = generations[-1].best_id if generations else None
         if best_id is None and generations:  # a population search: its most accurate front member
-            best_id = _most_accurate(generations[-1]["front"])
-        by_id = {e["id"]: e for e in evaluations}
-        finals = [e for e in evaluations if e["kind"] == "final"]
-        searched = [e for e in evaluations if e["kind"] not in AFTER_SEARCH]
-        statuses = Counter(e["status"] for e in searched)
+            best_id = _most_accurate(generations[-1].front)
+        by_id = {e.id: e for e in evaluations}
+        finals = [e for e in evaluations if e.kind == "final"]
+        searched = [e for e in evaluations if e.searched]
+        statuses = Counter(e.status.value for e in searched)
         # the first final training after the last search evaluation: the most accurate handed model's (a run
         # extended after its final training trained older ones; a front's later ones are its cheaper models)
-        last_searched = max((e["id"] for e in searched), default=-1)
-        latest = [f for f in finals if f["id"] > last_searched] or finals
-        final = _with_screening(latest[0], evaluations) if latest else None
+        last_searched = max((e.id for e in searched), default=-1)
+        latest = [f for f in finals if f.id > last_searched] or finals
+        screens = [e.to_json() for e in evaluations if e.kind == "screen"]
+        final = _with_screening(latest[0].to_json(), screens) if latest else None
         from evowatt.handover.results import answer, front
 
         chosen = answer(run_dir) if generations or finals else None
@@ -758,8 +756,8 @@ def show_data(run_dir: str) -> dict[str, Any]:
             "front": [m.to_json() for m in front(run_dir)] if generations else [],
             "evaluations": len(searched),
             "statuses": dict(statuses),
-            "generations": generations,
-            "best": by_id.get(best_id),
+            "generations": [g.to_json() for g in generations],
+            "best": by_id[best_id].to_json() if best_id in by_id else None,
             "final": final,
             "elapsed_seconds": store.meta("elapsed_seconds"),
             "sources": sources(evaluations),  # host, device, meter: where evaluations ran
@@ -882,7 +880,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     store = RunStore(args.run_dir)
     try:
-        drift = profile_drift(store.evaluations())
+        drift = profile_drift(store.select())
     finally:
         store.close()
     for line in drift:  # energy.check_every: the calibrated profile against the meter, as the run went

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from evowatt.driver.rows import Evaluation
+from evowatt.records import EvalResult, Metric
 from evowatt.representation.genome import Genome
 
 # what a measurement gives (evaluate._measure); counted FLOPs and parameters come from the plan anyway
@@ -39,13 +41,12 @@ class KnownCost:
         return {"measured_by": self.measured_by, "metrics": self.metrics, "exits": list(self.exits)}
 
 
-def _cost_of(row: dict[str, Any]) -> KnownCost | None:
-    """The cost a recorded evaluation measured itself (not one it reused), or None."""
-    result = row.get("result") or row
-    metrics = row.get("metrics") or {}
-    measurements = result.get("measurements") or {}
-    if row.get("status") != "ok" or not result.get("meter") or not measurements:
+def _cost_of(evaluation_id: int, metrics: dict[str, Metric], result: EvalResult | None) -> KnownCost | None:
+    """The cost an evaluation measured itself (not one it reused), or None. ``metrics`` are its recorded
+    ones (with what was added after), ``result`` says with which meter, on which device, per exit."""
+    if result is None or not result.ok or not result.meter or not result.measurements:
         return None
+    measurements = result.measurements
     if any("reused_from" in details for details in measurements.values()):
         return None
     suffixes = [EXIT_SUFFIXES[e] for e in measurements if e in EXIT_SUFFIXES]
@@ -54,10 +55,10 @@ def _cost_of(row: dict[str, Any]) -> KnownCost | None:
     if "energy" not in kept and "latency" not in kept:
         return None
     return KnownCost(
-        measured_by=int(row["id"]),
-        meter=str(result.get("meter")),
-        device=str(result.get("device") or ""),
-        metrics={n: {**m, "measured_by": m.get("measured_by", row["id"])} for n, m in kept.items()},
+        measured_by=int(evaluation_id),
+        meter=str(result.meter),
+        device=str(result.device or ""),
+        metrics={n: {**m, "measured_by": m.get("measured_by", evaluation_id)} for n, m in kept.items()},
         exits=tuple(sorted(measurements)),
     )
 
@@ -73,7 +74,7 @@ class NetworkCosts:
     batch, therefore measures exactly what the uninterrupted run measured.
     """
 
-    def __init__(self, rows: Iterable[dict[str, Any]] = ()):
+    def __init__(self, rows: Iterable[Evaluation] = ()):
         self._book: dict[str, list[KnownCost]] = {}
         self.batch_start: int | None = None  # the first id of the batch whose tasks are being made
         for row in rows:
@@ -82,12 +83,20 @@ class NetworkCosts:
     def __len__(self) -> int:
         return len(self._book)
 
-    def add(self, row: dict[str, Any]) -> None:
-        """Learn the cost a recorded evaluation (a store row or ``EvalResult.to_json``) measured."""
-        cost = _cost_of(row)
-        if cost is None or not row.get("genome"):
+    def add(self, row: Evaluation) -> None:
+        """Learn the cost a recorded evaluation measured."""
+        if isinstance(row, dict):  # transitional: experiment.py passes dict rows, removed when converted
+            row = Evaluation.from_json(row)
+        self._learn(_cost_of(row.id, row.metrics, row.result), row.genome)
+
+    def add_result(self, result: EvalResult, genome: dict[str, Any]) -> None:
+        """Learn the cost an evaluation just measured (the loop's events, before the store is read)."""
+        self._learn(_cost_of(result.id, result.metrics, result), genome)
+
+    def _learn(self, cost: KnownCost | None, genome: dict[str, Any]) -> None:
+        if cost is None or not genome:
             return
-        entries = self._book.setdefault(Genome.from_json(row["genome"]).network_key(), [])
+        entries = self._book.setdefault(Genome.from_json(genome).network_key(), [])
         # the same evaluation again, with the latency its handover added: the richer record stands
         entries[:] = [
             e for e in entries if e.measured_by != cost.measured_by or len(e.metrics) > len(cost.metrics)
@@ -116,4 +125,4 @@ class NetworkCosts:
         if event == "batch":
             self.batch_start = min((c.id for c in info["candidates"]), default=None)
         elif event in ("result", "screen_result", "final_result"):
-            self.add({**info["result"], "genome": info["candidate"].genome})
+            self.add_result(EvalResult.coerce(info["result"]), info["candidate"].genome)

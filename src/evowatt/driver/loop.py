@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from evowatt.driver.killpoint import killpoint
-from evowatt.driver.store import RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
-from evowatt.records import EvalResult, Status
+from evowatt.records import Budget, EvalResult, Status
 from evowatt.search.protocol import Candidate, Evaluated, Score, Search
 
 Hook = Callable[..., None]
@@ -69,21 +69,14 @@ class TimeLimit:
         return self.seconds is not None and self.elapsed() >= self.seconds
 
 
-def reusable(row: dict[str, Any] | None, candidate: Candidate) -> bool:
+def reusable(row: Evaluation | None, candidate: Candidate) -> bool:
     """A recorded evaluation stands for this candidate when it is the same individual trained the same way."""
     return (
         row is not None
-        and row["genome"] == candidate.genome
-        and row["kind"] == candidate.kind
-        and row["seed"] == candidate.seed
+        and row.genome == candidate.genome
+        and row.kind == candidate.kind
+        and row.seed == candidate.seed
     )
-
-
-def row_result(row: dict[str, Any]) -> EvalResult:
-    """The result as ``evaluate`` returned it, so a resumed ``tell`` sees exactly what the first one saw."""
-    if row.get("result"):
-        return EvalResult.from_json({**row["result"], "weights_path": row["weights"]})
-    return EvalResult.from_json({**row, "weights_path": row["weights"]})  # stores before the full result
 
 
 def _raise_if_disk_full(result: EvalResult, store: RunStore) -> None:
@@ -133,7 +126,10 @@ class StoreEvaluator:
     make_task: Callable[[Candidate], Any]
     evaluate: Callable[[Any], EvalResult]
     hooks: Hooks
-    budget: dict[str, Any]
+    budget: Budget  # training.budget; a fidelity rung's candidate has its own
+
+    def __post_init__(self) -> None:
+        self.budget = Budget.coerce(self.budget)  # transitional: experiment.py passes a dict
 
     def __call__(
         self, candidates: Sequence[Candidate], score: Callable[[EvalResult], Score], limit: TimeLimit
@@ -142,11 +138,10 @@ class StoreEvaluator:
         by_id = {c.id: c for c in candidates}
         done: dict[int, Evaluated] = {}
         for c in candidates:
-            row = self.store.evaluation(c.id)
-            if reusable(row, c):
-                result = row_result(row)
-                recorded = Score.from_json(row["score"]) if row.get("score") else score(result)
-                done[c.id] = Evaluated(c, result, recorded)
+            row = self.store.get(c.id)
+            if row is not None and reusable(row, c):
+                result = row.to_result()
+                done[c.id] = Evaluated(c, result, row.score if row.score is not None else score(result))
         if limit.expired():
             return None
         self.hooks("batch", candidates=candidates)  # before its tasks are made: what they may reuse
@@ -161,8 +156,8 @@ class StoreEvaluator:
             if result.ok and scored.fitness is None and not scored.points and scored.reason:
                 result.reason = f"no fitness: {scored.reason}"  # e.g. a minimised metric that is missing
             self.hooks("recording", candidate=candidate, result=result)
-            budget = candidate.budget or self.budget  # a fidelity rung has its own
-            self.store.record(candidate.to_json(), result.to_json(), scored.fitness, budget, scored)
+            budget = Budget.from_json(candidate.budget) if candidate.budget else self.budget
+            self.store.record(candidate, result, scored, budget)
             done[result.id] = Evaluated(candidate, result, scored)
             self.hooks(
                 "result", candidate=candidate, result=result.to_json(), fitness=scored.fitness, score=scored
@@ -209,7 +204,7 @@ def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit:
             refuse_if_none_valid(told, store)
         record = search.tell(told)
         if record is not None:
-            store.record_generation(record.to_json())
+            store.record_generation(record)
         # the checkpoint names the weights it needs; only once it is on disk may others be pruned
         keep = search.weights_to_keep()
         store.save_checkpoint(search.state(), keep_weights=keep)

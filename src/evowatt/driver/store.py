@@ -7,6 +7,11 @@ renamed into place; weights are safetensors files. Nothing is pickled.
 Opening an existing store never repairs or recreates it: a file without the SQLite header, one that fails
 ``PRAGMA quick_check`` or lacks evowatt's tables is refused with one message and left as it is.
 
+Records go in typed (``record``: a ``Candidate``, its ``EvalResult``, the search's ``Score``, its
+``Budget``; ``record_generation``: a ``GenerationRecord``) and come out typed: ``get``, ``select`` and
+the named queries (``searched``, ``finals``, ``screenings``) give frozen ``Evaluation`` rows (rows.py),
+``generations`` the records. No SQL is written outside this module.
+
 Run directory layout::
 
     config.yaml        the resolved configuration
@@ -33,7 +38,10 @@ import yaml
 
 from evowatt.driver.checkpoint import CheckpointError, check_row, check_store_section
 from evowatt.driver.killpoint import killpoint
+from evowatt.driver.rows import AFTER_SEARCH, Evaluation
 from evowatt.errors import EvowattError
+from evowatt.records import Budget, EvalResult, Status
+from evowatt.search.protocol import Candidate, GenerationRecord, Score
 
 DB_NAME = "evowatt.sqlite"
 CHECKPOINT_NAME = "checkpoint.json"
@@ -44,10 +52,9 @@ DATA_NAME = "data.npz"  # the arrays `evowatt.fit` was given, written before the
 CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
 CHECKPOINT_FORMAT = 2  # 2: the optimiser states continuations resume (1 has none)
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# evaluations the run makes after its search: a last screening of the most promising networks, and the
-# final trainings. They are not the search's, and their weights are never pruned
-AFTER_SEARCH = ("screen", "final")
-SEARCHED = "kind NOT IN ('screen', 'final')"  # an SQL condition: the search's own evaluations
+# an SQL condition: the search's own evaluations (not AFTER_SEARCH, the screenings and final trainings).
+# Store-internal; experiment.py still imports it (transitional: experiment.py only, removed when converted)
+SEARCHED = f"kind NOT IN ({', '.join(repr(kind) for kind in AFTER_SEARCH)})"
 _TABLES = ("meta", "evaluations", "generations")
 
 _SCHEMA = """
@@ -478,21 +485,43 @@ class RunStore:
 
     def record(
         self,
-        candidate: dict[str, Any],
-        result: dict[str, Any],
-        fitness: float | None,
-        budget: dict[str, Any] | None = None,
-        score: Any = None,
+        candidate: Candidate,
+        result: EvalResult,
+        score: Score | None = None,
+        budget: Budget | None = None,
+        *transitional: Any,
     ) -> None:
         """Record one finished evaluation in its own transaction.
 
-        ``score`` is the search's ``Score`` of it (fitness or objective points), kept so a resumed run
-        reuses it instead of computing it again. ``budget`` ({"steps": ..., "seconds": ...}) is what it
-        was allowed, so a failed evaluation that trained nothing still says what it was given.
-        ``measure_seconds`` is the energy measurement's wall time, from the result or its metrics.
+        ``score`` is the search's ``Score`` of it (its fitness is the row's), kept so a resumed run reuses
+        it instead of computing it again. ``budget`` is what it was allowed, so a failed evaluation that
+        trained nothing still says what it was given.
         """
+        if isinstance(candidate, dict):
+            # transitional: experiment.py only, removed when converted. Its call is
+            # record(candidate.to_json(), result.to_json(), fitness, {"steps", "seconds"}, score)
+            fitness, recorded = score, (transitional[0] if transitional else None)
+            self._insert(candidate, result, fitness, budget or {}, recorded)  # type: ignore[arg-type]
+            return
+        self._insert(
+            candidate.to_json(),
+            result.to_json(),
+            None if score is None else score.fitness,
+            (budget or Budget()).to_json(),
+            score,
+        )
+
+    def _insert(
+        self,
+        candidate: dict[str, Any],
+        result: dict[str, Any],
+        fitness: float | None,
+        budget: dict[str, Any],
+        score: Score | None,
+    ) -> None:
+        """The row of ``record`` from the JSON of its records; ``measure_seconds`` is the energy
+        measurement's wall time, from the result or its metrics."""
         train = result.get("train") or {}
-        budget = budget or {}
         measure = result.get("measure_seconds")
         if measure is None:
             metric = (result.get("metrics") or {}).get("measure_seconds")
@@ -507,7 +536,7 @@ class RunStore:
             "mutations": json.dumps(candidate.get("mutations", [])),
             "seed": candidate.get("seed"),
             "genome": json.dumps(candidate["genome"]),
-            "status": result["status"],
+            "status": str(result["status"]),
             "reason": result.get("reason"),
             "fitness": fitness,
             "metrics": json.dumps(result.get("metrics", {})),
@@ -533,7 +562,66 @@ class RunStore:
             tuple(values.values()),
         )
 
-    def evaluations(self, where: str = "", params: tuple = ()) -> list[dict[str, Any]]:
+    # --- reading evaluations: named queries, typed rows -------------------------------------------
+    def get(self, evaluation_id: int) -> Evaluation | None:
+        """One evaluation by id; None when the store does not hold it."""
+        rows = self._rows("WHERE id = ?", (evaluation_id,))
+        return rows[0] if rows else None
+
+    def select(
+        self,
+        *,
+        kind: str | None = None,
+        status: Status | None = None,
+        searched: bool | None = None,
+        parent_id: int | None = None,
+    ) -> list[Evaluation]:
+        """The evaluations that match every filter given (all of them without one), in id order.
+
+        ``searched`` True: the search's own; False: the screenings and final trainings after it.
+        ``parent_id`` with ``kind``: e.g. the final trainings of one handed model."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(Status(status).value)
+        if searched is not None:
+            clauses.append(SEARCHED if searched else f"NOT ({SEARCHED})")
+        if parent_id is not None:
+            clauses.append("parent_id = ?")
+            params.append(parent_id)
+        return self._rows("WHERE " + " AND ".join(clauses) if clauses else "", tuple(params))
+
+    def searched(self, status: Status | None = None) -> list[Evaluation]:
+        """The search's own evaluations (``status``: only those that ended so)."""
+        return self.select(searched=True, status=status)
+
+    def finals(self, status: Status | None = None) -> list[Evaluation]:
+        """The final trainings of the handed models, in the order they were trained."""
+        return self.select(kind="final", status=status)
+
+    def screenings(self) -> list[Evaluation]:
+        """The screening trainings before the final training (kind ``screen``)."""
+        return self.select(kind="screen")
+
+    def with_weights(self) -> set[int]:
+        """The ids of the evaluations whose trained weights are kept."""
+        return {int(r[0]) for r in self.db.execute("SELECT id FROM evaluations WHERE weights IS NOT NULL")}
+
+    def _rows(self, where: str = "", params: tuple = ()) -> list[Evaluation]:
+        rows = []
+        for row in self._decoded(where, params):
+            try:
+                rows.append(Evaluation.from_json(row))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self._corrupt(f"evaluation {row.get('id')}: {type(exc).__name__}: {exc}") from None
+        return rows
+
+    def _decoded(self, where: str = "", params: tuple = ()) -> list[dict[str, Any]]:
+        """Rows as dicts with their JSON columns decoded and checked, weights as absolute paths."""
         cursor = self.db.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)
         names = [d[0] for d in cursor.description]
         rows = []
@@ -552,8 +640,13 @@ class RunStore:
             rows.append(row)
         return rows
 
+    # transitional: experiment.py only, removed when converted (rows as dicts; SQL fragments)
+    def evaluations(self, where: str = "", params: tuple = ()) -> list[dict[str, Any]]:
+        return self._decoded(where, params)
+
+    # transitional: experiment.py only, removed when converted (``get`` gives the typed row)
     def evaluation(self, evaluation_id: int) -> dict[str, Any] | None:
-        rows = self.evaluations("WHERE id = ?", (evaluation_id,))
+        rows = self._decoded("WHERE id = ?", (evaluation_id,))
         return rows[0] if rows else None
 
     def max_id(self) -> int:
@@ -563,33 +656,34 @@ class RunStore:
     def add_metrics(self, evaluation_id: int, added: dict[str, dict[str, Any]]) -> None:
         """Metrics added to a recorded evaluation in one write: a run killed part way leaves all of them
         or none, so that a resumed run that finds one of them does not miss the others."""
-        row = self.evaluation(evaluation_id)
+        row = self.get(evaluation_id)
         if row is None:
             raise KeyError(evaluation_id)
-        metrics = {**row["metrics"], **added}
+        metrics = {**row.metrics, **added}
         self._write(
             f"metrics {', '.join(added)} of evaluation {evaluation_id}",
             "UPDATE evaluations SET metrics = ? WHERE id = ?",
             (json.dumps(metrics), evaluation_id),
         )
 
-    def record_generation(self, record: dict[str, Any]) -> None:
-        """A finished generation (``GenerationRecord.to_json()``): survivors, front, hypervolume."""
+    def record_generation(self, record: GenerationRecord) -> None:
+        """A finished generation: survivors, front, hypervolume."""
+        data = record.to_json()
         self._write(
-            f"generation {record['generation']}",
+            f"generation {record.generation}",
             "INSERT OR REPLACE INTO generations (generation, parent_id, best_fitness, evaluations, "
             "recorded_at, record) VALUES (?, ?, ?, ?, ?, ?)",
             (
-                record["generation"],
-                record.get("parent_id"),
-                record.get("best_fitness"),
-                json.dumps(record["evaluations"]),
+                record.generation,
+                record.best_id,
+                record.best_fitness,
+                json.dumps(data["evaluations"]),
                 time.time(),
-                json.dumps(record),
+                json.dumps(data),
             ),
         )
 
-    def generations(self) -> list[dict[str, Any]]:
+    def generations(self) -> list[GenerationRecord]:
         """Every generation record; a first-version row (ES parent only) reads as one with one survivor."""
         has_record = "record" in {row[1] for row in self.db.execute("PRAGMA table_info(generations)")}
         extra = ", record" if has_record else ", NULL"
@@ -601,11 +695,7 @@ class RunStore:
         for g, p, f, e, r in cursor.fetchall():
             data = json.loads(r) if r else {"generation": g, "parent_id": p, "best_fitness": f}
             data["evaluations"] = json.loads(e)
-            data.setdefault("best_id", data.get("parent_id"))
-            data.setdefault("survivors", [] if data["best_id"] is None else [data["best_id"]])
-            data.setdefault("front", [])
-            data.setdefault("hypervolume", None)
-            rows.append(data)
+            rows.append(GenerationRecord.from_json(data))
         return rows
 
     def prune_weights(self, keep: set[int], below: int | None = None) -> None:

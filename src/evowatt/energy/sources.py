@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from evowatt.errors import EvowattError
+from evowatt.records import Status
 
 #: Metric families whose values depend on how and where they were measured (`_0` / `_1` suffixes too).
 MEASURED_FAMILIES = ("energy", "power", "energy_gross", "power_gross", "idle_power", "latency")
@@ -39,9 +40,8 @@ def _method(metric: Any) -> str | None:
     return _get(metric, "method")
 
 
-def _status(record: Any) -> str:
-    status = _get(record, "status", "ok")
-    return str(getattr(status, "value", status))
+def _status(record: Any) -> Status:
+    return Status(_get(record, "status", Status.OK))
 
 
 def _device_kind(record: Any) -> str:
@@ -50,7 +50,8 @@ def _device_kind(record: Any) -> str:
 
 def meter_of(record: Any) -> str | None:
     """The meter of one evaluation: recorded with it, else read off its energy metric's method."""
-    meter = _get(record, "meter") or (_get(record, "result") or {}).get("meter")
+    result = _get(record, "result")  # a store row's recorded result (a mapping or an EvalResult)
+    meter = _get(record, "meter") or (_get(result, "meter") if result else None)
     if meter:
         return str(meter)
     metrics = _get(record, "metrics") or {}
@@ -73,7 +74,7 @@ def check_comparable(results: Iterable[Any], metrics: Iterable[str] | None = Non
     by_method: dict[str, list[Any]] = {}
     measured_on: dict[tuple[str, str], list[Any]] = {}
     for record in results:
-        if _status(record) != "ok":
+        if _status(record) is not Status.OK:
             continue
         for name, metric in (_get(record, "metrics") or {}).items():
             if (wanted is not None and name not in wanted) or _family(name) not in MEASURED_FAMILIES:

@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 
 from evowatt import __version__
 from evowatt.data.datasets import CLASS_NAMES, raw_scale
-from evowatt.driver.store import GRAMMAR_NAME, RunStore
+from evowatt.driver.store import GRAMMAR_NAME, Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import build_network, extract_models, plan_network
 from evowatt.nn.train import evaluate_split
@@ -86,17 +86,17 @@ def _best_id(store: RunStore) -> int:
     """The final training of the best genome when the run has one (of the screening's winner when the
     run screened: that is the model it handed over first), else the best individual."""
     generations = store.generations()
-    best = generations[-1].get("best_id", generations[-1].get("parent_id")) if generations else None
-    finals = store.evaluations("WHERE kind = 'final'")
-    screens = {row["id"] for row in store.evaluations("WHERE kind = 'screen'")}
-    after_screening = [f for f in finals if f["parent_id"] in screens]
+    best = generations[-1].best_id if generations else None
+    finals = store.finals()
+    screens = {row.id for row in store.screenings()}
+    after_screening = [f for f in finals if f.parent_id in screens]
     if after_screening:
-        return int(after_screening[0]["id"])
+        return after_screening[0].id
     if best is not None:
-        trained = [f for f in finals if f["parent_id"] == best]
-        return int(trained[-1]["id"]) if trained else int(best)
+        trained = [f for f in finals if f.parent_id == best]
+        return trained[-1].id if trained else int(best)
     if finals:
-        return int(finals[0]["id"])
+        return finals[0].id
     if generations:
         raise EvowattError(
             f"{store.dir} is a Pareto run: it has a front, not one best model; use --front or an id"
@@ -114,7 +114,7 @@ def front_members(store: RunStore) -> tuple[dict[int, set[int]], list[str]]:
 
     members: dict[int, set[int]] = {}
     skipped = []
-    kept = {r["id"] for r in store.evaluations("WHERE weights IS NOT NULL")}
+    kept = store.with_weights()
     for model in front(store.dir):
         if model.id in kept:
             members.setdefault(model.id, set()).add(int(model.exit))
@@ -173,7 +173,7 @@ def choose(
 
 @dataclass
 class Rebuilt:
-    row: dict[str, Any]
+    row: Evaluation
     models: dict[int, torch.nn.Module]  # exit -> standalone model (eval mode, CPU)
     config: dict[str, Any]
     grammar_text: str
@@ -182,18 +182,16 @@ class Rebuilt:
 
 
 def rebuild(store: RunStore, evaluation_id: int, input_shape: tuple[int, int, int], classes: int) -> Rebuilt:
-    row = store.evaluation(evaluation_id)
+    row = store.get(evaluation_id)
     if row is None:
         known = store.max_id()
         raise EvowattError(
             f"{store.dir} has no evaluation {evaluation_id} (ids 0..{known}); `evowatt show {store.dir}` "
             "lists them"
         )
-    if row["status"] != "ok":
-        raise EvowattError(
-            f"evaluation {evaluation_id} is {row['status']} ({row['reason']}): nothing to export"
-        )
-    weights = row.get("weights")
+    if not row.ok:
+        raise EvowattError(f"evaluation {evaluation_id} is {row.status} ({row.reason}): nothing to export")
+    weights = row.weights
     if not weights or not Path(weights).is_file():
         raise EvowattError(
             f"the weights of evaluation {evaluation_id} are not kept (a run keeps only those of its parents "
@@ -201,9 +199,9 @@ def rebuild(store: RunStore, evaluation_id: int, input_shape: tuple[int, int, in
         )
     grammar_text = (store.dir / GRAMMAR_NAME).read_text(encoding="utf-8")
     grammar = parse_grammar(grammar_text, source=str(store.dir / GRAMMAR_NAME))
-    genome = Genome.from_json(row["genome"])
+    genome = Genome.from_json(row.genome)
     plan = plan_network(genome, grammar, input_shape, classes)
-    network = build_network(plan, int(row["seed"] or 0))
+    network = build_network(plan, int(row.seed or 0))
     try:
         network.load_state_dict(load_file(weights, device="cpu"))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
@@ -437,7 +435,7 @@ def _export(
                     )
                 files[fmt] = path
                 diffs[fmt] = diff
-            test_metric = (rebuilt.row["metrics"] or {}).get(f"test_accuracy{suffix}")
+            test_metric = rebuilt.row.metrics.get(f"test_accuracy{suffix}")
             if test_metric is None:  # scored here, from the same weights; the store is not written
                 _, accuracy = evaluate_split(model, test_x, test_y, 1024)
                 test_metric = {"value": accuracy, "method": "computed:test", "source": "evowatt export"}
@@ -479,7 +477,7 @@ def _card(
 ) -> dict[str, Any]:
     row = rebuilt.row
     suffix = "" if exit_index == 0 else f"_{exit_index}"
-    stored = row["metrics"] or {}
+    stored = row.metrics
     metrics = {}
     for name in CARD_METRICS:
         metric = stored.get(f"{name}{suffix}")
@@ -487,7 +485,7 @@ def _card(
             metric = test_metric
         if metric is not None:
             metrics[name] = dict(metric)
-    measurement = ((row.get("result") or {}).get("measurements") or {}).get(str(exit_index)) or {}
+    measurement = (row.result.measurements if row.result else {}).get(str(exit_index)) or {}
     layers = rebuilt.layers
     if exit_index == 1 and rebuilt.exit_layer is not None:
         architecture = {
@@ -503,13 +501,13 @@ def _card(
     first = next(iter(files), None)
     return {
         "card_format": 1,
-        "name": f"evowatt-{row['id']}-exit{exit_index}",
+        "name": f"evowatt-{row.id}-exit{exit_index}",
         "evaluation": {
-            "id": row["id"],
-            "kind": row["kind"],
-            "generation": row["generation"],
+            "id": row.id,
+            "kind": row.kind,
+            "generation": row.generation,
             "exit": exit_index,
-            "fitness": row["fitness"],
+            "fitness": row.fitness,
         },
         "architecture": architecture,
         "input": {
@@ -536,15 +534,15 @@ def _card(
             "meter": meter.get("name"),
             "method": meter.get("method"),
             "reason": meter.get("reason"),
-            "device": row.get("device"),
-            "host": row.get("host"),
+            "device": row.device,
+            "host": row.host,
             "batch_size": measurement.get("batch_size"),
             "idle": meter.get("idle"),
         },
         "run": {
             "run_dir": str(store.dir),
             "seed": config.get("seed"),
-            "evaluation_seed": row.get("seed"),
+            "evaluation_seed": row.seed,
             "config_sha256": config_digest(config),
             "grammar_sha256": store.meta("grammar_sha256"),
         },

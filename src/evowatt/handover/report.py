@@ -31,10 +31,12 @@ import yaml
 
 from evowatt import __version__
 from evowatt.data.datasets import CLASS_NAMES
-from evowatt.driver.store import AFTER_SEARCH, RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
 from evowatt.handover.results import FrontModel, answer, front, profile_drift
+from evowatt.records import Status
+from evowatt.search.protocol import GenerationRecord
 from evowatt.units import format_si
 
 FIGURES = ("tradeoff", "generations", "budget", "measurement")
@@ -50,7 +52,7 @@ class Point:
     generation: int | None
     accuracy: float
     cost: float | None  # the x axis's metric (energy per inference by default)
-    status: str
+    status: Status
 
 
 @dataclass
@@ -58,8 +60,8 @@ class RunData:
     run_dir: Path
     config: dict[str, Any]
     meter: dict[str, Any]
-    evaluations: list[dict[str, Any]]
-    generations: list[dict[str, Any]]
+    evaluations: list[Evaluation]
+    generations: list[GenerationRecord]
     meta: dict[str, Any] = field(default_factory=dict)
     cards: list[dict[str, Any]] = field(default_factory=list)
     front: list[FrontModel] = field(default_factory=list)  # results.front: the one front of every view
@@ -81,12 +83,6 @@ class RunData:
         return len(names) if names else None
 
 
-def _value(row: dict[str, Any], name: str) -> float | None:
-    metric = (row.get("metrics") or {}).get(name)
-    value = metric.get("value") if isinstance(metric, dict) else metric
-    return None if value is None else float(value)
-
-
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
@@ -99,7 +95,7 @@ def load_run(run_dir: str | Path) -> RunData:
             run_dir=run_dir,
             config=config or {},
             meter=store.meta("meter") or {},
-            evaluations=store.evaluations(),
+            evaluations=store.select(),
             generations=store.generations(),
             meta=meta,
         )
@@ -119,7 +115,7 @@ def _answer(data: RunData) -> tuple[list[FrontModel], FrontModel | None, str]:
     before a generation ended or a final training, and none from a store without a recorded config."""
     try:
         models = front(data.run_dir)
-        if not data.generations and not any(r["kind"] == "final" for r in data.evaluations):
+        if not data.generations and not any(r.kind == "final" for r in data.evaluations):
             return models, None, "none yet: no generation has ended"
         chosen = answer(data.run_dir)
     except EvowattError as exc:
@@ -134,30 +130,30 @@ def cost_axis(data: RunData) -> str:
     objectives = search.get("objectives") or [{"metric": "accuracy"}, {"metric": "energy"}]
     named = [o.get("metric") for o in objectives if isinstance(o, dict)]
     for name in [*(n for n in named if n in COSTS), "energy"]:
-        if any(_value(r, name) is not None for r in data.evaluations if r["status"] == "ok"):
+        if any(r.metric(name) is not None for r in data.evaluations if r.ok):
             return name
     return "flops"
 
 
 def points(data: RunData) -> tuple[list[Point], str]:
     """Every exit of every evaluation with an accuracy, and the cost axis used (see ``cost_axis``)."""
-    rows = [r for r in data.evaluations if r["status"] == "ok"]
+    rows = [r for r in data.evaluations if r.ok]
     cost = cost_axis(data)
     out = []
     for row in rows:
         for exit_index, suffix in ((0, ""), (1, "_1")):
-            accuracy = _value(row, f"accuracy{suffix}")
+            accuracy = row.metric(f"accuracy{suffix}")
             if accuracy is None:
                 continue
             out.append(
                 Point(
-                    row["id"],
+                    row.id,
                     exit_index,
-                    row["kind"],
-                    row["generation"],
+                    row.kind,
+                    row.generation,
                     accuracy,
-                    _value(row, f"{cost}{suffix}"),
-                    row["status"],
+                    row.metric(f"{cost}{suffix}"),
+                    row.status,
                 )
             )
     return out, cost
@@ -376,12 +372,12 @@ def fig_generations(data: RunData):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
     gens = data.generations
-    fitness = [(g["generation"], g.get("best_fitness")) for g in gens if g.get("best_fitness") is not None]
+    fitness = [(g.generation, g.best_fitness) for g in gens if g.best_fitness is not None]
     # the share of the reference box the front covers (a raw volume in joules reads 4e-06); older runs
     # recorded only the raw volume
-    shared = any(g.get("hypervolume_share") is not None for g in gens)
-    key = "hypervolume_share" if shared else "hypervolume"
-    volumes = [(g["generation"], g[key] * (100 if shared else 1)) for g in gens if g.get(key) is not None]
+    shared = any(g.hypervolume_share is not None for g in gens)
+    volume = [(g.generation, g.hypervolume_share if shared else g.hypervolume) for g in gens]
+    volumes = [(g, v * (100 if shared else 1)) for g, v in volume if v is not None]
     volume_label = "hypervolume (% of the reference box)" if shared else "hypervolume"
     if not fitness and not volumes:
         _empty(ax, "no finished generation yet")
@@ -408,22 +404,22 @@ def fig_generations(data: RunData):
 def fig_budget(data: RunData):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
-    rows = [r for r in data.evaluations if r.get("wall_seconds") is not None]
+    rows = [r for r in data.evaluations if r.wall_seconds is not None]
     if not rows:
         _empty(ax, "no evaluation recorded yet")
     else:
-        ids = [r["id"] for r in rows]
-        seconds_budget = any(r.get("budget_seconds") for r in rows)
+        ids = [r.id for r in rows]
+        seconds_budget = any(r.budget_seconds for r in rows)
         if seconds_budget:
-            ax.bar(ids, [r.get("wall_seconds") or 0 for r in rows], color="0.75", label="wall time")
-            ax.bar(ids, [r.get("train_seconds") or 0 for r in rows], color="tab:blue", width=0.5,
+            ax.bar(ids, [r.wall_seconds or 0 for r in rows], color="0.75", label="wall time")
+            ax.bar(ids, [r.train_seconds or 0 for r in rows], color="tab:blue", width=0.5,
                    label="training")  # fmt: skip
-            ax.scatter(ids, [r.get("budget_seconds") or float("nan") for r in rows], marker="_", s=200,
+            ax.scatter(ids, [r.budget_seconds or float("nan") for r in rows], marker="_", s=200,
                        color="tab:red", label="budget", zorder=3)  # fmt: skip
             ax.set_ylabel("seconds")
         else:
-            ax.bar(ids, [r.get("steps") or 0 for r in rows], color="tab:blue", label="steps trained")
-            ax.scatter(ids, [r.get("budget_steps") or float("nan") for r in rows], marker="_", s=200,
+            ax.bar(ids, [r.steps or 0 for r in rows], color="tab:blue", label="steps trained")
+            ax.scatter(ids, [r.budget_steps or float("nan") for r in rows], marker="_", s=200,
                        color="tab:red", label="budget (steps)", zorder=3)  # fmt: skip
             ax.set_ylabel("optimiser steps")
         ax.set_xlabel("evaluation id")
@@ -437,16 +433,16 @@ def fig_budget(data: RunData):
 def fig_measurement(data: RunData):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=110)
-    rows = [r for r in data.evaluations if r.get("measure_seconds") is not None]
+    rows = [r for r in data.evaluations if r.measure_seconds is not None]
     if not rows:
         _empty(ax, "no energy measurement recorded")
     else:
-        ids = [r["id"] for r in rows]
-        ax.bar(ids, [r["measure_seconds"] for r in rows], color="tab:orange", label="measuring")
+        ids = [r.id for r in rows]
+        ax.bar(ids, [r.measure_seconds for r in rows], color="tab:orange", label="measuring")
         ax.set_ylabel("seconds")
         ax.set_xlabel("evaluation id")
-        total = sum(r["measure_seconds"] for r in rows)
-        wall = sum(r.get("wall_seconds") or 0 for r in rows)
+        total = sum(r.measure_seconds or 0.0 for r in rows)
+        wall = sum(r.wall_seconds or 0 for r in rows)
         share = f" ({100 * total / wall:.1f} % of evaluation time)" if wall else ""
         ax.set_title(f"measurement cost: {total:.1f} s in all{share}")
     if not rows:
@@ -623,17 +619,17 @@ def _when(seconds: Any) -> str:
 
 def counts(data: RunData) -> dict[str, Any]:
     """What the header counts, the search's and the after-search evaluations apart."""
-    searched = [r for r in data.evaluations if r["kind"] not in AFTER_SEARCH]
+    searched = [r for r in data.evaluations if r.searched]
     statuses: dict[str, int] = {}
     for r in searched:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    finals = [r for r in data.evaluations if r["kind"] == "final"]
+        statuses[r.status.value] = statuses.get(r.status.value, 0) + 1
+    finals = [r for r in data.evaluations if r.kind == "final"]
     return {
         "searched": len(searched),
         "statuses": statuses,
         "finals": len(finals),
-        "finals_ok": sum(r["status"] == "ok" for r in finals),
-        "screenings": sum(r["kind"] == "screen" for r in data.evaluations),
+        "finals_ok": sum(r.ok for r in finals),
+        "screenings": sum(r.kind == "screen" for r in data.evaluations),
     }
 
 
@@ -671,11 +667,11 @@ def _answer_box(data: RunData) -> str:
 
 
 def render_html(data: RunData, figures: dict[str, Path]) -> str:
-    searched = [r for r in data.evaluations if r["kind"] not in AFTER_SEARCH]
+    searched = [r for r in data.evaluations if r.searched]
     places = sources(searched)  # host, device, meter: where the evaluations ran
     n = counts(data)
-    ok = n["statuses"].get("ok", 0)
-    others = ", ".join(f"{v} {k}" for k, v in n["statuses"].items() if k != "ok")
+    ok = n["statuses"].get(Status.OK.value, 0)
+    others = ", ".join(f"{v} {k}" for k, v in n["statuses"].items() if k != Status.OK.value)
     finals = str(n["finals"]) + ("" if n["finals_ok"] == n["finals"] else f" ({n['finals_ok']} ok)")
     summary = [
         ("run directory", str(data.run_dir)),

@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from evowatt.config.schema import Constraint, RunConfig, validate_config
-from evowatt.driver.store import SEARCHED, RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
+from evowatt.records import Status
 from evowatt.representation.genome import Genome
 from evowatt.search.front import EXITS, constrained_ranks, minimisation, violation, with_floors
 
@@ -59,24 +60,24 @@ class FrontModel:
         }
 
 
-def _model(row: dict[str, Any], exit_: str) -> FrontModel:
+def _model(row: Evaluation, exit_: str) -> FrontModel:
     suffix = EXITS[exit_]
     metrics = {}
-    for name, metric in (row.get("metrics") or {}).items():
+    for name, metric in row.metrics.items():
         if suffix and name.endswith(suffix):
             metrics[name[: -len(suffix)]] = metric
         elif not suffix and not name.endswith("_1"):
             metrics[name] = metric
-    final = row["kind"] == "final"
+    final = row.kind == "final"
     return FrontModel(
-        row["id"],
+        row.id,
         exit_,
-        row["kind"],
-        row.get("generation"),
-        metrics,
+        row.kind,
+        row.generation,
+        metrics,  # type: ignore[arg-type]
         trained="final" if final else "search",
-        source=row.get("parent_id") if final else None,
-        network=Genome.from_json(row["genome"]).network_key(),
+        source=row.parent_id if final else None,
+        network=Genome.from_json(row.genome).network_key(),
     )
 
 
@@ -90,8 +91,8 @@ def run_config(store: RunStore) -> RunConfig:
 @dataclass
 class _Run:
     config: RunConfig
-    searched: dict[int, dict[str, Any]]  # the search's own ok evaluations
-    finals: list[dict[str, Any]]  # the final trainings, ok
+    searched: dict[int, Evaluation]  # the search's own ok evaluations
+    finals: list[Evaluation]  # the final trainings, ok
     recorded: list[dict[str, Any]] | None  # the last generation's front (a population search)
 
 
@@ -99,17 +100,17 @@ def _read(run_dir: str | Path) -> _Run:
     store = RunStore(run_dir)
     try:
         config = run_config(store)
-        searched = {r["id"]: r for r in store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'")}
-        finals = store.evaluations("WHERE kind = 'final' AND status = 'ok'")
+        searched = {r.id: r for r in store.searched(Status.OK)}
+        finals = store.finals(Status.OK)
         generations = store.generations()
-        recorded = generations[-1]["front"] if generations and config.search.algorithm != "es" else None
+        recorded = generations[-1].front if generations and config.search.algorithm != "es" else None
     finally:
         store.close()
     return _Run(config, searched, finals, recorded)
 
 
-def _exits(row: dict[str, Any]) -> list[str]:
-    return [e for e in EXITS if e == "0" or "accuracy_1" in (row.get("metrics") or {})]
+def _exits(row: Evaluation) -> list[str]:
+    return [e for e in EXITS if e == "0" or "accuracy_1" in row.metrics]
 
 
 def _accuracy(model: FrontModel, config: RunConfig) -> float:
@@ -143,7 +144,7 @@ def _best_trained(models: list[FrontModel], config: RunConfig) -> list[FrontMode
     return list(distinct.values())
 
 
-def _pool(run: _Run, rows: list[tuple[dict[str, Any], str]]) -> list[FrontModel]:
+def _pool(run: _Run, rows: list[tuple[Evaluation, str]]) -> list[FrontModel]:
     """The given (row, exit) models with every final training added, at their best-trained weights."""
     models = [_model(row, exit_) for row, exit_ in rows]
     models += [_model(row, exit_) for row in run.finals for exit_ in _exits(row)]
@@ -231,12 +232,12 @@ def _es_answer(run_dir: str | Path) -> FrontModel | None:
         generations = store.generations()
     finally:
         store.close()
-    best = generations[-1].get("best_id", generations[-1].get("parent_id")) if generations else None
+    best = generations[-1].best_id if generations else None
     if best is None or best not in run.searched:
         return None
     used = run.config.fitness.metrics_used()
     exit_ = "1" if used and all(m.endswith("_1") for m in used) else "0"
-    trained = [f for f in run.finals if f["parent_id"] == best]
+    trained = [f for f in run.finals if f.parent_id == best]
     row = trained[-1] if trained else run.searched[best]
     return _model(row, exit_ if exit_ in _exits(row) else "0")
 
@@ -255,15 +256,15 @@ def parse_budget(text: str) -> Constraint:
 _budget = parse_budget  # the name an earlier release used
 
 
-def profile_drift(rows: list[dict[str, Any]]) -> list[str]:
+def profile_drift(rows: list[Evaluation]) -> list[str]:
     """What ``energy.check_every`` found: per predicted figure, how many models were also measured, the
     median absolute error of the calibrated profile and the share within ±10 %; empty without checks."""
     errors: dict[str, list[float]] = {}
     for row in rows:
-        for name, metric in (row.get("metrics") or {}).items():
+        for name in row.metrics:
             target = name.removesuffix("_1")
-            if target.endswith("_error") and metric.get("value") is not None:
-                errors.setdefault(target.removesuffix("_error"), []).append(abs(float(metric["value"])))
+            if target.endswith("_error") and (value := row.metric(name)) is not None:
+                errors.setdefault(target.removesuffix("_error"), []).append(abs(value))
     lines = []
     for target, values in sorted(errors.items()):
         values.sort()

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import Field
+
 from evowatt.config.schema import RunConfig
-from evowatt.driver.checkpoint import check_es_state
 from evowatt.energy.sources import check_one_source, point_source
 from evowatt.records import EvalResult
 from evowatt.representation.genome import Genome, random_genome
@@ -31,8 +32,18 @@ from evowatt.search.protocol import (
     as_evaluated,
     derived_seed,
 )
+from evowatt.search.state import (
+    ArchiveState,
+    CandidateState,
+    CheckpointError,
+    GenomeState,
+    RngState,
+    StateModel,
+    check_genome,
+    validate,
+)
 
-__all__ = ["Candidate", "EvolutionStrategy", "derived_seed"]
+__all__ = ["Candidate", "EvolutionState", "EvolutionStrategy", "check_es_state", "derived_seed"]
 
 
 @dataclass
@@ -162,3 +173,46 @@ class EvolutionStrategy(GenomeSearch):
         self.rng.bit_generator.state = state["rng"]
         if state.get("archive") is not None:  # checkpoints from before the archive have none
             self.archive.load_state(state["archive"])
+
+
+# --- its checkpoint state ---------------------------------------------------------------------------
+class ParentState(StateModel):
+    id: int = Field(ge=0)
+    genome: GenomeState
+    fitness: float | None
+
+
+class GenerationState(StateModel):
+    generation: int = Field(ge=0)
+    parent_id: int | None = Field(None, ge=0)
+    best_fitness: float | None
+    evaluations: list[int]
+
+
+class EvolutionState(StateModel):
+    """``EvolutionStrategy.state()``, as a checkpoint must hold it."""
+
+    generation: int = Field(ge=0)
+    next_id: int = Field(ge=0)
+    parent: ParentState | None
+    pending: list[CandidateState]
+    history: list[GenerationState]
+    rng: RngState
+    archive: ArchiveState | None = None
+
+
+def check_es_state(state: Any, grammar: Any = None) -> EvolutionState:
+    """The (1+λ)-ES's search state, checked (the ES keeps reading the plain dict, so genomes stay as
+    recorded and compare equal to the store's); with ``grammar``, its genomes are checked against it."""
+    checked: EvolutionState = validate(EvolutionState, state)  # type: ignore[assignment]
+    if grammar is not None:
+        if state["parent"] is not None:
+            check_genome(state["parent"]["genome"], grammar, "parent.genome")
+        for i, candidate in enumerate(state["pending"]):
+            check_genome(candidate["genome"], grammar, f"pending.{i}.genome")
+    ids = [c.id for c in checked.pending]
+    if len(set(ids)) != len(ids):
+        raise CheckpointError(f"field 'pending': evaluation ids repeat ({ids})")
+    if any(i >= checked.next_id for i in ids):
+        raise CheckpointError(f"field 'next_id': {checked.next_id} is not above the pending ids {ids}")
+    return checked

@@ -9,8 +9,8 @@ rung it reached, the highest rung first, so that selection prefers the longest-t
 
 Every rung above 0 is a new evaluation (new id, same genome, ``continue_from`` its previous rung),
 recording its rung and cumulative budget (``Candidate.fidelity``). ``tell`` returns None after a rung that
-does not end the generation. The whole in-progress generation is plain JSON in ``state()``, so a run
-killed between rungs resumes exactly. Torch-free.
+does not end the generation. The whole in-progress generation is plain JSON in ``state()`` (its
+``fidelity`` section, ``FidelityState``), so a run killed between rungs resumes exactly. Torch-free.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
 
 from evowatt.records import EvalResult
 from evowatt.search.fitness import rank_key
 from evowatt.search.protocol import Candidate, Evaluated, GenerationRecord, Score, as_evaluated, derived_seed
+from evowatt.search.state import CandidateState, StateModel, validate
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,7 @@ class SuccessiveHalving:
         rung_of = {cid: r for r, ids in enumerate(self.rung_ids) for cid in ids}
         final = sorted(self.reached.values(), key=lambda e: -rung_of[e.candidate.id])
         self.inner.pending = [e.candidate for e in final]
-        record = self.inner.tell(final)
-        record.evaluations = [cid for ids in self.rung_ids for cid in ids]
+        record = replace(self.inner.tell(final), evaluations=[cid for ids in self.rung_ids for cid in ids])
         self.pending, self.roots, self.reached, self.rung_ids, self.rung = [], [], {}, [], 0
         return record
 
@@ -201,6 +203,7 @@ class SuccessiveHalving:
     def load_state(self, state: dict[str, Any]) -> None:
         self.inner.load_state(state)
         section = state.get("fidelity") or {}
+        validate(FidelityState, section, prefix="fidelity.")  # a wrong field named (CheckpointError)
         self.rung = int(section.get("rung", 0))
         self.pending = [Candidate.from_json(c) for c in section.get("pending", [])]
         self.roots = [Candidate.from_json(c) for c in section.get("roots", [])]
@@ -213,3 +216,20 @@ class SuccessiveHalving:
             )
             for root, e in (section.get("reached") or {}).items()
         }
+
+
+# --- its checkpoint state ---------------------------------------------------------------------------
+class ReachedState(StateModel):
+    candidate: CandidateState
+    result: dict[str, Any]  # EvalResult.to_json()
+    score: dict[str, Any]  # Score.to_json()
+
+
+class FidelityState(StateModel):
+    """The ``fidelity`` section of ``SuccessiveHalving.state()``: the generation in progress."""
+
+    rung: int = Field(0, ge=0)
+    pending: list[CandidateState] = []
+    roots: list[CandidateState] = []
+    rung_ids: list[list[int]] = []
+    reached: dict[Annotated[str, StringConstraints(pattern=r"^[0-9]+$")], ReachedState] = {}

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from evowatt.config.schema import RunConfig
-from evowatt.driver.checkpoint import check_pareto_state
 from evowatt.energy.sources import check_one_source
 from evowatt.records import EvalResult
 from evowatt.representation.genome import Genome
@@ -42,6 +42,16 @@ from evowatt.search.protocol import (
     GenerationRecord,
     Score,
     as_evaluated,
+)
+from evowatt.search.state import (
+    ArchiveState,
+    CandidateState,
+    CheckpointError,
+    GenomeState,
+    RngState,
+    StateModel,
+    check_genome,
+    validate,
 )
 
 
@@ -392,3 +402,79 @@ class RandomSearch(ParetoSearch):
         super().load_state(state)
         closest = state.get("closest")
         self.closest = None if closest is None else Member.from_json(closest)
+
+
+# --- their checkpoint state -------------------------------------------------------------------------
+class PointState(StateModel):
+    values: list[float]
+    violation: float = Field(ge=0)
+    reason: str | None = None
+    source: str | None = None  # how its energy was obtained (energy.sources.point_source)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:  # JSON ints are objective values too (e.g. params)
+        return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+
+
+class MemberState(StateModel):
+    id: int = Field(ge=0)
+    genome: GenomeState
+    points: dict[Literal["0", "1"], PointState] = {}
+    rank: float | None = None
+    crowding: float | Literal["inf"] = 0.0
+
+
+class FrontPointState(StateModel):
+    id: int = Field(ge=0)
+    exit: Literal["0", "1"]
+
+
+class RecordState(StateModel):
+    generation: int = Field(ge=0)
+    evaluations: list[int]
+    survivors: list[int]
+    front: list[FrontPointState] = []
+    hypervolume: float | None = None
+
+
+class ParetoState(StateModel):
+    """``ParetoSearch.state()`` (and ``RandomSearch``'s), as a checkpoint must hold it."""
+
+    algorithm: Literal["pareto", "random"]
+    generation: int = Field(ge=0)
+    next_id: int = Field(ge=0)
+    population: list[MemberState]
+    pending: list[CandidateState]
+    history: list[RecordState]
+    reference: list[float] | None
+    rng: RngState
+    archive: ArchiveState
+    closest: MemberState | None = None  # the random search's infeasible network nearest the constraints
+
+
+def check_pareto_state(state: Any, grammar: Any = None, objectives: int | None = None) -> ParetoState:
+    """The Pareto (or random) search's state; with ``grammar``, its genomes are checked against it, and
+    every point and the reference point must have one value per objective."""
+    checked: ParetoState = validate(ParetoState, state)  # type: ignore[assignment]
+    if grammar is not None:
+        for i, member in enumerate(state["population"]):
+            check_genome(member["genome"], grammar, f"population.{i}.genome")
+        for i, candidate in enumerate(state["pending"]):
+            check_genome(candidate["genome"], grammar, f"pending.{i}.genome")
+    if objectives is not None:
+        for i, member in enumerate(checked.population):
+            for exit_, point in member.points.items():
+                if len(point.values) != objectives:
+                    raise CheckpointError(
+                        f"field 'population.{i}.points.{exit_}.values': {len(point.values)} values for "
+                        f"{objectives} objectives"
+                    )
+        if checked.reference is not None and len(checked.reference) != objectives:
+            raise CheckpointError(
+                f"field 'reference': {len(checked.reference)} values for {objectives} objectives"
+            )
+    ids = [c.id for c in checked.pending] + [m.id for m in checked.population]
+    if any(i >= checked.next_id for i in ids):
+        raise CheckpointError(f"field 'next_id': {checked.next_id} is not above the ids it holds")
+    return checked

@@ -76,9 +76,10 @@ class Evaluated:
     score: Score
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationRecord:
-    """What any search keeps of a finished generation: its evaluations, survivors and front.
+    """What any search keeps of a finished generation: its evaluations, survivors and front. The store
+    records it and gives it back (``RunStore.generations``) as it was told.
 
     ``best_id`` is the ES's parent (None for a population search); ``front`` lists the non-dominated
     feasible points as ``{"id": ..., "exit": "0" | "1"}``; ``hypervolume`` is that front's, against the
