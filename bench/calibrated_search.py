@@ -38,7 +38,8 @@ import torch
 from evowatt.config.schema import RunConfig, read_config_file, validate_config
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.experiment import _task, run
-from evowatt.driver.store import GRAMMAR_NAME, RunStore
+from evowatt.driver.rundir import GRAMMAR_NAME
+from evowatt.driver.store import RunStore
 from evowatt.handover.results import FrontModel, front
 
 ROOT = Path(__file__).resolve().parent.parent

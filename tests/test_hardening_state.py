@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import evowatt.driver.store
+import evowatt.driver.rundir
 from evowatt.config.schema import validate_config
 from evowatt.driver.experiment import run
-from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, lock_run_dir
+from evowatt.driver.rundir import CHECKPOINT_NAME, DB_NAME, lock_run_dir
 from tests.hardening import TINY_RUN, fails, snapshot
 
 
@@ -225,7 +225,7 @@ def test_a_read_only_run_directory_is_one_message(copy, capsys, monkeypatch):
     def refuse(path):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(evowatt.driver.store, "_open_lock_file", refuse)
+    monkeypatch.setattr(evowatt.driver.rundir, "_open_lock_file", refuse)
     before = snapshot(copy)
     fails(
         capsys,
@@ -254,9 +254,8 @@ def test_a_read_only_run_directory_for_real(copy, capsys):
 def test_show_reads_a_run_it_cannot_write(copy, capsys, monkeypatch):
     from evowatt.cli.main import main
 
-    monkeypatch.setattr(
-        evowatt.driver.store, "_open_lock_file", lambda path: (_ for _ in ()).throw(PermissionError(13, "no"))
-    )
+    refused = PermissionError(13, "no")
+    monkeypatch.setattr(evowatt.driver.rundir, "_open_lock_file", lambda path: (_ for _ in ()).throw(refused))
     assert main(["show", str(copy), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["evaluations"] == 3
 

@@ -269,7 +269,7 @@ def test_a_run_into_a_foreign_directory_is_refused(tmp_path, capsys):
 
 def test_what_a_run_leaves_before_its_store_is_still_a_new_run(tmp_path):
     """A run stopped after writing its config files, before its store: the same --out runs again."""
-    from evowatt.driver.store import claim_new_run_dir
+    from evowatt.driver.rundir import claim_new_run_dir
 
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "grammar.grammar").write_text("")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evowatt.driver.store import DATA_NAME, DB_NAME
+from evowatt.driver.rundir import DATA_NAME, DB_NAME
 from evowatt.errors import EvowattError
 
 if TYPE_CHECKING:

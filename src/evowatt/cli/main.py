@@ -666,7 +666,7 @@ def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
     """The config a resume will use when given none (the run's own, overridden), for the progress display
     alone: None when it cannot be read, and the resume itself then says why."""
     from evowatt.config.schema import load_config
-    from evowatt.driver.store import CONFIG_NAME
+    from evowatt.driver.rundir import CONFIG_NAME
 
     try:
         return load_config(Path(run_dir) / CONFIG_NAME, overrides)
@@ -1207,7 +1207,7 @@ class _Interrupts:
         """What the interrupt left: the run directory and the command that continues it."""
         if self.run_dir is None:
             return "interrupted"
-        from evowatt.driver.store import DB_NAME
+        from evowatt.driver.rundir import DB_NAME
 
         if not (self.run_dir / DB_NAME).is_file():
             return f"interrupted before the run started; nothing to resume in {self.run_dir}"

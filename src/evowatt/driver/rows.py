@@ -17,6 +17,16 @@ from evowatt.search.protocol import Candidate, Score
 # evaluations the run makes after its search: a last screening of the most promising networks, and the
 # final trainings. They are not the search's, and their weights are never pruned
 AFTER_SEARCH = ("screen", "final")
+# the columns added after the first release, which `evowatt show --json` has always listed first
+_ADDED_FIRST = (
+    "steps",
+    "train_seconds",
+    "budget_steps",
+    "budget_seconds",
+    "measure_seconds",
+    "result",
+    "score",
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,8 @@ class Evaluation:
         return EvalResult.from_json({**recorded, "weights_path": self.weights})
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data: dict[str, Any] = dict.fromkeys(_ADDED_FIRST)
+        data.update((f.name, getattr(self, f.name)) for f in fields(self))
         data["status"] = self.status.value
         data["result"] = None if self.result is None else self.result.to_json()
         data["score"] = None if self.score is None else self.score.to_json()

@@ -36,7 +36,8 @@ from safetensors.torch import load_file
 
 from evowatt import __version__
 from evowatt.data.datasets import CLASS_NAMES, raw_scale
-from evowatt.driver.store import GRAMMAR_NAME, Evaluation, RunStore
+from evowatt.driver.rundir import GRAMMAR_NAME
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import build_network, extract_models, plan_network
 from evowatt.nn.train import evaluate_split
