@@ -608,6 +608,12 @@ class RunnerConfig(_Strict):
 
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0)
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the whole run's wall time, final training included; the plan fills what is unset",
+    )
     grammar: str = "cnn"
     dataset: DatasetConfig = DatasetConfig()
     network: NetworkConfig
