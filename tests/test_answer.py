@@ -152,7 +152,7 @@ def test_an_unreadable_run_budget_is_refused_before_the_run(tmp_path, capsys):
 
 
 def test_the_run_says_what_it_will_do_and_how_long():
-    from evowatt.cli.main import plan_text
+    from evowatt.cli.commands import plan_text
     from evowatt.config.schema import load_config
     from evowatt.driver.experiment import planned_evaluations
 
@@ -174,7 +174,7 @@ def test_the_run_says_what_it_will_do_and_how_long():
 def test_the_closing_hints_work_without_the_extras(finished, capsys, monkeypatch):
     import importlib.util
 
-    from evowatt.cli import main as cli
+    from evowatt.cli import show as cli
 
     real = importlib.util.find_spec
     missing = {"onnx", "onnxscript", "onnxruntime", "matplotlib"}

@@ -188,7 +188,7 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
     assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
-    from evowatt.cli.main import show_data
+    from evowatt.cli.show import show_data
 
     assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0]["id"]  # the most accurate's
 

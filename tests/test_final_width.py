@@ -131,7 +131,7 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
 
 
 def test_the_final_table_says_where_the_training_started_and_how_wide():
-    from evowatt.cli.main import _final_title
+    from evowatt.cli.show import _final_title
 
     wide = {"parent_id": 7, "genome": {"width": 2.0}, "result": {"inherited": None}}
     inherited = {"from": 7, "layers": [0], "fresh": []}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from evowatt.cli.main import PlainProgress, RunSoFar, make_progress
+from evowatt.cli.progress import PlainProgress, RunSoFar, make_progress
 from evowatt.config.schema import validate_config
 from evowatt.driver.experiment import planned_evaluations, run
 from evowatt.driver.store import RunStore

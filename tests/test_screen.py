@@ -154,7 +154,7 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
     assert final["parent_id"] == winner["id"] and final["continue_from"] == winner["id"]
     assert final["genome"] == winner["genome"] and final["train"]["steps"] == 30
     assert "test_accuracy" in final["metrics"]
-    from evowatt.cli.main import _final_title, _with_screening
+    from evowatt.cli.show import _final_title, _with_screening
 
     title = _final_title(_with_screening(result.final, result.screened))
     assert title == (
