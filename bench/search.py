@@ -131,12 +131,13 @@ def base(seed: int, search_seconds: float, final_seconds: float, args: argparse.
                 "train_subset": "all",
                 "schedule": "cosine",
                 "augment": final_augment(args.final_augment),
-                "label_smoothing": args.final_smoothing,
                 "start_from": args.start_from,
                 "train_on_validation": args.train_on_validation,
                 "learning": final_learning(args.final_learning),
-                **final_width(args.final_width),
             },
+        },
+        "experimental": {  # options no measurement showed to help (docs/experimental.md), tried here
+            "final_training": {"label_smoothing": args.final_smoothing, **final_width(args.final_width)}
         },
         "fitness": {"metric": "accuracy"},
         "energy": {"meter": "auto", "time_cap_s": 0.2, "min_window_s": 0.02, "min_repeats": 3, "warmup": 2},
@@ -159,7 +160,7 @@ def final_augment(text: str) -> dict:
 
 def final_width(text: str | None) -> dict:
     """``2`` (every final model twice as wide) or ``2:1`` (the most accurate, then the others) as
-    final_training.width and others_width."""
+    experimental.final_training.width and others_width."""
     if not text:
         return {}
     first, *others = text.split(":")
@@ -167,7 +168,7 @@ def final_width(text: str | None) -> dict:
 
 
 def screen(text: str | None) -> tuple[int, float]:
-    """``3:60`` (networks, seconds each) as final_training.screen's models and seconds; (0, 0): none."""
+    """``3:60`` (networks, seconds each) as experimental.final_training.screen's models and seconds."""
     if not text:
         return 0, 0.0
     models, seconds = text.split(":")
@@ -212,11 +213,11 @@ def configuration(name: str, seed: int, minutes: float, args: argparse.Namespace
         return None
     else:
         raise SystemExit(f"unknown configuration {name}; choose from {', '.join(CONFIGS)}")
-    data["training"]["resume_optimiser"] = args.resume_optimiser
+    data["experimental"]["resume_optimiser"] = args.resume_optimiser
     models, seconds = screen(args.screen)
     if models:  # the screening's time comes out of the most accurate model's final training
         final = data["training"]["final_training"]
-        final["screen"] = {"models": models, "budget": {"seconds": seconds}}
+        data["experimental"]["final_training"]["screen"] = {"models": models, "budget": {"seconds": seconds}}
         final["budget"] = {"seconds": final["budget"]["seconds"] - models * seconds}
         if final["budget"]["seconds"] <= 0:
             raise SystemExit(f"--screen {args.screen} takes all of the final training's time; screen less")
@@ -595,7 +596,7 @@ def main() -> int:
     parser.add_argument(
         "--resume-optimiser",
         action="store_true",
-        help="continued trainings resume their optimiser's state (training.resume_optimiser: true)",
+        help="continued trainings resume their optimiser's state (experimental.resume_optimiser: true)",
     )
     parser.add_argument(
         "--final-learning",
@@ -613,7 +614,7 @@ def main() -> int:
         "--final-smoothing",
         type=float,
         default=0.0,
-        help="the final training's label smoothing (training.final_training.label_smoothing; default 0)",
+        help="the final training's label smoothing (experimental.final_training.label_smoothing; default 0)",
     )
     parser.add_argument(
         "--final-width",

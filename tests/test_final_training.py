@@ -314,4 +314,4 @@ def test_label_smoothing_softens_the_training_targets_only(digits, monkeypatch):
     )
     assert not torch.equal(models[0.0][3].weight, models[0.1][3].weight)
     with pytest.raises(Exception, match="label_smoothing"):
-        validate_config(config_dict(BASE, **{"training.final_training.label_smoothing": 1.0}))
+        validate_config(config_dict(BASE, **{"experimental.final_training.label_smoothing": 1.0}))

@@ -1,5 +1,5 @@
 """The screening before the final training: the run's most promising networks, trained a little on the final
-training's data, and the best of them gets the final budget (``training.final_training.screen``)."""
+training's data, and the best of them gets the final budget (``experimental.final_training.screen``)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ BASE = {
     "training": {
         "budget": {"steps": 10},
         "threads": 1,
-        "final_training": {"budget": {"steps": 30}, "screen": {"models": 3, "budget": {"steps": 15}}},
+        "final_training": {"budget": {"steps": 30}},
     },
     "energy": FAST_ESTIMATE,
+    "experimental": {"final_training": {"screen": {"models": 3, "budget": {"steps": 15}}}},
 }
 
 
@@ -54,20 +55,21 @@ def _accuracy(row: dict) -> float:
     ],
 )
 def test_a_screen_without_a_sound_budget_or_count_is_refused(screen, message):
-    final = {"budget": {"steps": 30}, "screen": screen}
     with pytest.raises(Exception, match=message):
-        validate_config(config_dict(BASE, **{"training.final_training": final}))
+        validate_config(config_dict(BASE, **{"experimental.final_training.screen": screen}))
 
 
 def test_a_screen_without_a_final_training_is_refused():
-    final = {"screen": {"models": 2, "budget": {"steps": 5}}}
+    screen = {"models": 2, "budget": {"steps": 5}}
     with pytest.raises(Exception, match="final_training.budget is unset"):
-        validate_config(config_dict(BASE, **{"training.final_training": final}))
-    assert validate_config(config_dict(BASE)).training.final_training.screen.models == 3
+        validate_config(
+            config_dict(BASE, **{"training.final_training": {}, "experimental.final_training.screen": screen})
+        )
+    assert validate_config(config_dict(BASE)).experimental.final_training.screen.models == 3
     assert (
         validate_config(
-            config_dict(BASE, **{"training.final_training": {}})
-        ).training.final_training.screen.models
+            config_dict(BASE, **{"experimental.final_training": {}})
+        ).experimental.final_training.screen.models
         == 0
     )
 

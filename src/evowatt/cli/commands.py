@@ -96,7 +96,7 @@ def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
     from evowatt.driver.store import CONFIG_NAME
 
     try:
-        return load_config(Path(run_dir) / CONFIG_NAME, overrides)
+        return load_config(Path(run_dir) / CONFIG_NAME, overrides, recorded=True)
     except (EvowattError, OSError, ValueError):
         return None
 

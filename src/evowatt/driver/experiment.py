@@ -125,7 +125,7 @@ def final_recipe(config: RunConfig) -> dict[str, Any]:
         "flip": final.augment.flip,
         "early_stopping": final.early_stopping,
         "hold_out": not final.train_on_validation,
-        "label_smoothing": final.label_smoothing,
+        "label_smoothing": config.experimental.final_training.label_smoothing,
     }
 
 
@@ -315,7 +315,7 @@ def resume(
         recorded, grammar_text = _recorded_config(store)
         if config is None:
             wanted = apply_overrides(_read_yaml(run_dir / CONFIG_NAME), list(overrides or []))
-            config = validate_config(wanted, str(run_dir / CONFIG_NAME), list(overrides or []))
+            config = validate_config(wanted, str(run_dir / CONFIG_NAME), list(overrides or []), recorded=True)
         changed = config_changes(recorded, config.to_dict(), allow_larger_budget, run_dir)
         grammar = parse_grammar(grammar_text, source=str(run_dir / GRAMMAR_NAME))
         data_ref(config).load()
@@ -364,7 +364,7 @@ def _recorded_config(store: RunStore) -> tuple[dict[str, Any], str]:
     if recorded is None:
         recorded = _read_yaml(store.dir / CONFIG_NAME)
     return validate_config(
-        copy.deepcopy(recorded), source="the run's recorded config"
+        copy.deepcopy(recorded), source="the run's recorded config", recorded=True
     ).to_dict(), grammar_text
 
 
@@ -447,7 +447,7 @@ def _task(
     costs: NetworkCosts | None = None,
 ) -> EvalTask:
     source = candidate.continue_from
-    resume = config.training.resume_optimiser
+    resume = config.experimental.resume_optimiser
     init_genome = None
     if source is not None:
         row = store.evaluation(source)
@@ -705,7 +705,7 @@ def _screen(
 
     Each screened network trains for ``screen.budget`` with the final training's data and recipe, is
     recorded (kind ``screen``, its source as parent) and, on resume, not trained again."""
-    screen = config.training.final_training.screen
+    screen = config.experimental.final_training.screen
     if not screen.models:
         return None
     rows = [
@@ -776,7 +776,7 @@ def _final_training(
     rows = []
     for place, (_source_id, row) in enumerate(_final_picks(config, store, handed, screened)):
         budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
-        width = final.width if place == 0 or final.others_width is None else final.others_width
+        width = config.experimental.final_training.width_of(place)
         trained = _train_after_search(
             config, grammar_text, search, store, hooks, "final", row, budget, width, costs
         )
@@ -817,7 +817,7 @@ def final_task(
     from_search = final.start_from == "search" and row["weights"] is not None and not widened
     if from_search:
         candidate.continue_from = row["id"]
-    resume = config.training.resume_optimiser
+    resume = config.experimental.resume_optimiser
     meter = store.meta("meter")
     final_model = candidate.kind == "final"  # handed over: it always has its latency
     known = (
