@@ -62,7 +62,11 @@ RULE = st.builds(
 RANDOM_TEXT = st.lists(st.one_of(RULE, RULE, RULE, st.text(max_size=20)), min_size=0, max_size=8).map(
     "\n".join
 )
-SHIPPED = (Path(__file__).parent.parent / "src/evowatt/representation/grammars/cnn.grammar").read_text().splitlines()
+SHIPPED = (
+    (Path(__file__).parent.parent / "src/evowatt/representation/grammars/cnn.grammar")
+    .read_text()
+    .splitlines()
+)
 
 
 def _edit_shipped(edits: list[tuple[int, int, str]]) -> str:
