@@ -291,7 +291,7 @@ class RunSoFar:
 
 
 def _planned(config: Any) -> int | None:
-    from evowatt.driver.experiment import planned_evaluations
+    from evowatt.driver.setup import planned_evaluations
 
     return planned_evaluations(config) if config is not None else None
 
@@ -625,7 +625,8 @@ def plan_text(config: Any, total: int) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config.schema import load_config
-    from evowatt.driver.experiment import default_run_dir, planned_evaluations, run
+    from evowatt.driver.session import run
+    from evowatt.driver.setup import default_run_dir, planned_evaluations
     from evowatt.handover.results import parse_budget
 
     config = load_config(args.config, args.set, args.seed)
@@ -642,7 +643,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from evowatt.config.schema import load_config
-    from evowatt.driver.experiment import resume
+    from evowatt.driver.session import resume
     from evowatt.driver.store import RunStore
 
     store = RunStore(args.run_dir)
