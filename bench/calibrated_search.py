@@ -37,8 +37,11 @@ import torch
 
 from evowatt.config.schema import RunConfig, read_config_file, validate_config
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
-from evowatt.driver.experiment import _task, run
+from evowatt.driver.session import run
+from evowatt.driver.setup import session_meter
 from evowatt.driver.store import GRAMMAR_NAME, RunStore
+from evowatt.driver.tasks import search_task
+from evowatt.energy.choice import MeterChoice
 from evowatt.handover.results import FrontModel, front
 from evowatt.search import Candidate
 
@@ -83,8 +86,9 @@ def clock_task(config: RunConfig, store: RunStore, model: FrontModel) -> EvalTas
     row = store.evaluation(model.id)
     grammar_text = (store.dir / GRAMMAR_NAME).read_text(encoding="utf-8")  # the run's own copy
     candidate = Candidate(row["id"], row["generation"], row["kind"], row["genome"], row["seed"])
-    task = _task(config, grammar_text, store, candidate)
-    task.settings = replace(task.settings, profile=None, meter="estimate", idle=None, latency=True)
+    task = search_task(config, grammar_text, store, candidate, meter=session_meter(config, store))
+    clock = MeterChoice("estimate", reason="the estimate meter and the clock, no profile")
+    task.settings = replace(task.settings, meter=clock, latency=True)
     return task
 
 

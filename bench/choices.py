@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 
 ARMS = {
     "start": ("scratch", "search"),

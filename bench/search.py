@@ -52,7 +52,8 @@ from safetensors.torch import load_file  # noqa: E402
 
 from evowatt.config.schema import validate_config  # noqa: E402
 from evowatt.data.datasets import load_splits  # noqa: E402
-from evowatt.driver.experiment import make_search, prepare, run  # noqa: E402
+from evowatt.driver.session import run  # noqa: E402
+from evowatt.driver.setup import make_search, prepare  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
 from evowatt.nn.builder import build_network, plan_network  # noqa: E402
 from evowatt.nn.train import evaluate_split  # noqa: E402

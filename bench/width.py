@@ -28,8 +28,9 @@ import yaml
 from evowatt.config.moved import upgrade_recorded
 from evowatt.config.schema import BudgetConfig, apply_overrides, validate_config
 from evowatt.driver.evaluate import evaluate
-from evowatt.driver.experiment import final_candidate, final_task, prepare
+from evowatt.driver.setup import prepare, session_meter
 from evowatt.driver.store import RunStore
+from evowatt.driver.tasks import final_candidate, final_task
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
 
@@ -92,7 +93,8 @@ def main() -> int:
     )
     for width in args.widths:
         candidate = final_candidate(config, first["id"], first["generation"], source, width)
-        task = final_task(config, grammar_text, store, candidate, source, budget)
+        meter = session_meter(config, store)
+        task = final_task(config, grammar_text, store, candidate, source, budget, meter=meter)
         began = time.perf_counter()
         result = EvalResult.coerce(evaluate(task))
         row = {

@@ -82,7 +82,7 @@ def test_show_says_when_evaluations_come_from_different_meters(tmp_path, capsys)
     from evowatt.cli.main import main
     from evowatt.cli.show import show_data
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
     from tests.conftest import SMALL_NETWORK
 
     config = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evowatt.config.schema import NetworkConfig, validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.handover.export import rebuild
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network

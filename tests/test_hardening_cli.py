@@ -100,7 +100,7 @@ def test_a_negative_seed_in_the_config_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
 
     out = tmp_path_factory.mktemp("cli") / "run"
     run(validate_config(TINY_RUN), out=out)

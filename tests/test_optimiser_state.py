@@ -12,7 +12,7 @@ from torch import nn
 
 from evowatt.cli.main import main
 from evowatt.config.schema import MutationConfig, validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights

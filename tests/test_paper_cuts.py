@@ -83,7 +83,7 @@ def test_units_in_the_config(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
 
     out = tmp_path_factory.mktemp("cuts") / "run"
     run(validate_config(TINY_RUN), out=out)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import _screen_picks, resume, run
+from evowatt.driver.handover import screen_picks
+from evowatt.driver.session import resume, run
 from evowatt.driver.store import RunStore
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
@@ -75,7 +76,7 @@ def test_a_screen_without_a_final_training_is_refused():
 
 
 class _Store:
-    """What ``_screen_picks`` reads of a store: the search's ok evaluations, and one by id."""
+    """What ``screen_picks`` reads of a store: the search's ok evaluations, and one by id."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
@@ -120,10 +121,10 @@ def test_screen_picks_rank_each_network_by_its_best_evaluation_and_start_from_ke
         row(7, fourth, float("nan"), "w7"),  # NaN: never screened
         row(8, fourth, 0.99, "w8", status="failed"),  # not a valid evaluation
     ]
-    picks = _screen_picks(_Search(), _Store(rows), 3)
+    picks = screen_picks(_Search(), _Store(rows), 3)
     assert [p["id"] for p in picks] == [4, 2, 5]  # networks by best value 0.90, 0.85, 0.80
-    assert [p["id"] for p in _screen_picks(_Search(), _Store(rows), 1)] == [4]
-    assert [p["id"] for p in _screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
+    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 1)] == [4]
+    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
 
 
 def test_the_best_screened_network_gets_the_final_training_from_its_screening_weights(tmp_path):

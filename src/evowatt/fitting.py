@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from evowatt.config.schema import RunConfig
-    from evowatt.driver.experiment import Progress, RunResult
+    from evowatt.driver.session import Progress, RunResult
     from evowatt.handover.export import ExportedModel
     from evowatt.handover.results import FrontModel
 
@@ -126,8 +126,8 @@ class FitResult:
         """The chosen model behind the run's input pipeline (scale, normalisation), as the export has it."""
         if self._network is None:
             from evowatt.data.datasets import raw_scale
-            from evowatt.driver.experiment import data_ref
             from evowatt.driver.store import RunStore
+            from evowatt.driver.tasks import data_ref
             from evowatt.handover.export import RawInput, rebuild
             from evowatt.handover.results import run_config
 
@@ -169,7 +169,8 @@ def fit(
     ``search={"population": 4}`` or ``**{"training.budget": {"steps": 50}}``. Without ``x_test``, a seeded
     stratified 20 % of the data is held out as the test split (reported only, never selected on).
     """
-    from evowatt.driver.experiment import default_run_dir, run
+    from evowatt.driver.session import run
+    from evowatt.driver.setup import default_run_dir
 
     first = fit_config(  # checked before anything is written; names the default run directory
         minutes=minutes,
@@ -339,7 +340,7 @@ def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, 
 
 
 def _result(run_dir: Path, run: RunResult, classes: np.ndarray, config: RunConfig) -> FitResult:
-    from evowatt.driver.experiment import data_ref
+    from evowatt.driver.tasks import data_ref
     from evowatt.handover.results import answer, front
 
     shape = data_ref(config).load().input_shape

@@ -49,7 +49,8 @@ def plan_text(config: Any, total: int) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config.schema import load_config
-    from evowatt.driver.experiment import default_run_dir, planned_evaluations, run
+    from evowatt.driver.session import run
+    from evowatt.driver.setup import default_run_dir, planned_evaluations
     from evowatt.handover.results import parse_budget
 
     config = load_config(args.config, args.set, args.seed)
@@ -66,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from evowatt.config.schema import load_config
-    from evowatt.driver.experiment import resume
+    from evowatt.driver.session import resume
     from evowatt.driver.store import RunStore
 
     store = RunStore(args.run_dir)

@@ -227,7 +227,7 @@ class RunSoFar:
 
 
 def _planned(config: Any) -> int | None:
-    from evowatt.driver.experiment import planned_evaluations
+    from evowatt.driver.setup import planned_evaluations
 
     return planned_evaluations(config) if config is not None else None
 

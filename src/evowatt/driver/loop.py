@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evowatt.driver.killpoint import killpoint
+from evowatt.driver.runners import Runner
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult, Status
@@ -129,7 +130,7 @@ class StoreEvaluator:
     """
 
     store: RunStore
-    runner: Any  # runners.Runner: map(fn, tasks) yields results as each finishes
+    runner: Runner
     make_task: Callable[[Candidate], Any]
     evaluate: Callable[[Any], EvalResult]
     hooks: Hooks

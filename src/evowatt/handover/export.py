@@ -372,7 +372,7 @@ def _export(
     n_images: int,
 ) -> list[ExportedModel]:
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import data_ref
+    from evowatt.driver.tasks import data_ref
 
     recorded = store.meta("config")
     if recorded is None:
