@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from evowatt.config.schema import load_config, validate_config
 from evowatt.driver.plan import plan_run
+from evowatt.driver.session import run
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
 from tests.conftest import SMALL_NETWORK
 
@@ -118,3 +122,31 @@ def test_the_shipped_fashion_example_leaves_the_plan_to_minutes():
     assert plan is not None and plan.minutes == 15
     assert config.search.time_limit == 315.0 and config.training.final_training.budget.seconds == 558.0
     assert config.training.budget.seconds == 30.0
+
+
+def test_a_run_given_minutes_ends_within_them_and_records_its_plan(tmp_path):
+    """T = 24 s on digits: the search stops at its share, the final training is cut to what is left."""
+    config = validate_config(
+        {
+            "network": SMALL_NETWORK,
+            "search": {"algorithm": "pareto"},
+            "minutes": 0.4,
+            "training": {"threads": 1},
+        }
+    )
+    started = time.perf_counter()
+    result = run(config, out=tmp_path / "r")
+    wall = time.perf_counter() - started
+    assert wall <= 24 + 6  # the stated margin (docs/configuration.md): T plus the last evaluation's overrun
+    store = RunStore(tmp_path / "r")
+    recorded, planned_config = store.meta("plan"), store.meta("config")
+    store.close()
+    assert (
+        recorded["minutes"] == 0.4 and recorded["search_seconds"] == 8.4 and recorded["final_seconds"] == 10.6
+    )
+    assert (
+        planned_config["search"]["time_limit"] == 8.4
+    )  # the recorded config is the planned one: resume agrees
+    assert result.stopped == "time_limit"
+    assert len(result.finals) == 1
+    assert result.finals[0]["train"]["seconds"] <= 10.6 + 0.5

@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -18,11 +18,19 @@ from evowatt.cli.progress import RunSoFar, make_progress
 from evowatt.cli.show import print_result
 from evowatt.errors import EvowattError
 
+if TYPE_CHECKING:
+    from evowatt.driver.plan import RunPlan
 
-def plan_text(config: Any, total: int) -> str:
+
+def plan_text(config: Any, total: int, plan: RunPlan | None = None) -> str:
     """What a run will do and roughly how long, said before it starts (a seconds budget makes it an
-    estimate: each evaluation trains for its budget, plus about a tenth for building and scoring)."""
+    estimate: each evaluation trains for its budget, plus about a tenth for building and scoring). A run
+    given ``minutes`` says its plan instead: the time is a bound there, not an estimate."""
     search = config.search
+    if plan is not None:
+        kind = {"es": "(1+λ)-ES", "pareto": "Pareto search (NSGA-II)", "random": "random search"}
+        about = f", about {plan.expected_evaluations} evaluations" if plan.expected_evaluations else ""
+        return f"{kind[search.algorithm]} on {config.dataset.name}{about}; {plan.text()}"
     kind = {"es": "(1+λ)-ES", "pareto": "Pareto search (NSGA-II)", "random": "random search"}
     what = f"{kind[search.algorithm]} on {config.dataset.name}: {total} evaluations"
     budget, final = config.training.budget, config.training.final_training
@@ -49,18 +57,20 @@ def plan_text(config: Any, total: int) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config.schema import load_config
+    from evowatt.driver.plan import plan_for
     from evowatt.driver.session import run
     from evowatt.driver.setup import default_run_dir, planned_evaluations
     from evowatt.handover.results import parse_budget
 
-    config = load_config(args.config, args.set, args.seed)
+    minutes = [] if args.minutes is None else [f"minutes={args.minutes}"]
+    config, plan = plan_for(load_config(args.config, [*args.set, *minutes], args.seed))
     for budget in args.pick:  # a budget that cannot be read is refused before the run, not after it
         parse_budget(budget)
     out = Path(args.out) if args.out is not None else default_run_dir(config)
     writes_run(args, out)  # named now, so an interrupt names it too
-    console.print(plan_text(config, planned_evaluations(config)), highlight=False, soft_wrap=True)
+    console.print(plan_text(config, planned_evaluations(config), plan), highlight=False, soft_wrap=True)
     with make_progress(run=RunSoFar.of_config(config)) as progress:
-        result = run(config, out=out, progress=progress)
+        result = run(config, out=out, progress=progress, plan=plan)
     print_result(result, args.pick)
     return 0
 

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=non_negative_int, help="override the config's seed")
     p.add_argument(
+        "--minutes",
+        type=positive_float,
+        metavar="T",
+        help="the whole run's wall time, final training included; unset parts are planned from it",
+    )
+    p.add_argument(
         "--pick",
         action="append",
         default=[],

@@ -207,6 +207,7 @@ def show_data(run_dir: str) -> dict[str, Any]:
             "best": by_id.get(best_id),
             "final": final,
             "elapsed_seconds": store.meta("elapsed_seconds"),
+            "plan": store.meta("plan"),  # a run given minutes: what it planned (driver/plan.py)
             "sources": sources(evaluations),  # host, device, meter: where evaluations ran
             "mixed_sources": mixed_sources(evaluations),
         }

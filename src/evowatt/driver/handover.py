@@ -44,6 +44,7 @@ class Handover:
     evaluate: Callable[..., Any]
     meter: MeterChoice | None
     costs: NetworkCosts | None = None
+    time_left: Callable[[], float] | None = None  # a run planned from minutes: what its trainings may take
 
     def __call__(self, stopped: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The rows of the models handed over and of their final trainings; ``stopped`` is why the search
@@ -125,7 +126,9 @@ class Handover:
         for place, (_source_id, row) in enumerate(final_picks(self.config, self.store, handed, screened)):
             budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
             width = self.config.experimental.final_training.width_of(place)
-            rows.append(self.train_after_search("final", row, budget, width))
+            trained = self.train_after_search("final", row, budget, width)
+            if trained is not None:
+                rows.append(trained)
         return rows
 
     def screen(self) -> dict[str, Any] | None:
@@ -136,10 +139,11 @@ class Handover:
         screen = self.config.experimental.final_training.screen
         if not screen.models:
             return None
-        rows = [
+        trained = [
             self.train_after_search("screen", source, screen.budget)
             for source in screen_picks(self.search, self.store, screen.models)
         ]
+        rows = [row for row in trained if row is not None]
         values = [(handover_value(self.search, row), row) for row in rows]
         ranked = [(value, -row["id"], row) for value, row in values if value is not None]
         if not ranked:
@@ -148,9 +152,19 @@ class Handover:
         self.hooks("screened", winner=winner, screened=rows)
         return winner
 
+    def within_time(self, budget: BudgetConfig) -> BudgetConfig | None:
+        """``budget`` cut to the time a run planned from ``minutes`` has left (a search that ran over its
+        share, an earlier final), so the run ends within T; None when less than a second is left."""
+        if self.time_left is None or budget.seconds is None:
+            return budget
+        left = self.time_left()
+        if left >= budget.seconds:
+            return budget
+        return BudgetConfig(seconds=round(left, 1)) if left >= 1.0 else None
+
     def train_after_search(
         self, kind: str, row: dict[str, Any], budget: BudgetConfig, width: float = 1.0
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``:
         trained through the runner, its weights kept, recorded (``row`` as its parent) and told to the
         hooks (events ``kind`` and ``kind_result``); on resume the one recorded before, never trained
@@ -159,6 +173,10 @@ class Handover:
         existing = store.evaluations("WHERE kind = ? AND parent_id = ?", (kind, row["id"]))
         if existing:
             return existing[-1]
+        budget = self.within_time(budget)
+        if budget is None:
+            hooks("note", message=f"no time left for the {kind} training of evaluation {row['id']}")
+            return None
         new_id = max(search.next_id, store.max_id() + 1)
         candidate = final_candidate(config, new_id, search.generation, row, width, kind=kind)
         task = final_task(

@@ -212,3 +212,23 @@ def _expected_evaluations(config: RunConfig, search_seconds: float) -> int | Non
     per_child = fidelity.min_budget * fidelity.rungs
     evaluations = sum(fidelity.eta**-r for r in range(fidelity.rungs))
     return max(1, int(search_seconds / per_child * evaluations))
+
+
+def training_images(config: RunConfig) -> int:
+    """The size of the dataset's training set (before any subset): what the plan sizes the search by."""
+    from evowatt.data.datasets import load_splits
+
+    data = config.dataset
+    splits = load_splits(
+        data.name, data.path, config.seed, tuple(data.splits), None, None, data.image_size, data.channels
+    )
+    return sum(len(s.y) for s in (splits.evo_train, splits.evo_validation, splits.evo_test))
+
+
+def plan_for(config: RunConfig) -> tuple[RunConfig, RunPlan | None]:
+    """``plan_run`` on this machine: the dataset's training set counted, the cores this process may use."""
+    if config.minutes is None:
+        return config, None
+    from evowatt.nn.threads import count_cores
+
+    return plan_run(config, training_images(config), count_cores())

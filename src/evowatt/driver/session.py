@@ -21,6 +21,7 @@ from evowatt.driver.evaluate import evaluate
 from evowatt.driver.events import EventLog, tee
 from evowatt.driver.handover import Handover
 from evowatt.driver.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
+from evowatt.driver.plan import RunPlan, plan_for
 from evowatt.driver.resume import reopen
 from evowatt.driver.runners import make_runner
 from evowatt.driver.setup import choose_meter, default_run_dir, make_search, prepare, session_meter
@@ -50,8 +51,16 @@ def _quiet(*_: Any, **__: Any) -> None:
     pass
 
 
-def run(config: RunConfig, out: str | Path | None = None, progress: Progress | None = None) -> RunResult:
-    """Run a search from scratch into a new run directory."""
+def run(
+    config: RunConfig,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    plan: RunPlan | None = None,
+) -> RunResult:
+    """Run a search from scratch into a new run directory. A config with ``minutes`` is planned first
+    (``plan``: the one the caller already made and showed, with ``config`` its planned config)."""
+    if plan is None:
+        config, plan = plan_for(config)
     grammar, grammar_text = prepare(config)
     meter = choose_meter(config)
     run_dir = Path(out) if out is not None else default_run_dir(config)
@@ -69,6 +78,8 @@ def run(config: RunConfig, out: str | Path | None = None, progress: Progress | N
         store.set_meta("evowatt_version", __version__)
         store.set_meta("started_at", time.time())
         store.set_meta("meter", meter.to_json())
+        if plan is not None:
+            store.set_meta("plan", plan.to_dict())
         search = make_search(config, grammar)
     except BaseException:
         store.close()
@@ -153,7 +164,18 @@ def _loop_body(
             except EvowattError:
                 if not failed:  # a failing run reports its first error, not this follow-on one
                     raise
-        handover = Handover(config, grammar_text, search, store, hooks, runner, evaluate, meter, costs)
+        handover = Handover(
+            config,
+            grammar_text,
+            search,
+            store,
+            hooks,
+            runner,
+            evaluate,
+            meter,
+            costs,
+            time_left(store, limit),
+        )
         handed, finals = handover(stopped)
     finally:
         runner.close()
@@ -172,3 +194,13 @@ def _loop_body(
     )
     hooks("done", result=result)
     return result
+
+
+def time_left(store: RunStore, limit: TimeLimit) -> Callable[[], float] | None:
+    """For a run planned from ``minutes``: the seconds its trainings after the search may still take (T
+    less the reserve and the time spent so far, earlier sessions' searches included); None otherwise."""
+    plan = store.meta("plan")
+    if not plan:
+        return None
+    end = float(plan["minutes"]) * 60.0 - float(plan["reserve_seconds"])
+    return lambda: end - limit.elapsed()
