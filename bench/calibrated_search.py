@@ -37,9 +37,12 @@ import torch
 
 from evowatt.config.schema import RunConfig, read_config_file, validate_config
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
-from evowatt.driver.experiment import _task, run
 from evowatt.driver.rundir import GRAMMAR_NAME
+from evowatt.driver.session import run
+from evowatt.driver.setup import session_meter
 from evowatt.driver.store import RunStore
+from evowatt.driver.tasks import search_task
+from evowatt.energy.choice import MeterChoice
 from evowatt.handover.results import FrontModel, front
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +86,9 @@ def clock_task(config: RunConfig, store: RunStore, model: FrontModel) -> EvalTas
     row = store.get(model.id)
     grammar_text = (store.dir / GRAMMAR_NAME).read_text(encoding="utf-8")  # the run's own copy
     candidate = row.candidate()
-    task = _task(config, grammar_text, store, candidate)
-    task.settings = replace(task.settings, profile=None, meter="estimate", idle=None, latency=True)
+    task = search_task(config, grammar_text, store, candidate, meter=session_meter(config, store))
+    clock = MeterChoice("estimate", reason="the estimate meter and the clock, no profile")
+    task.settings = replace(task.settings, meter=clock, latency=True)
     return task
 
 

@@ -5,7 +5,7 @@
   grammar     which grammar (cnn or the previous cnn_v1)
   validation  whether the final training also learns from evo_validation
               (``training.final_training.train_on_validation``)
-  optimiser   whether continued trainings resume their optimiser (``training.resume_optimiser``; an ES
+  optimiser   whether continued trainings resume their optimiser (``experimental.resume_optimiser``; an ES
               with inheritance and three rungs, the final training from the search's weights)
   learning    whether the final training keeps the evolved learning genes or uses Adam at 0.002 with
               batches of 128 (``training.final_training.learning``)
@@ -34,13 +34,13 @@ import tempfile
 from pathlib import Path
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 
 ARMS = {
     "start": ("scratch", "search"),
     "grammar": ("cnn_v1", "cnn"),
     "validation": ("hold_out", "train"),  # final_training.train_on_validation: false | true
-    "optimiser": ("fresh", "resume"),  # training.resume_optimiser, in an ES with inheritance and rungs
+    "optimiser": ("fresh", "resume"),  # experimental.resume_optimiser, in an ES with inheritance and rungs
     "learning": ("evolved", "adam"),  # final_training.learning: the evolved genes or Adam, 0.002, batch 128
 }
 
@@ -84,7 +84,7 @@ def config(seed: int, what: str, arm: str, args: argparse.Namespace) -> dict:
         data["search"].update(
             inherit_weights=True, fidelity={"min_budget": args.steps // 4, "eta": 2, "rungs": 3}
         )
-        data["training"]["resume_optimiser"] = arm == "resume"
+        data["experimental"] = {"resume_optimiser": arm == "resume"}
     return data
 
 

@@ -1,6 +1,6 @@
 """What a continued training loses by restarting its optimiser: random networks of the ``cnn`` grammar
 trained in rungs (e.g. 30, 90, 270 cumulative optimiser steps) with a fresh optimiser at every rung, with
-the optimiser resumed (``training.resume_optimiser``), and in one go.
+the optimiser resumed (``experimental.resume_optimiser``), and in one go.
 
     python bench/continuation.py --rungs 30 90 270 --networks 4            # about 5 minutes, 1 thread
     python bench/continuation.py --rungs 30 90 270 --networks 12 --seed 7

@@ -24,7 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evowatt.driver.runners import Runner
 
 # this file is named ray.py: keep its folder off the path, or `import ray` would import this script
 HERE = Path(__file__).resolve().parent
@@ -61,7 +66,7 @@ def tiny_tasks(count: int, start_id: int = 0):
 
     from evowatt.config.schema import validate_config
     from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
-    from evowatt.driver.experiment import prepare
+    from evowatt.driver.setup import prepare
     from evowatt.representation.genome import random_genome
 
     config = validate_config({"network": NETWORK})
@@ -79,7 +84,7 @@ def noop(task, splits=None):
     return task.id
 
 
-def timed(runner, fn, tasks) -> float:
+def timed(runner: Runner, fn: Callable[..., Any], tasks: list[Any]) -> float:
     start = time.perf_counter()
     results = list(runner.map(fn, tasks))
     assert len(results) == len(tasks)
@@ -97,7 +102,7 @@ def overhead(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     rows = []
     ray.init(num_cpus=1, include_dashboard=False, logging_level="warning")
-    runners = {
+    runners: dict[str, Runner] = {
         "sequential": SequentialRunner(),
         "process (1 worker)": ProcessRunner(1),
         "ray (1 CPU)": RayRunner(RunnerConfig(kind="ray", cpus=1)),
@@ -127,7 +132,7 @@ def search(args: argparse.Namespace) -> None:
     import yaml
 
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
 
     example = yaml.safe_load((ROOT / "examples" / "fashion-mnist.yaml").read_text())
     example["search"].update({"generations": args.generations, "lambda": args.lambda_, "time_limit": None})

@@ -1,5 +1,5 @@
 """Search narrow, train wide: the network a finished run handed over, given the run's own final training
-at several widths (``training.final_training.width``), so that only the width differs.
+at several widths (``experimental.final_training.width``), so that only the width differs.
 
     python bench/search.py --configs c-pareto --seeds 0 --out /tmp/runs [...]   # keep the run directory
     python bench/width.py --run /tmp/runs/c-pareto-seed0 --widths 1 1.5 2 --results docs/width-results.jsonl
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import yaml
 
+from evowatt.config.moved import upgrade_recorded
 from evowatt.config.schema import BudgetConfig, apply_overrides, validate_config
 from evowatt.driver.evaluate import evaluate
-from evowatt.driver.experiment import final_candidate, final_task, prepare
+from evowatt.driver.setup import prepare, session_meter
 from evowatt.driver.store import RunStore
+from evowatt.driver.tasks import final_candidate, final_task
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
 
@@ -61,7 +63,7 @@ def main() -> int:
     run_dir = Path(args.run)
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        config = validate_config(apply_overrides(data, args.set), overrides=args.set)
+        config = validate_config(apply_overrides(upgrade_recorded(data), args.set), overrides=args.set)
         prepare(config)
         store = RunStore(run_dir)
     except (OSError, EvowattError) as exc:
@@ -90,9 +92,9 @@ def main() -> int:
         flush=True,
     )
     for width in args.widths:
-        # transitional: experiment's final_candidate and final_task take the row as a dict
-        candidate = final_candidate(config, first.id, first.generation, source.to_json(), width)
-        task = final_task(config, grammar_text, store, candidate, source.to_json(), budget)
+        candidate = final_candidate(config, first.id, first.generation, source, width)
+        meter = session_meter(config, store)
+        task = final_task(config, grammar_text, store, candidate, source, budget, meter=meter)
         began = time.perf_counter()
         result = EvalResult.coerce(evaluate(task))
         row = {

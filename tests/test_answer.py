@@ -153,9 +153,9 @@ def test_an_unreadable_run_budget_is_refused_before_the_run(tmp_path, capsys):
 
 
 def test_the_run_says_what_it_will_do_and_how_long():
-    from evowatt.cli.main import plan_text
+    from evowatt.cli.commands import plan_text
     from evowatt.config.schema import load_config
-    from evowatt.driver.experiment import planned_evaluations
+    from evowatt.driver.setup import planned_evaluations
 
     config = load_config(str(EXAMPLES / "digits-pareto.yaml"))
     text = plan_text(config, planned_evaluations(config))
@@ -164,10 +164,13 @@ def test_the_run_says_what_it_will_do_and_how_long():
         "Pareto search (NSGA-II) on digits: 52 evaluations of 1 s at most each, then 2 final trainings: "
         "up to about 67 s"
     )
-    limited = load_config(str(EXAMPLES / "fashion-mnist-pareto.yaml"))
-    assert plan_text(limited, planned_evaluations(limited)).endswith(
-        "up to about 2280 s"
-    )  # 1800 + 300 + 2 x 90
+    from evowatt.driver.plan import plan_run
+
+    limited, plan = plan_run(load_config(str(EXAMPLES / "fashion-mnist-pareto.yaml")), 60_000, 2)
+    assert plan_text(limited, planned_evaluations(limited), plan) == (  # sized by minutes: 15
+        "Pareto search (NSGA-II) on fashion-mnist, about 45 evaluations; plan: 15 min in all: search 5.2 "
+        "min, top rung 30 s, final training 9.3 min, 27 s kept for set-up and the answer"
+    )
     steps = load_config(str(EXAMPLES / "digits-pareto.yaml"), ["training.budget={steps: 10}"])
     assert plan_text(steps, 3).endswith("(budgets in steps: no time estimate)")
 
@@ -175,7 +178,7 @@ def test_the_run_says_what_it_will_do_and_how_long():
 def test_the_closing_hints_work_without_the_extras(finished, capsys, monkeypatch):
     import importlib.util
 
-    from evowatt.cli import main as cli
+    from evowatt.cli import show as cli
 
     real = importlib.util.find_spec
     missing = {"onnx", "onnxscript", "onnxruntime", "matplotlib"}

@@ -19,9 +19,10 @@ import yaml
 from rich.console import Console
 
 from evowatt.cli.energy_commands import meters_command
-from evowatt.cli.main import main, show_data
+from evowatt.cli.main import main
+from evowatt.cli.show import show_data
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.energy.base import METHOD_RAPL, HardwareMeter, Reading
 from evowatt.energy.calibrate import calibrate

@@ -6,7 +6,7 @@ from __future__ import annotations
 import evowatt.energy.protocol as energy_module
 from evowatt.config.schema import validate_config
 from evowatt.driver.costs import NetworkCosts
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.handover.results import answer, front
 from evowatt.representation.genome import Genome

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.search.fitness import score
 from tests.conftest import COMPAT, SMALL_NETWORK

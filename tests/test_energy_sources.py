@@ -79,9 +79,10 @@ def test_sources_and_the_mixed_warning():
 def test_show_says_when_evaluations_come_from_different_meters(tmp_path, capsys):
     import sqlite3
 
-    from evowatt.cli.main import main, show_data
+    from evowatt.cli.main import main
+    from evowatt.cli.show import show_data
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
     from tests.conftest import SMALL_NETWORK
 
     config = {

@@ -9,7 +9,7 @@ import yaml
 
 from evowatt.config.schema import validate_config
 from evowatt.driver.events import EVENTS_NAME, EventLog, read_events
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
 

@@ -13,8 +13,9 @@ pytest.importorskip("onnxscript")
 
 from evowatt.cli.main import main  # noqa: E402
 from evowatt.config.schema import validate_config  # noqa: E402
-from evowatt.driver.experiment import data_ref, run  # noqa: E402
+from evowatt.driver.session import run  # noqa: E402
 from evowatt.driver.store import RunStore  # noqa: E402
+from evowatt.driver.tasks import data_ref  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
 from evowatt.handover.export import export_run, rebuild  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from evowatt.config.schema import RunConfig, validate_config
-from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver.session import resume, run
+from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
 from evowatt.representation.grammar import load_grammar
 from evowatt.search import EvolutionStrategy

@@ -10,7 +10,7 @@ from torch import nn
 
 from evowatt.config.schema import validate_config
 from evowatt.data.datasets import load_splits
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
@@ -162,7 +162,7 @@ def test_a_network_key_ignores_ids_and_learning_genes_only():
 @pytest.mark.parametrize("models, expected", [(2, [1, 3]), (3, [1, 3, 5]), ("all", [1, 3, 5])])
 def test_final_training_trains_each_network_once_in_handover_order(models, expected):
     """A front holding one network twice (other learning genes) trains it once, the first handed copy."""
-    from evowatt.driver.experiment import _final_picks
+    from evowatt.driver.handover import final_picks
 
     first, relearned, other = _genomes()
     third = other.copy()
@@ -176,7 +176,7 @@ def test_final_training_trains_each_network_once_in_handover_order(models, expec
         5: {**ok, "genome": third.to_json()},
     }
     config = validate_config(config_dict(BASE, **{"training.final_training": {"models": models}}))
-    assert [i for i, _ in _final_picks(config, _Rows(rows), [1, 2, 3, 4, 5])] == expected
+    assert [i for i, _ in final_picks(config, _Rows(rows), [1, 2, 3, 4, 5])] == expected
 
 
 def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_budget(tmp_path):
@@ -188,7 +188,7 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
     assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
-    from evowatt.cli.main import show_data
+    from evowatt.cli.show import show_data
 
     assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0]["id"]  # the most accurate's
 
@@ -314,4 +314,4 @@ def test_label_smoothing_softens_the_training_targets_only(digits, monkeypatch):
     )
     assert not torch.equal(models[0.0][3].weight, models[0.1][3].weight)
     with pytest.raises(Exception, match="label_smoothing"):
-        validate_config(config_dict(BASE, **{"training.final_training.label_smoothing": 1.0}))
+        validate_config(config_dict(BASE, **{"experimental.final_training.label_smoothing": 1.0}))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evowatt.config.schema import NetworkConfig, validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.handover.export import rebuild
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
@@ -98,13 +98,16 @@ def test_an_impossible_width_is_refused_with_the_reason(width):
 @pytest.mark.parametrize("key, value", [("width", 0), ("width", -2), ("others_width", 0)])
 def test_a_final_width_must_be_positive(key, value):
     with pytest.raises(Exception, match="greater than 0"):
-        validate_config(config_dict(BASE, **{"training.final_training": {key: value}}))
+        validate_config(config_dict(BASE, **{"experimental.final_training": {key: value}}))
 
 
 def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_as_searched(tmp_path):
     search = {"algorithm": "pareto", "generations": 1, "lambda": 4, "population": 4}
-    final = {"budget": {"steps": 20}, "models": "all", "width": 2, "others_width": 1, "start_from": "search"}
-    config = config_dict(BASE, **{"search": search, "training.final_training": final})
+    final = {"budget": {"steps": 20}, "models": "all", "start_from": "search"}
+    wide = {"width": 2, "others_width": 1}
+    config = config_dict(
+        BASE, **{"search": search, "training.final_training": final, "experimental.final_training": wide}
+    )
     result = run(validate_config(config), out=tmp_path / "r")
     assert len(result.finals) >= 2
     store = RunStore(tmp_path / "r")
@@ -131,7 +134,7 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
 
 
 def test_the_final_table_says_where_the_training_started_and_how_wide():
-    from evowatt.cli.main import _final_title
+    from evowatt.cli.show import _final_title
 
     wide = {"parent_id": 7, "genome": {"width": 2.0}, "result": {"inherited": None}}
     inherited = {"from": 7, "layers": [0], "fresh": []}

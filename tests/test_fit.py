@@ -8,7 +8,7 @@ import pytest
 
 import evowatt
 from evowatt.errors import EvowattError
-from evowatt.fitting import UNBOUNDED, fit_config
+from evowatt.fitting import fit_config
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK
 
 pytest.importorskip("onnxruntime")
@@ -76,7 +76,8 @@ def test_the_config_fit_builds():
     config = fit_config(
         minutes=2, objectives=["accuracy", "params"], constraints=["params < 50k"], data_path="d"
     )
-    assert config.search.time_limit == 120 and config.search.generations == UNBOUNDED
+    assert config.minutes == 2 and config.search.time_limit is None  # planned when the run starts
+    assert config.training.final_training.budget is None  # the plan's, not the example's 5 s
     assert [(o.metric, o.objective) for o in config.search.objectives] == [
         ("accuracy", "maximize"),
         ("params", "minimize"),

@@ -115,7 +115,7 @@ def test_condition_on_a_missing_metric_means_no_fitness():
 def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
     """A valid network lacking a metric its fitness needs (no hidden layer, so no model 1): reason kept."""
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
     from evowatt.driver.store import RunStore
 
     config = validate_config(

@@ -100,7 +100,7 @@ def test_a_negative_seed_in_the_config_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
 
     out = tmp_path_factory.mktemp("cli") / "run"
     run(validate_config(TINY_RUN), out=out)
@@ -239,11 +239,12 @@ def test_a_bad_key_in_the_file_is_blamed_on_the_file(tmp_path, capsys):
 
 def test_a_bug_is_an_internal_error_exit_1(monkeypatch, capsys):
     import evowatt.cli.main
+    import evowatt.cli.parser
 
     def broken(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(evowatt.cli.main, "cmd_show", broken)
+    monkeypatch.setattr(evowatt.cli.parser, "cmd_show", broken)
     parser = evowatt.cli.main.build_parser
     monkeypatch.setattr(
         evowatt.cli.main,

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from evowatt.config.schema import RunConfig
-from evowatt.driver.experiment import _flatten
+from evowatt.driver.resume import flatten
 from tests.conftest import EXAMPLES
 
 TEXT = (EXAMPLES / "digits.yaml").read_text(encoding="utf-8")
@@ -55,7 +55,7 @@ def _without_none(value: Any) -> Any:
 
 def test_every_value_shown_is_the_default_or_says_what_the_default_is():
     comments = _comments()
-    shown, defaults = _flatten(DATA), _flatten(DEFAULTS)
+    shown, defaults = flatten(DATA), flatten(DEFAULTS)
     wrong = []
     for key, value in shown.items():
         if key.startswith("network.modules"):
@@ -79,10 +79,10 @@ def test_every_value_shown_is_the_default_or_says_what_the_default_is():
 
 
 def test_every_key_of_the_model_is_shown():
-    shown = _flatten(DATA)
+    shown = flatten(DATA)
     missing = [
         key
-        for key in _flatten(DEFAULTS)
+        for key in flatten(DEFAULTS)
         if key not in shown
         and not key.startswith("network.modules")
         and not any(key == s or key.startswith(s + ".") for s in SHOWN_IN_COMMENTS)

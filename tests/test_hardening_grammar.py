@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
 from evowatt.representation.grammar import parse_grammar

@@ -14,8 +14,8 @@ import yaml
 
 import evowatt.driver.rundir
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
 from evowatt.driver.rundir import CHECKPOINT_NAME, DB_NAME, lock_run_dir
+from evowatt.driver.session import run
 from tests.hardening import TINY_RUN, fails, snapshot
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evowatt.config.schema import MutationConfig, NetworkConfig, validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
@@ -240,7 +240,8 @@ def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_pa
     import sqlite3
 
     from evowatt.driver.evaluate import evaluate
-    from evowatt.driver.experiment import _task
+    from evowatt.driver.setup import session_meter
+    from evowatt.driver.tasks import search_task
     from evowatt.search import Candidate
 
     config = validate_config(config_dict(BASE))
@@ -259,7 +260,7 @@ def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_pa
             continue_from=parent.id,
             inherit=kind == "mutant",
         )
-        task = _task(config, grammar_text, store, child)
+        task = search_task(config, grammar_text, store, child, meter=session_meter(config, store))
         assert task.init_weights is not None and task.init_from == parent.id  # a trained parent
     finally:
         store.close()
@@ -267,7 +268,7 @@ def test_a_child_of_a_parent_that_never_trained_starts_from_fresh_weights(tmp_pa
         db.execute("UPDATE evaluations SET status = 'invalid', weights = NULL WHERE id = ?", (parent.id,))
     store = RunStore(tmp_path / "run")
     try:
-        task = _task(config, grammar_text, store, child)
+        task = search_task(config, grammar_text, store, child, meter=session_meter(config, store))
     finally:
         store.close()
     assert task.init_weights is None and task.init_from is None and task.init_genome is None

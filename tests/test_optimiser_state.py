@@ -1,4 +1,4 @@
-"""Continued trainings resume their optimiser (nn/optimiser_state.py, training.resume_optimiser)."""
+"""Continued trainings resume their optimiser (nn/optimiser_state.py, experimental.resume_optimiser)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from evowatt.cli.main import main
 from evowatt.config.schema import MutationConfig, validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
@@ -112,7 +112,7 @@ def test_an_inheriting_child_resumes_the_state_of_exactly_the_tensors_it_inherit
 
 # --- a run ------------------------------------------------------------------------------------------
 # the fidelity tests' run (ES, inheritance, 2 rungs, train_longer), resuming its optimiser
-BASE = config_dict(FIDELITY_BASE, **{"training.resume_optimiser": True})
+BASE = config_dict(FIDELITY_BASE, **{"experimental.resume_optimiser": True})
 
 
 def _rows(run_dir):
@@ -148,9 +148,9 @@ def test_rungs_and_inheriting_mutants_resume_their_source_optimiser(tmp_path):
 
 def test_without_resuming_no_optimiser_is_kept_or_resumed(tmp_path):
     data = config_dict(BASE)
-    del data["training"]["resume_optimiser"]  # the default: off
+    del data["experimental"]["resume_optimiser"]  # the default: off
     config = validate_config(data)
-    assert config.training.resume_optimiser is False
+    assert config.experimental.resume_optimiser is False
     run(config, out=tmp_path / "run")
     rows = _rows(tmp_path / "run")
     assert any(r.continue_from is not None for r in rows)  # train_longer or rungs continue...

@@ -83,7 +83,7 @@ def test_units_in_the_config(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from evowatt.driver.experiment import run
+    from evowatt.driver.session import run
 
     out = tmp_path_factory.mktemp("cuts") / "run"
     run(validate_config(TINY_RUN), out=out)
@@ -241,9 +241,9 @@ def test_an_interrupt_names_the_run_directory(signum, status, tmp_path):
 
 
 def test_an_interrupt_before_the_run_starts_says_there_is_nothing_to_resume(tmp_path):
-    from evowatt.cli.main import _Interrupts
+    from evowatt.cli.interrupts import Interrupts
 
-    interrupts = _Interrupts()
+    interrupts = Interrupts()
     assert interrupts.message() == "interrupted"
     interrupts.run_dir = tmp_path / "new run"
     expected = f"interrupted before the run started; nothing to resume in {tmp_path / 'new run'}"

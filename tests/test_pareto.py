@@ -353,7 +353,7 @@ def test_an_accuracy_and_flops_front_has_no_meter_to_compare():
 @pytest.mark.parametrize("fidelity", [None, {"min_budget": 2, "eta": 2, "rungs": 3}])
 def test_the_planned_evaluations_are_what_the_search_asks_for(algorithm, fidelity):
     """The progress bar's total: every search (and successive halving) asks for exactly that many."""
-    from evowatt.driver.experiment import make_search, planned_evaluations
+    from evowatt.driver.setup import make_search, planned_evaluations
 
     search_config = {"algorithm": algorithm, "population": 5, "lambda": 4, "generations": 3}
     data = {

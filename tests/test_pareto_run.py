@@ -14,7 +14,8 @@ import yaml
 
 from evowatt.cli.main import main
 from evowatt.config.schema import load_config, validate_config
-from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver.session import resume, run
+from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
 from evowatt.handover.results import front, pick
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from evowatt.cli.main import PlainProgress, RunSoFar, make_progress
+from evowatt.cli.progress import PlainProgress, RunSoFar, make_progress
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import planned_evaluations, run
+from evowatt.driver.session import run
+from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
 from evowatt.search.pareto import ParetoSearch
 from evowatt.search.protocol import GenerationRecord, Score

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import run
+from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
 from tests.conftest import SMALL_NETWORK, config_dict
@@ -80,7 +80,8 @@ def test_ray_runner_without_ray_is_one_message(tmp_path, monkeypatch):
 def test_a_ray_run_leaves_the_meter_to_each_worker(monkeypatch):
     """The driver may have no GPU (training.device cuda) or no meter the workers have: it opens none."""
     import evowatt.energy.select
-    from evowatt.driver.experiment import choose_meter, eval_settings
+    from evowatt.driver.setup import choose_meter
+    from evowatt.driver.tasks import eval_settings
 
     def no_meter_here(*_, **__):
         raise AssertionError("the driver opened a meter")
@@ -88,7 +89,7 @@ def test_a_ray_run_leaves_the_meter_to_each_worker(monkeypatch):
     monkeypatch.setattr(evowatt.energy.select, "select_meter", no_meter_here)
     config = make_config(runner=RAY, **{"training.device": "cuda"})
     meter = choose_meter(config)
-    assert meter["per_worker"] and meter["idle"] is None and "each Ray worker" in meter["reason"]
+    assert meter.per_worker and meter.idle is None and "each Ray worker" in meter.reason
     assert eval_settings(config, meter=meter).local_meter
 
 
@@ -250,6 +251,42 @@ def test_two_node_search_equals_sequential_and_weights_come_back_in_results(
 
 
 @inside
+def test_the_handovers_trainings_run_on_workers(cluster, tmp_path, monkeypatch):
+    """The screening and the final training after the search go through the runner like the search's
+    evaluations: on Ray they run on a worker, not in the driver, and are recorded as a sequential run
+    records them."""
+    from evowatt.driver import handover, session
+
+    final = {"budget": {"steps": 20}, "screen": {"models": 2, "budget": {"steps": 5}}}
+    sequential = run(make_config(**{"training.final_training": final}), out=tmp_path / "seq")
+    log = tmp_path / "where.log"  # an absolute path: the workers' directory is another one
+    driver, evaluate, time_models = os.getpid(), session.evaluate, handover.time_models
+
+    # defined here, so Ray sends them to the workers by value; each says which process ran it
+    def evaluate_where(task, splits=None):
+        with open(log, "a") as file:
+            file.write(f"{task.kind} {task.id} {os.getpid()}\n")
+        return evaluate(task, splits=splits)
+
+    def time_where(task, splits=None):
+        with open(log, "a") as file:
+            file.write(f"time {task.id} {os.getpid()}\n")
+        return time_models(task, splits=splits)
+
+    monkeypatch.setattr(session, "evaluate", evaluate_where)
+    monkeypatch.setattr(handover, "time_models", time_where)
+    result = run(make_config(runner=RAY, **{"training.final_training": final}), out=tmp_path / "run")
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert history(tmp_path / "run") == history(tmp_path / "seq")
+    assert weights(tmp_path / "run") == weights(tmp_path / "seq")
+    assert result.final is not None and result.final["id"] == sequential.final["id"]
+    assert [int(i) for kind, i, _ in ran if kind == "final"] == [result.final["id"]]
+    assert len([kind for kind, *_ in ran if kind == "screen"]) == 2
+    assert any(kind == "time" for kind, *_ in ran)  # the answer's latency, timed after the final training
+    assert all(int(pid) != driver and _ours(int(pid)) for *_, pid in ran)  # each on one of our workers
+
+
+@inside
 def test_a_worker_killed_mid_evaluation_is_retried(cluster, reference, tmp_path):
     killer = Killer(times=1)
     killer.start()
@@ -288,8 +325,8 @@ def test_close_cancels_running_evaluations(cluster):
     import numpy as np
 
     from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask, evaluate
-    from evowatt.driver.experiment import prepare
     from evowatt.driver.runners import RayRunner
+    from evowatt.driver.setup import prepare
     from evowatt.representation.genome import random_genome
 
     config = make_config(runner=RAY)
@@ -319,7 +356,7 @@ def test_a_killed_driver_resumes(cluster, reference, tmp_path):
     """The driver dies (as from SIGKILL) after its third record; `evowatt resume` on Ray finishes the run."""
     import yaml
 
-    from evowatt.driver.experiment import resume
+    from evowatt.driver.session import resume
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(make_config(runner=RAY).to_dict()))
@@ -387,7 +424,7 @@ def test_the_dataset_travels_through_the_object_store(cluster, tmp_path, data):
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from evowatt.driver.experiment import data_ref
+    from evowatt.driver.tasks import data_ref
 
     digits = load_digits()
     file = tmp_path / "mine.npz"

@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 from evowatt.cli.main import main  # noqa: E402
 from evowatt.config.schema import validate_config  # noqa: E402
-from evowatt.driver.experiment import run  # noqa: E402
+from evowatt.driver.session import run  # noqa: E402
 from evowatt.handover.report import FIGURES, write_report  # noqa: E402
 from tests.chromium import find_chromium  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402

@@ -25,8 +25,9 @@ import evowatt.driver.evaluate
 import evowatt.driver.store
 from evowatt.cli.main import main
 from evowatt.config.schema import validate_config
-from evowatt.driver import experiment
-from evowatt.driver.experiment import planned_evaluations, resume, run
+from evowatt.driver import session
+from evowatt.driver.session import resume, run
+from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import Budget, EvalResult
@@ -133,13 +134,13 @@ def _assert_same_run(run_dir: Path, reference: Path) -> None:
 def count_evaluations(monkeypatch) -> list[int]:
     """The ids the loop evaluates (rather than reuses from the store)."""
     calls: list[int] = []
-    real = experiment.evaluate
+    real = session.evaluate
 
     def counting(task):
         calls.append(task.id)
         return real(task)
 
-    monkeypatch.setattr(experiment, "evaluate", counting)
+    monkeypatch.setattr(session, "evaluate", counting)
     return calls
 
 
@@ -423,8 +424,8 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(
 
     monkeypatch.setattr(evowatt.driver.store.os, "replace", real_replace)
     calls: list[int] = []
-    real = experiment.evaluate
-    monkeypatch.setattr(experiment, "evaluate", lambda task: calls.append(task.id) or real(task))
+    real = session.evaluate
+    monkeypatch.setattr(session, "evaluate", lambda task: calls.append(task.id) or real(task))
     assert main(["resume", str(run_dir)]) == 0
     assert calls == [5, 6, 7]
     _assert_same_run(run_dir, reference)

@@ -11,7 +11,7 @@ import yaml
 
 from evowatt.cli.main import main
 from evowatt.config.schema import load_config, validate_config
-from evowatt.driver.experiment import resume, run
+from evowatt.driver.session import resume, run
 from evowatt.driver.store import RunStore
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 

@@ -1,5 +1,5 @@
 """The screening before the final training: the run's most promising networks, trained a little on the final
-training's data, and the best of them gets the final budget (``training.final_training.screen``)."""
+training's data, and the best of them gets the final budget (``experimental.final_training.screen``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import _screen_picks, resume, run
+from evowatt.driver.handover import screen_picks
+from evowatt.driver.session import resume, run
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
@@ -27,9 +28,10 @@ BASE = {
     "training": {
         "budget": {"steps": 10},
         "threads": 1,
-        "final_training": {"budget": {"steps": 30}, "screen": {"models": 3, "budget": {"steps": 15}}},
+        "final_training": {"budget": {"steps": 30}},
     },
     "energy": FAST_ESTIMATE,
+    "experimental": {"final_training": {"screen": {"models": 3, "budget": {"steps": 15}}}},
 }
 
 
@@ -54,26 +56,27 @@ def _accuracy(row: Evaluation) -> float:
     ],
 )
 def test_a_screen_without_a_sound_budget_or_count_is_refused(screen, message):
-    final = {"budget": {"steps": 30}, "screen": screen}
     with pytest.raises(Exception, match=message):
-        validate_config(config_dict(BASE, **{"training.final_training": final}))
+        validate_config(config_dict(BASE, **{"experimental.final_training.screen": screen}))
 
 
 def test_a_screen_without_a_final_training_is_refused():
-    final = {"screen": {"models": 2, "budget": {"steps": 5}}}
+    screen = {"models": 2, "budget": {"steps": 5}}
     with pytest.raises(Exception, match="final_training.budget is unset"):
-        validate_config(config_dict(BASE, **{"training.final_training": final}))
-    assert validate_config(config_dict(BASE)).training.final_training.screen.models == 3
+        validate_config(
+            config_dict(BASE, **{"training.final_training": {}, "experimental.final_training.screen": screen})
+        )
+    assert validate_config(config_dict(BASE)).experimental.final_training.screen.models == 3
     assert (
         validate_config(
-            config_dict(BASE, **{"training.final_training": {}})
-        ).training.final_training.screen.models
+            config_dict(BASE, **{"experimental.final_training": {}})
+        ).experimental.final_training.screen.models
         == 0
     )
 
 
 class _Store:
-    """What ``_screen_picks`` reads of a store: the search's ok evaluations, and one by id."""
+    """What ``screen_picks`` reads of a store: the search's ok evaluations, and one by id."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
@@ -118,10 +121,10 @@ def test_screen_picks_rank_each_network_by_its_best_evaluation_and_start_from_ke
         row(7, fourth, float("nan"), "w7"),  # NaN: never screened
         row(8, fourth, 0.99, "w8", status="failed"),  # not a valid evaluation
     ]
-    picks = _screen_picks(_Search(), _Store(rows), 3)
+    picks = screen_picks(_Search(), _Store(rows), 3)
     assert [p["id"] for p in picks] == [4, 2, 5]  # networks by best value 0.90, 0.85, 0.80
-    assert [p["id"] for p in _screen_picks(_Search(), _Store(rows), 1)] == [4]
-    assert [p["id"] for p in _screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
+    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 1)] == [4]
+    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
 
 
 def test_the_best_screened_network_gets_the_final_training_from_its_screening_weights(tmp_path):
@@ -154,7 +157,7 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
     assert final.parent_id == winner.id and final.continue_from == winner.id
     assert final.genome == winner.genome and final.train["steps"] == 30
     assert "test_accuracy" in final.metrics
-    from evowatt.cli.main import _final_title, _with_screening
+    from evowatt.cli.show import _final_title, _with_screening
 
     title = _final_title(_with_screening(result.final, result.screened))
     assert title == (

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from evowatt.config.schema import validate_config
-from evowatt.driver.experiment import eval_settings
+from evowatt.driver.tasks import eval_settings
 from evowatt.nn import threads
 from tests.conftest import SMALL_NETWORK
 

@@ -14,7 +14,7 @@ from evowatt.errors import EvowattError
 
 if TYPE_CHECKING:
     from evowatt.config.schema import RunConfig
-    from evowatt.driver.experiment import RunResult
+    from evowatt.driver.session import RunResult
     from evowatt.fitting import FitResult
     from evowatt.handover.results import FrontModel
 
@@ -31,7 +31,7 @@ def load_config(path: str, overrides: list[str] | None = None, seed: int | None 
 
 def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunResult:
     """Run a search from a RunConfig (or a config file path) into a new run directory."""
-    from evowatt.driver.experiment import run as _run
+    from evowatt.driver.session import run as _run
 
     if isinstance(config, str):
         config = load_config(config)

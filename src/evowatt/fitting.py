@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from evowatt.config.schema import RunConfig
-    from evowatt.driver.experiment import Progress, RunResult
+    from evowatt.driver.session import Progress, RunResult
     from evowatt.handover.export import ExportedModel
     from evowatt.handover.results import FrontModel
 
@@ -58,7 +58,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "output": {"dir": "runs"},
 }
 GENERATIONS = 5  # without `minutes`: the example's
-UNBOUNDED = 1_000_000  # with `minutes` and no generations given: the time ends the search
 PREDICT_BATCH = 1024
 
 
@@ -126,8 +125,8 @@ class FitResult:
         """The chosen model behind the run's input pipeline (scale, normalisation), as the export has it."""
         if self._network is None:
             from evowatt.data.datasets import raw_scale
-            from evowatt.driver.experiment import data_ref
             from evowatt.driver.store import RunStore
+            from evowatt.driver.tasks import data_ref
             from evowatt.handover.export import RawInput, rebuild
             from evowatt.handover.results import run_config
 
@@ -162,14 +161,17 @@ def fit(
 ) -> FitResult:
     """Search networks for images ``x`` (N, H, W), (N, H, W, C) or (N, C, H, W) with labels ``y``.
 
-    ``minutes``: the search's time limit (``search.time_limit``); without it, the config's generations.
+    ``minutes``: the whole run's wall time, final training included (the config's ``minutes``: the run
+    plans what is left unset, docs/configuration.md#minutes-the-time-as-the-one-knob); without it, the
+    config's generations.
     ``objectives``: metric names ("accuracy" is maximised, any other minimised) or {metric, objective}.
     ``constraints``: e.g. ["energy < 300nJ"]. ``config``: a RunConfig, a dict or a config file in place of
     the defaults; its dataset is replaced by the arrays. ``overrides``: config sections or dotted keys, e.g.
     ``search={"population": 4}`` or ``**{"training.budget": {"steps": 50}}``. Without ``x_test``, a seeded
     stratified 20 % of the data is held out as the test split (reported only, never selected on).
     """
-    from evowatt.driver.experiment import default_run_dir, run
+    from evowatt.driver.session import run
+    from evowatt.driver.setup import default_run_dir
 
     first = fit_config(  # checked before anything is written; names the default run directory
         minutes=minutes,
@@ -251,9 +253,21 @@ def fit_config(
             raise EvowattError(f"minutes must be a positive number, got {minutes!r}")
         if not math.isfinite(minutes):
             raise EvowattError(f"minutes must be finite, got {minutes!r}; leave it out for no time limit")
-        search["time_limit"] = float(minutes) * 60.0
-        search.setdefault("generations", UNBOUNDED)
-    search.setdefault("generations", GENERATIONS)
+        data["minutes"] = float(minutes)  # the whole run's time: the plan sizes what is left unset
+        if config is None:  # the defaults' sizes are the example's; with a time, the plan's instead
+            for key in ("generations", "population", "lambda"):
+                if key not in (overrides or {}).get("search", {}) and f"search.{key}" not in (
+                    overrides or {}
+                ):
+                    search.pop(key, None)
+            training = data.get("training", {})
+            for key in ("budget", "final_training"):
+                if key not in (overrides or {}).get("training", {}) and f"training.{key}" not in (
+                    overrides or {}
+                ):
+                    training.pop(key, None)
+    else:
+        search.setdefault("generations", GENERATIONS)
     kept = {k: v for k, v in (data.get("dataset") or {}).items() if k in ("splits", "train_subset")}
     data["dataset"] = {**kept, "name": "npz", "path": data_path}
     data["seed"] = seed
@@ -339,7 +353,7 @@ def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, 
 
 
 def _result(run_dir: Path, run: RunResult, classes: np.ndarray, config: RunConfig) -> FitResult:
-    from evowatt.driver.experiment import data_ref
+    from evowatt.driver.tasks import data_ref
     from evowatt.handover.results import answer, front
 
     shape = data_ref(config).load().input_shape

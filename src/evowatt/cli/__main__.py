@@ -1,4 +1,4 @@
-"""``python -m evowatt.cli.main``."""
+"""``python -m evowatt.cli``."""
 
 from evowatt.cli.main import main
 

@@ -215,7 +215,7 @@ def active_profile(profile: str | None = None, config: str | None = None) -> Any
     shape, batch = None, None
     if config is not None:
         from evowatt.config.schema import load_config
-        from evowatt.driver.experiment import data_ref
+        from evowatt.driver.tasks import data_ref
 
         run_config = load_config(config)
         profile = profile or run_config.energy.profile

@@ -2,10 +2,13 @@
 
 One YAML or JSON file; ``--set a.b=value`` and ``--seed`` override it. Unknown keys are errors, so a
 typo never silently falls back to a default. The resolved configuration is written into the run directory.
+Options no measurement showed to help live under ``experimental``; a key that moved there is refused at
+its old place with the new one named, except in a run's recorded config (config/moved.py).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evowatt.config.moved import moved_key_lines, upgrade_recorded
 from evowatt.energy.settings import EnergySettings
 from evowatt.errors import EvowattError, require_file
 from evowatt.units import UnitError, parse_quantity
@@ -378,9 +382,6 @@ class FinalTrainingConfig(_Strict):
         "cosine", description="learning-rate schedule over the whole budget"
     )
     augment: AugmentConfig = AugmentConfig()
-    label_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="soften the training targets by this much (0: none; 0.1 is usual)"
-    )
     early_stopping: bool = Field(
         False, description="stop on the evolved patience; off: the whole budget (the best weights kept)"
     )
@@ -404,38 +405,6 @@ class FinalTrainingConfig(_Strict):
         description="train on evo_validation too (a fifth more data, no validation pass per epoch) and "
         "keep the last weights; evo_test still scores the model. Needs early_stopping: false",
     )
-    width: float = Field(
-        1.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="train the most accurate model this many times as wide as it was searched (every "
-        "hidden layer's channels and units; from fresh weights when not 1): a search on small networks, "
-        "a final model with more capacity. Its energy and FLOPs are the wide network's; search.caps "
-        "still apply",
-    )
-    others_width: float | None = Field(
-        None,
-        gt=0,
-        allow_inf_nan=False,
-        description="the width of every model after the most accurate (unset: width)",
-    )
-
-    screen: ScreenConfig = Field(
-        ScreenConfig(),
-        description="before the final training, train the run's screen.models most promising networks "
-        "for screen.budget each on the final training's data and give the final budget to the best of "
-        "them (by the search's own ranking on evo_test), continuing from its screening's weights: short "
-        "search trainings on a subset can rank a larger network too low",
-    )
-
-    @model_validator(mode="after")
-    def _screen_needs_a_final_training(self) -> FinalTrainingConfig:
-        if self.screen.models and self.budget is None:
-            raise ValueError(
-                "screen picks the network the final training trains, but final_training.budget is unset: "
-                "set a budget, or screen.models: 0"
-            )
-        return self
 
     @model_validator(mode="after")
     def _validation_held_out_for_early_stopping(self) -> FinalTrainingConfig:
@@ -475,13 +444,6 @@ class TrainingConfig(_Strict):
         False,
         description="also score every evaluation on the test split (benchmarks); reported, never selected on",
     )
-    resume_optimiser: bool = Field(
-        False,
-        description="a training that continues from earlier weights (a rung, train_longer, an inheriting "
-        "mutant's shared layers, the final training from the search's weights) resumes that training's "
-        "optimiser state instead of starting a fresh optimiser. Off by default: no gain measured, and a "
-        "loss on digits (docs/results.md); a restart damps a short training's oscillations",
-    )
 
     @field_validator("threads")
     @classmethod
@@ -491,6 +453,55 @@ class TrainingConfig(_Strict):
         return value
 
     final_training: FinalTrainingConfig = FinalTrainingConfig()
+
+
+class ExperimentalFinalTrainingConfig(_Strict):
+    """The final training's options that no measurement showed to help (docs/experimental.md)."""
+
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="soften the training targets by this much (0: none); 0.1 lost 0.49 pp on Fashion-MNIST",
+    )
+    width: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="train the most accurate model this many times as wide as it was searched (every "
+        "hidden layer's channels and units; from fresh weights when not 1). Its energy and FLOPs are the "
+        "wide network's; search.caps still apply. Each step wider lost about half a point at 6 minutes",
+    )
+    others_width: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the width of every model after the most accurate (unset: width)",
+    )
+    screen: ScreenConfig = Field(
+        ScreenConfig(),
+        description="before the final training, train the run's screen.models most promising networks "
+        "for screen.budget each on the final training's data and give the final budget to the best of "
+        "them (by the search's own ranking on evo_test), continuing from its screening's weights; it "
+        "gained 0.94 pp on one seed and lost 0.75 pp on another",
+    )
+
+    def width_of(self, place: int) -> float:
+        """The width of the ``place``-th handed model's final training (0: the most accurate)."""
+        return self.width if place == 0 or self.others_width is None else self.others_width
+
+
+class ExperimentalConfig(_Strict):
+    """Options no measurement showed to help, each off by default. They stay for runs that test them
+    again (their measurements: docs/experimental.md); the rest of the config is what evowatt supports."""
+
+    resume_optimiser: bool = Field(
+        False,
+        description="a training that continues from earlier weights (a rung, train_longer, an inheriting "
+        "mutant's shared layers, the final training from the search's weights) resumes that training's "
+        "optimiser state instead of starting a fresh optimiser; -4.72 pp on digits, no gain elsewhere",
+    )
+    final_training: ExperimentalFinalTrainingConfig = ExperimentalFinalTrainingConfig()
 
 
 BASE_METRICS = ("accuracy", "loss", "energy", "power", "latency", "flops", "params")
@@ -608,6 +619,12 @@ class RunnerConfig(_Strict):
 
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0)
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the whole run's wall time, final training included; the plan fills what is unset",
+    )
     grammar: str = "cnn"
     dataset: DatasetConfig = DatasetConfig()
     network: NetworkConfig
@@ -617,6 +634,7 @@ class RunConfig(_Strict):
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     energy: EnergySettings = EnergySettings()
+    experimental: ExperimentalConfig = ExperimentalConfig()
 
     def metrics_used(self) -> set[str]:
         """Metrics the chosen search selects on: the fitness's, or the objectives' and constraints'."""
@@ -630,6 +648,15 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"training.final_training.augment.flip mirrors images, which changes what a "
                 f"{self.dataset.name} digit means; set it false (shift is fine)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _screen_needs_a_final_training(self) -> RunConfig:
+        if self.experimental.final_training.screen.models and self.training.final_training.budget is None:
+            raise ValueError(
+                "experimental.final_training.screen picks the network the final training trains, but "
+                "training.final_training.budget is unset: set a budget, or screen.models: 0"
             )
         return self
 
@@ -797,19 +824,53 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _refuse_moved_keys(data: dict[str, Any], source: str, overrides: list[str] | None) -> None:
+    """One message naming the new place of every moved key that ``data`` or an override still uses."""
+    parsed = [(text, *parse_override(text)) for text in overrides or []]
+    lines, from_file = moved_key_lines(data, parsed)
+    if lines:
+        head = (
+            f"invalid configuration in {source}:"
+            if from_file
+            else f"invalid --set value (applied to {source}):"
+        )
+        raise EvowattError("\n".join([head, *(f"  {line}" for line in lines)]))
+
+
 def validate_config(
-    data: dict[str, Any], source: str = "config", overrides: list[str] | None = None
+    data: dict[str, Any],
+    source: str = "config",
+    overrides: list[str] | None = None,
+    *,
+    recorded: bool = False,
 ) -> RunConfig:
-    """``overrides``: the --set texts applied to ``data``, so an error they caused names them."""
+    """``overrides``: the --set texts applied to ``data``, so an error they caused names them.
+
+    A key that moved is refused with its new place, unless ``recorded``: the config a run wrote, whose
+    moved keys are read at their new places (an override naming an old place is still refused)."""
+    if recorded:
+        _refuse_moved_keys({}, source, overrides)  # what the run recorded moves; what is asked now must not
+        data = upgrade_recorded(copy.deepcopy(data))
+    _refuse_moved_keys(data, source, overrides)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise EvowattError(_format_errors(exc, source, overrides)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
-    """Read, override and validate; grammar and profile paths are resolved relative to the config file."""
+def load_config(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    *,
+    recorded: bool = False,
+) -> RunConfig:
+    """Read, override and validate; grammar and profile paths are resolved relative to the config file.
+    ``recorded``: the file is a run's config.yaml, whose moved keys are read at their new places."""
     data = read_config_file(path)
+    if recorded:
+        _refuse_moved_keys({}, str(path), overrides)
+        upgrade_recorded(data)
     apply_overrides(data, overrides or [])
     if seed is not None:
         data["seed"] = seed

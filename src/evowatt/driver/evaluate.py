@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load, load_file, save
 
 from evowatt.data.datasets import Splits, load_splits
+from evowatt.energy.choice import MeterChoice
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import (
     InvalidNetwork,
@@ -76,20 +77,27 @@ class EvalSettings:
     max_params: int | None = None
     max_flops: int | None = None
     energy: dict[str, Any] | None = None  # EnergySettings as JSON; None: no energy measurement
-    meter: str | None = None  # the meter the run chose at its start (nvml | rapl | estimate)
-    idle: dict[str, Any] | None = None  # the run's idle baseline, measured once at its start
-    # True where the evaluation runs on another machine (Ray): the worker opens its own meter (the choice
-    # in energy.meter, e.g. auto) and measures its own idle baseline, once per worker process
-    local_meter: bool = False
+    # the run's meter choice (name, idle baseline, calibrated profile); with ``local`` (Ray) the worker
+    # opens its own meter (the choice in energy.meter, e.g. auto) and measures its own idle baseline, once
+    # per worker process
+    meter: MeterChoice | None = None
     report_test: bool = False  # the test set is scored for the final report only, never during search
     recipe: dict[str, Any] | None = None  # nn.train.Recipe as JSON: the final training's; None in search
     learning: dict[str, Any] | None = None  # learning genes in place of the genome's (the final training's)
     # time latency with the clock: where the search selects on it, and for every handed model; the
     # estimate meter's energy needs no clock (a hardware meter always times its windows)
     latency: bool = True
-    # the calibrated profile the run uses (energy.profile, as the run recorded it: profile.ProfileUse):
-    # latency, and energy where the profile has it, are its predictions; None: none
-    profile: dict[str, Any] | None = None
+
+    @property
+    def local_meter(self) -> bool:
+        """Whether the evaluation opens its own meter where it runs (a Ray worker: meter_per_worker)."""
+        return self.meter is not None and self.meter.local
+
+    @property
+    def profile(self) -> dict[str, Any] | None:
+        """The calibrated profile the run uses (energy.profile, as the run recorded it: profile.ProfileUse):
+        latency, and energy where the profile has it, are its predictions; None: none."""
+        return self.meter.profile if self.meter is not None else None
 
 
 @dataclass
@@ -132,7 +140,10 @@ class EvalTask:
         if ref.get("image_size") is not None:  # JSON made it a list; a DataRef is hashed (runners' memo)
             ref["image_size"] = tuple(ref["image_size"])
         values["data"] = DataRef(**ref)
-        values["settings"] = EvalSettings(**data["settings"])
+        settings = dict(data["settings"])
+        if settings.get("meter") is not None:
+            settings["meter"] = MeterChoice.from_json(settings["meter"])
+        values["settings"] = EvalSettings(**settings)
         for key in ("init_weights", "init_optimiser"):
             if values.get(key) is not None:
                 values[key] = base64.b64decode(values[key])
@@ -359,7 +370,9 @@ def _meter_and_idle(settings: EvalSettings, device: str):
     this worker's own."""
     if settings.local_meter:
         return _worker_meter(device, json.dumps(settings.energy, sort_keys=True))
-    return _meter(settings.meter, device, settings.energy), _idle(settings.idle)
+    choice = settings.meter
+    name, idle = (choice.name, choice.idle) if choice is not None else (None, None)
+    return _meter(name, device, settings.energy), _idle(idle)
 
 
 @contextlib.contextmanager
@@ -490,11 +503,11 @@ def _reuse_cost(result: EvalResult, known: dict[str, Any]) -> None:
         result.measurements[exit_] = {"reused_from": known["measured_by"]}
 
 
-def _standalone_models(task: EvalTask, weights_path: str | None):
+def _standalone_models(task: EvalTask, weights_path: str | None, splits: Splits | None = None):
     """An evaluation's standalone models (``""`` full, ``"_1"`` early exit), with its saved weights
     (without: the task's initial ones, enough to time it)."""
     device = resolve_device(task.settings.device)
-    _, _, plan = plan_task(task)
+    _, _, plan = plan_task(task, splits)
     model = build_network(plan, task.seed).to(device)
     if weights_path is not None:
         model.load_state_dict(load_file(weights_path, device=str(device)))
@@ -516,21 +529,22 @@ def score_on_test(task: EvalTask, weights_path: str) -> dict[str, dict[str, Any]
     return metrics
 
 
-def time_models(task: EvalTask) -> dict[str, dict[str, Any]]:
+def time_models(task: EvalTask, splits: Splits | None = None) -> dict[str, dict[str, Any]]:
     """The clock latency of an evaluated individual's models (``latency``, ``latency_1``), timed with the
     run's measurement protocol: a model shown to the user always has one, whether or not the search
-    timed it. A network's latency does not depend on its weights: it needs none kept."""
+    timed it. A network's latency does not depend on its weights: it needs none kept. Like ``evaluate``
+    a function of its task (and ``splits``, where the caller has them), so a runner's worker may run it."""
     from evowatt.energy.protocol import make_batch, measure_model
     from evowatt.energy.settings import MeasureSettings
 
     if not task.settings.energy:
         return {}
-    device, models = _standalone_models(task, None)
+    device, models = _standalone_models(task, None, splits)
     meter, idle = _meter_and_idle(task.settings, str(device))
     settings = MeasureSettings(
         **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}
     )
-    batch = make_batch(_tensors(task.data, str(device))["evo_test"][0], settings.batch_size)
+    batch = make_batch(_tensors(task.data, str(device), splits)["evo_test"][0], settings.batch_size)
     metrics = {}
     for suffix, standalone in models.items():
         timed = measure_model(standalone.eval(), batch, meter, settings, idle, latency=True)

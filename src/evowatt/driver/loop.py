@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evowatt.driver.killpoint import killpoint
+from evowatt.driver.runners import Runner
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import Budget, EvalResult, Status
@@ -122,7 +123,7 @@ class StoreEvaluator:
     """
 
     store: RunStore
-    runner: Any  # runners.Runner: map(fn, tasks) yields results as each finishes
+    runner: Runner
     make_task: Callable[[Candidate], Any]
     evaluate: Callable[[Any], EvalResult]
     hooks: Hooks

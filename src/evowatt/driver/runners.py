@@ -3,8 +3,9 @@
 Sequential (the default) runs in this process. The process pool runs tasks in spawned workers; that
 works because ``evaluate`` is a pure function of a picklable task. The Ray runner runs them on a Ray
 cluster: a task carries the weights it starts from and its result brings the trained weights back, the
-dataset goes once per run through Ray's object store, and each worker opens its own meter, so no node
-needs the driver's filesystem.
+dataset goes once per run through Ray's object store, and each worker opens its own meter (the task's
+``MeterChoice`` says so: ``energy.choice.meter_per_worker``), so no node needs the driver's filesystem.
+Every runner is a ``Runner``: the loop and the handover know no runner in particular.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
+from typing import Any, Protocol
 
 from evowatt.config.schema import RunnerConfig
 from evowatt.errors import EvowattError
@@ -25,7 +26,19 @@ from evowatt.nn.threads import available_cores
 RAY_INSTALL = "pip install 'evowatt[ray]'"
 
 
+class Runner(Protocol):
+    """Maps a function of a task (``evaluate``, ``time_models``) over tasks: ``map`` yields each result as
+    it finishes (in any order; each says its task's id), and stops the rest of its tasks when its caller
+    stops reading; ``close`` (every exit path, Ctrl-C included) ends whatever still runs."""
+
+    def map(self, fn: Callable[..., Any], tasks: list[Any]) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
 class SequentialRunner:
+    """In this process, one task after the other: the default, and the reference every runner equals."""
+
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
         for task in tasks:
             yield fn(task)
@@ -76,8 +89,12 @@ class ProcessRunner:
 
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
         futures = _without_interrupts(lambda: [self.pool.submit(fn, task) for task in tasks])
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:  # a caller that stops early (the time limit): what has not started never runs
+            for future in futures:
+                future.cancel()
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
@@ -159,15 +176,11 @@ class RayRunner:
         return 0.0
 
     def _prepare(self, task: Any) -> Any:
-        """The task as a remote worker runs it: its own meter and idle baseline, threads to its CPUs."""
+        """The task as a remote worker runs it: threads to its CPUs (its meter is the task's: per worker)."""
         settings = task.settings
-        changes: dict[str, Any] = {}
-        if settings.energy is not None:
-            changes["local_meter"] = True
         if settings.threads is None:
-            changes["threads"] = max(1, int(self.config.cpus))
-        if changes:
-            task = dataclasses.replace(task, settings=dataclasses.replace(settings, **changes))
+            threads = max(1, int(self.config.cpus))
+            task = dataclasses.replace(task, settings=dataclasses.replace(settings, threads=threads))
         return task
 
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
@@ -229,7 +242,7 @@ class RayRunner:
         self.started = False
 
 
-def make_runner(config: RunnerConfig) -> SequentialRunner | ProcessRunner | RayRunner:
+def make_runner(config: RunnerConfig) -> Runner:
     if config.kind == "process":
         return ProcessRunner(config.workers)
     if config.kind == "ray":

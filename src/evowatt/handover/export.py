@@ -371,12 +371,14 @@ def _export(
     n_images: int,
 ) -> list[ExportedModel]:
     from evowatt.config.schema import validate_config
-    from evowatt.driver.experiment import data_ref
+    from evowatt.driver.tasks import data_ref
 
     recorded = store.meta("config")
     if recorded is None:
         raise EvowattError(f"{store.dir} records no config; it was not written by `evowatt run`")
-    config = validate_config(json.loads(json.dumps(recorded)), source="the run's recorded config")
+    config = validate_config(
+        json.loads(json.dumps(recorded)), source="the run's recorded config", recorded=True
+    )
     data = data_ref(config)
     splits = data.load()
     scale, raw_description = raw_scale(data.name, data.path)

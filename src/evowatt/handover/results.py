@@ -85,7 +85,7 @@ def run_config(store: RunStore) -> RunConfig:
     recorded = store.meta("config")
     if recorded is None:
         raise EvowattError(f"{store.dir} holds no recorded config; it was not written by `evowatt run`")
-    return validate_config(recorded, source=f"the recorded config of {store.dir}")
+    return validate_config(recorded, source=f"the recorded config of {store.dir}", recorded=True)
 
 
 @dataclass

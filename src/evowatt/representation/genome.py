@@ -11,7 +11,8 @@ written before ids existed get ids 0 .. L-1 in layer order when they are read.
 
 Width: a genome may carry a width factor (``width``, 1 unless set) that multiplies every hidden layer's
 channel or unit count when the network is built (nn/builder.py). The search never sets it; the final
-training may, to train the found architecture wider than it was searched (``final_training.width``).
+training may, to train the found architecture wider than it was searched
+(``experimental.final_training.width``).
 """
 
 from __future__ import annotations

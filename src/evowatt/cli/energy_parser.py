@@ -1,5 +1,5 @@
-"""The `meters`, `measure` and `calibrate` sub-commands; `evowatt.cli.main` calls `add_commands` when this
-module exists.
+"""The `meters`, `measure` and `calibrate` sub-commands' options; `evowatt.cli.parser` calls `add_commands`,
+and `energy_commands` does the work.
 
 Registering them imports nothing heavy: torch loads only when one of them runs, so `evowatt show` and
 `evowatt check-grammar --help` start fast.
@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from evowatt.cli.main import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
+from evowatt.cli.args import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
 from evowatt.energy.settings import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
