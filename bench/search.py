@@ -261,8 +261,7 @@ def available(data: dict) -> bool:
     if config.search.algorithm == "es":
         return True
     search = make_search(config, load_grammar(config.grammar))
-    inner = getattr(search, "inner", search)
-    return type(inner).__name__ != "EvolutionStrategy"
+    return search.algorithm == config.search.algorithm
 
 
 def figures(row: Any) -> dict | None:

@@ -9,7 +9,6 @@ trains one twice. What is handed over is read back by ``evowatt.handover`` (resu
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +50,7 @@ class Handover:
         stopped (``generations`` or ``time_limit``)."""
         search, hooks = self.search, self.hooks
         chosen = search.best() or best_of_unfinished_generation(search, self.store, stopped, hooks)
-        unmet = getattr(search, "unmet", None)  # a constrained search with nothing feasible says so
-        if not chosen and unmet is not None and (message := unmet()):
+        if not chosen and (message := search.unmet()):  # a constrained search with nothing feasible says so
             hooks("note", message=message)
         handed = [self.report_test(i) for i in chosen]
         handed = [row for row in handed if row is not None]
@@ -212,10 +210,7 @@ def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str,
         candidate = Candidate(r["id"], r["generation"], r["kind"], r["genome"], r["seed"])
         score = Score.from_json(r["score"]) if r["score"] else search.score(result)
         evaluated.append(Evaluated(candidate, result, score))
-    trial = copy.deepcopy(getattr(search, "inner", search))  # under successive halving: the search itself
-    trial.pending = [e.candidate for e in evaluated]
-    trial.tell(evaluated)
-    chosen = trial.best()
+    chosen = search.best_if_told(evaluated)
     if chosen:
         hooks(
             "note",
