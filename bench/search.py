@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from evowatt.config.schema import load_config, validate_config  # noqa: E402
+from evowatt.config.load import load_config, validate_config  # noqa: E402
 from evowatt.data.datasets import load_splits  # noqa: E402
 from evowatt.driver.plan import plan_for  # noqa: E402
 from evowatt.driver.session import RunResult, run  # noqa: E402

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evowatt.config.schema import RunConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore

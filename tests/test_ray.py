@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evowatt.config.schema import BudgetConfig, RunConfig
+from evowatt.config.schema import RunConfig
+from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.loop import Hooks, keep_weights

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from evowatt.config.schema import RunConfig, apply_overrides, validate_config
+from evowatt.config.load import apply_overrides, validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.driver.checkpoint import CheckpointError
 from evowatt.driver.setup import choose_meter, make_search
 from evowatt.driver.store import CONFIG_NAME, GRAMMAR_NAME, SEARCHED, RunStore
