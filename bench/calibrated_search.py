@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from evowatt.config.schema import RunConfig, read_config_file, validate_config
+from evowatt.config.load import read_config_file, validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.rundir import GRAMMAR_NAME
 from evowatt.driver.session import run

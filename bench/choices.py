@@ -33,7 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 
 ARMS = {

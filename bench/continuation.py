@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import torch
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.data.datasets import load_splits
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network

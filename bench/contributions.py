@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 
 ENERGY_WEIGHT = 1e-8  # J: a term of 0.1 for a network of 100 nJ per inference

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from evowatt.config.schema import apply_overrides
+from evowatt.config.load import apply_overrides
 from evowatt.driver.store import AFTER_SEARCH
 
 CONFIG: dict[str, Any] = {

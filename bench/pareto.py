@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.records import Status

@@ -64,7 +64,7 @@ def in_namespace(argv: list[str]) -> int:
 def tiny_tasks(count: int, start_id: int = 0):
     import numpy as np
 
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
     from evowatt.driver.setup import prepare
     from evowatt.representation.genome import random_genome
@@ -131,7 +131,7 @@ def overhead(args: argparse.Namespace) -> None:
 def search(args: argparse.Namespace) -> None:
     import yaml
 
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.session import run
 
     example = yaml.safe_load((ROOT / "examples" / "fashion-mnist.yaml").read_text())

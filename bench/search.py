@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from evowatt.config.schema import load_config, validate_config  # noqa: E402
+from evowatt.config.load import load_config, validate_config  # noqa: E402
 from evowatt.data.datasets import load_splits  # noqa: E402
 from evowatt.driver.plan import plan_for  # noqa: E402
 from evowatt.driver.session import RunResult, run  # noqa: E402
@@ -261,8 +261,7 @@ def available(data: dict) -> bool:
     if config.search.algorithm == "es":
         return True
     search = make_search(config, load_grammar(config.grammar))
-    inner = getattr(search, "inner", search)
-    return type(inner).__name__ != "EvolutionStrategy"
+    return search.algorithm == config.search.algorithm
 
 
 def figures(row: Any) -> dict | None:

@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from evowatt.config.schema import NetworkConfig
+from evowatt.config.network import NetworkConfig
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import NetworkPlan, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train

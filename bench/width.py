@@ -25,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from evowatt.config.load import apply_overrides, validate_config
 from evowatt.config.moved import upgrade_recorded
-from evowatt.config.schema import BudgetConfig, apply_overrides, validate_config
+from evowatt.config.training import BudgetConfig
 from evowatt.driver.evaluate import evaluate
 from evowatt.driver.setup import prepare, session_meter
 from evowatt.driver.store import RunStore

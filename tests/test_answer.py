@@ -154,7 +154,7 @@ def test_an_unreadable_run_budget_is_refused_before_the_run(tmp_path, capsys):
 
 def test_the_run_says_what_it_will_do_and_how_long():
     from evowatt.cli.commands import plan_text
-    from evowatt.config.schema import load_config
+    from evowatt.config.load import load_config
     from evowatt.driver.setup import planned_evaluations
 
     config = load_config(str(EXAMPLES / "digits-pareto.yaml"))

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from evowatt.config.schema import MutationConfig, NetworkConfig, RunConfig
+from evowatt.config.network import MutationConfig, NetworkConfig
+from evowatt.config.schema import RunConfig
 from evowatt.representation.archive import ModuleArchive, module_key
 from evowatt.representation.genome import random_genome
 from evowatt.representation.grammar import load_grammar

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evowatt.config.schema import CapsConfig, NetworkConfig
+from evowatt.config.network import CapsConfig, NetworkConfig
 from evowatt.nn.builder import InvalidNetwork, Network, NetworkPlan, build_network, plan_network
 from evowatt.representation.genome import Genome, Module, random_genome
 from evowatt.representation.grammar import Node, load_grammar, parse_grammar

@@ -21,7 +21,7 @@ from rich.console import Console
 from evowatt.cli.energy_commands import meters_command
 from evowatt.cli.main import main
 from evowatt.cli.show import show_data
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.energy.base import METHOD_RAPL, HardwareMeter, Reading

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evowatt.config.schema import NetworkConfig
+from evowatt.config.network import NetworkConfig
 from evowatt.nn.builder import build_network, conv_bn_channels, plan_network
 from evowatt.representation.genome import Genome, Module, random_genome
 from evowatt.representation.grammar import Node, load_grammar

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evowatt.config.energize import import_energize_config
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.errors import EvowattError
 from tests.conftest import COMPAT
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from evowatt.cli.main import main
+from evowatt.config.load import validate_config
 from evowatt.config.moved import MOVED_KEYS, upgrade_recorded
-from evowatt.config.schema import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import GRAMMAR_NAME, RunStore
 from evowatt.driver.tasks import final_recipe

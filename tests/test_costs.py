@@ -4,7 +4,7 @@ every stored cost names the evaluation that measured it (issue 28, item 1)."""
 from __future__ import annotations
 
 import evowatt.energy.protocol as energy_module
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.session import run
 from evowatt.driver.store import Evaluation, RunStore
@@ -122,7 +122,7 @@ def test_a_latency_objective_times_every_network_once(tmp_path, monkeypatch):
 def test_the_book_gives_a_cost_only_where_it_has_every_figure_asked_for():
     import numpy as np
 
-    from evowatt.config.schema import NetworkConfig
+    from evowatt.config.network import NetworkConfig
     from evowatt.representation.genome import random_genome
     from evowatt.representation.grammar import load_grammar
 

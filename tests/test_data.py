@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evowatt.data import datasets as data
-from evowatt.data.datasets import DATASETS, IDX_FILES, Splits, load_splits
+from evowatt.data import loaders
+from evowatt.data.datasets import Splits, load_splits
+from evowatt.data.formats import read_idx
+from evowatt.data.loaders import DATASETS, IDX_FILES
 from evowatt.errors import EvowattError
 
 EVO = ("evo_train", "evo_validation", "evo_test")
@@ -22,7 +24,7 @@ ALL = (*EVO, "test")
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch):
     """Each test sees its own files and environment, not a memo from another test."""
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(loaders.ENV_VAR, raising=False)
     load_splits.cache_clear()
     yield
     load_splits.cache_clear()
@@ -211,13 +213,13 @@ def test_idx_from_path(tmp_path, name, gz):
 
 def test_idx_via_env_var_and_subdirectory(tmp_path, monkeypatch):
     write_idx_set(tmp_path / "mnist", gz=True)
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(loaders.ENV_VAR, str(tmp_path))
     s = load_splits("mnist")
     assert sum(len(getattr(s, k).y) for k in EVO) == 90
 
     load_splits.cache_clear()
     write_idx_set(tmp_path / "flat", gz=False, n_train=60)
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "flat"))
+    monkeypatch.setenv(loaders.ENV_VAR, str(tmp_path / "flat"))
     s = load_splits("mnist")
     assert sum(len(getattr(s, k).y) for k in EVO) == 60
 
@@ -225,17 +227,17 @@ def test_idx_via_env_var_and_subdirectory(tmp_path, monkeypatch):
 def test_explicit_path_wins_over_env(tmp_path, monkeypatch):
     write_idx_set(tmp_path / "a", gz=True, n_train=60)
     write_idx_set(tmp_path / "b", gz=True, n_train=90)
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "b"))
+    monkeypatch.setenv(loaders.ENV_VAR, str(tmp_path / "b"))
     s = load_splits("mnist", path=str(tmp_path / "a"))
     assert sum(len(getattr(s, k).y) for k in EVO) == 60
 
 
 def test_missing_fashion_mnist_names_every_place_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion-mnist", tmp_path / "system")
+    monkeypatch.setitem(loaders.SYSTEM_DIRS, "fashion-mnist", tmp_path / "system")
     env = tmp_path / "env"
     env.mkdir()
     (env / IDX_FILES[0]).write_bytes(b"")  # a partial set: the message says what is missing
-    monkeypatch.setenv(data.ENV_VAR, str(env))
+    monkeypatch.setenv(loaders.ENV_VAR, str(env))
     with pytest.raises(EvowattError) as e:
         load_splits("fashion-mnist")
     msg = str(e.value)
@@ -297,7 +299,7 @@ def test_truncated_gzip_names_the_file(tmp_path):
 def test_read_idx_roundtrip(tmp_path):
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(arr)))
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), arr)
 
 
 # ------------------------------------------------------------------------------------------------- npz
@@ -416,7 +418,7 @@ def test_cifar10_corrupt_batch(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (data.SYSTEM_DIRS["fashion-mnist"] / "train-images-idx3-ubyte.gz").exists(),
+    not (loaders.SYSTEM_DIRS["fashion-mnist"] / "train-images-idx3-ubyte.gz").exists(),
     reason="Debian package dataset-fashion-mnist not installed",
 )
 def test_real_fashion_mnist_from_system_location():

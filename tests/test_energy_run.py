@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.search.fitness import score

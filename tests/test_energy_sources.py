@@ -81,7 +81,7 @@ def test_show_says_when_evaluations_come_from_different_meters(tmp_path, capsys)
 
     from evowatt.cli.main import main
     from evowatt.cli.show import show_data
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.session import run
     from tests.conftest import SMALL_NETWORK
 

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.events import EVENTS_NAME, EventLog, read_events
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore

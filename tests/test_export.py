@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from evowatt.cli.main import main  # noqa: E402
-from evowatt.config.schema import validate_config  # noqa: E402
+from evowatt.config.load import validate_config  # noqa: E402
 from evowatt.driver.session import run  # noqa: E402
 from evowatt.driver.store import RunStore  # noqa: E402
 from evowatt.driver.tasks import data_ref  # noqa: E402

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evowatt.config.schema import RunConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
@@ -115,6 +116,24 @@ def test_state_round_trip_between_rungs():
     results = [_ok(c.id, 0.5) for c in sh.ask()]
     a, b = sh.tell(results), again.tell(results)
     assert a is None and b is None and [c.to_json() for c in again.ask()] == [c.to_json() for c in sh.ask()]
+
+
+def test_the_wrapper_answers_what_callers_ask_of_a_search():
+    """What the driver and the displays read (issue 31): the wrapped search's, each by name."""
+    es = SuccessiveHalving(EvolutionStrategy(_config(), GRAMMAR), Rungs(10, eta=2, rungs=2), run_seed=3)
+    assert (es.algorithm, es.parent, tuple(es.objectives), es.unmet()) == ("es", None, (), None)
+    rung0 = es.ask()
+    told = as_evaluated([_ok(c.id, 0.1 * (c.id % 5)) for c in rung0], rung0, es.score)
+    before = es.state()
+    chosen = es.best_if_told(told)  # a copy is told the generation so far; the search is not
+    assert chosen == [max(told, key=lambda e: (e.score.fitness, -e.candidate.id)).candidate.id]
+    assert es.state() == before and es.best() == []
+    assert es.handover_value(told[0].score) == told[0].score.fitness
+    pareto = SuccessiveHalving(
+        ParetoSearch(_config(algorithm="pareto", population=4), GRAMMAR), Rungs(10), run_seed=3
+    )
+    assert pareto.algorithm == "pareto" and pareto.parent is None
+    assert [o.metric for o in pareto.objectives] == [o.metric for o in pareto.inner.objectives]
 
 
 BASE = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.data.datasets import load_splits
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
@@ -130,7 +130,7 @@ class _Rows:
 def _genomes():
     import numpy as np
 
-    from evowatt.config.schema import NetworkConfig
+    from evowatt.config.network import NetworkConfig
     from evowatt.representation.genome import random_genome
     from evowatt.representation.grammar import load_grammar
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from evowatt.config.schema import NetworkConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.network import NetworkConfig
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.handover.export import rebuild

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from evowatt.config.schema import FitnessConfig
+from evowatt.config.search import FitnessConfig
 from evowatt.search.fitness import metric_value, score
 from tests.conftest import COMPAT
 
@@ -114,7 +114,7 @@ def test_condition_on_a_missing_metric_means_no_fitness():
 
 def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
     """A valid network lacking a metric its fitness needs (no hidden layer, so no model 1): reason kept."""
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.session import run
     from evowatt.driver.store import RunStore
 
@@ -147,7 +147,7 @@ def test_run_records_why_an_ok_network_has_no_fitness(tmp_path):
 
 
 def test_partition_metrics_without_partition_gene_is_a_config_error():
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.errors import EvowattError
 
     with pytest.raises(EvowattError, match="fitness uses accuracy_1, energy_1 .* needs model_partition"):

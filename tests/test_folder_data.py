@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from evowatt.config.schema import DatasetConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.schema import DatasetConfig
 from evowatt.data.datasets import load_splits
 from evowatt.data.imagefolder import read_image_folder
 from evowatt.errors import EvowattError

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from evowatt.config.schema import MutationConfig, NetworkConfig
+from evowatt.config.network import MutationConfig, NetworkConfig
 from evowatt.representation.genome import PARTITION_RULE, Genome, Module, random_genome
 from evowatt.representation.grammar import load_grammar
 from evowatt.representation.mutation import Mutator, insert_layer, normalise_connections, remove_layer

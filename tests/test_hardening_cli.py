@@ -99,7 +99,7 @@ def test_a_negative_seed_in_the_config_is_refused(tmp_path, capsys):
 # --- class 5: environment faults ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.session import run
 
     out = tmp_path_factory.mktemp("cli") / "run"

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evowatt.data.datasets import _read_cifar_batch, load_splits
+from evowatt.data.datasets import load_splits
+from evowatt.data.formats import read_cifar_batch
 from evowatt.errors import EvowattError
 
 
@@ -188,7 +189,7 @@ def test_a_crafted_cifar_batch_runs_nothing(how, where, tmp_path):
     file = tmp_path / "data_batch_1"
     file.write_bytes(pickle.dumps(batch))
     with pytest.raises(EvowattError) as info:
-        _read_cifar_batch(file)
+        read_cifar_batch(file)
     assert "is not a CIFAR-10 batch: it asks to call" in str(info.value) and str(file) in str(info.value)
     assert "refused before anything ran" in str(info.value)
     assert not marker.exists()
@@ -210,7 +211,7 @@ def test_genuine_batches_still_load(protocol, tmp_path):
     batch = _batch(4)
     batch[b"data"] = np.arange(4 * 3072, dtype=np.uint64).astype(np.uint8).reshape(4, 3072)
     file.write_bytes(pickle.dumps(batch, protocol=protocol))
-    x, y = _read_cifar_batch(file)
+    x, y = read_cifar_batch(file)
     assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 1, 2, 3]
     assert np.allclose(x.reshape(4, -1) * 255, batch[b"data"])
 
@@ -221,5 +222,5 @@ def test_a_batch_with_str_keys_loads(tmp_path):
     file.write_bytes(
         pickle.dumps({"labels": [7], "data": np.zeros((1, 3072), np.uint8), "x": b"\xff"}, protocol=2)
     )
-    x, y = _read_cifar_batch(file)
+    x, y = read_cifar_batch(file)
     assert y.tolist() == [7] and x.shape == (1, 3, 32, 32)

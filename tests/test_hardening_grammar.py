@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError

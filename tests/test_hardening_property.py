@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evowatt.config.energize import import_energize_config
-from evowatt.config.schema import NetworkConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.network import NetworkConfig
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import InvalidNetwork, plan_network
 from evowatt.representation.genome import check_network_against_grammar, random_genome

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import evowatt.driver.rundir
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.rundir import CHECKPOINT_NAME, DB_NAME, lock_run_dir
 from evowatt.driver.session import run
 from tests.hardening import TINY_RUN, fails, snapshot

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from evowatt.config.schema import MutationConfig, NetworkConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.network import MutationConfig, NetworkConfig
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network

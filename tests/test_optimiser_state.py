@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from evowatt.cli.main import main
-from evowatt.config.schema import MutationConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.network import MutationConfig
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network

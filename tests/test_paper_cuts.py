@@ -20,7 +20,8 @@ import yaml
 
 import evowatt
 from evowatt.cli.main import build_parser, main
-from evowatt.config.schema import Constraint, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.search import Constraint
 from evowatt.errors import EvowattError
 from evowatt.handover.results import _budget
 from tests.hardening import TINY_RUN, fails, snapshot

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from evowatt.config.schema import Constraint, Objective, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.search import Constraint, Objective
 from evowatt.errors import EvowattError
 from evowatt.records import EvalResult
 from evowatt.representation.grammar import load_grammar

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from evowatt.cli.main import main
-from evowatt.config.schema import load_config, validate_config
+from evowatt.config.load import load_config, validate_config
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from evowatt.config.schema import MutationConfig, NetworkConfig
+from evowatt.config.network import MutationConfig, NetworkConfig
 from evowatt.nn.builder import EarlyExit, build_network, extract_models, plan_network
 from evowatt.nn.train import Budget, evaluate_split, train
 from evowatt.representation.genome import PARTITION_RULE, Genome, Module

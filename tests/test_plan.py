@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from evowatt.config.schema import load_config, validate_config
+from evowatt.config.load import load_config, validate_config
 from evowatt.driver.plan import plan_run
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from evowatt.cli.progress import PlainProgress, RunSoFar, make_progress
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore

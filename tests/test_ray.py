@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
@@ -257,8 +257,11 @@ def test_the_handovers_trainings_run_on_workers(cluster, tmp_path, monkeypatch):
     records them."""
     from evowatt.driver import handover, session
 
-    final = {"budget": {"steps": 20}, "screen": {"models": 2, "budget": {"steps": 5}}}
-    sequential = run(make_config(**{"training.final_training": final}), out=tmp_path / "seq")
+    settings = {
+        "training.final_training": {"budget": {"steps": 20}},
+        "experimental.final_training.screen": {"models": 2, "budget": {"steps": 5}},
+    }
+    sequential = run(make_config(**settings), out=tmp_path / "seq")
     log = tmp_path / "where.log"  # an absolute path: the workers' directory is another one
     driver, evaluate, time_models = os.getpid(), session.evaluate, handover.time_models
 
@@ -275,7 +278,7 @@ def test_the_handovers_trainings_run_on_workers(cluster, tmp_path, monkeypatch):
 
     monkeypatch.setattr(session, "evaluate", evaluate_where)
     monkeypatch.setattr(handover, "time_models", time_where)
-    result = run(make_config(runner=RAY, **{"training.final_training": final}), out=tmp_path / "run")
+    result = run(make_config(runner=RAY, **settings), out=tmp_path / "run")
     ran = [line.split() for line in log.read_text().splitlines()]
     assert history(tmp_path / "run") == history(tmp_path / "seq")
     assert weights(tmp_path / "run") == weights(tmp_path / "seq")

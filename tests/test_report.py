@@ -13,7 +13,7 @@ import yaml
 pytest.importorskip("matplotlib")
 
 from evowatt.cli.main import main  # noqa: E402
-from evowatt.config.schema import validate_config  # noqa: E402
+from evowatt.config.load import validate_config  # noqa: E402
 from evowatt.driver.session import run  # noqa: E402
 from evowatt.handover.report import FIGURES, write_report  # noqa: E402
 from tests.chromium import find_chromium  # noqa: E402
@@ -131,7 +131,7 @@ def _genomes(n: int) -> list[dict]:
     """n genomes of distinct networks (the front keeps one model per network)."""
     import numpy as np
 
-    from evowatt.config.schema import NetworkConfig
+    from evowatt.config.network import NetworkConfig
     from evowatt.representation.genome import random_genome
     from evowatt.representation.grammar import load_grammar
 
@@ -345,7 +345,7 @@ def test_report_table_lists_exported_models_beside_the_front(tmp_path):
 def test_report_says_where_evaluations_ran_and_warns_when_meters_differ(tmp_path):
     import numpy as np
 
-    from evowatt.config.schema import NetworkConfig
+    from evowatt.config.network import NetworkConfig
     from evowatt.driver.store import RunStore
     from evowatt.records import EvalResult
     from evowatt.representation.genome import random_genome

@@ -24,7 +24,7 @@ import yaml
 import evowatt.driver.evaluate
 import evowatt.driver.store
 from evowatt.cli.main import main
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver import session
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations

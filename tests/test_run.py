@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from evowatt.cli.main import main
-from evowatt.config.schema import load_config, validate_config
+from evowatt.config.load import load_config, validate_config
 from evowatt.driver.session import resume, run
 from evowatt.driver.store import RunStore
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict

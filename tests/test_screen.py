@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.handover import screen_picks
 from evowatt.driver.session import resume, run
 from evowatt.driver.store import Evaluation, RunStore

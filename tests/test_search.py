@@ -97,7 +97,7 @@ def _with_energy(cid: int, accuracy: float, energy: float, method: str, device: 
 
 def test_an_energy_fitness_refuses_a_generation_measured_in_different_ways():
     """Ray workers resolving `energy.meter: auto` differently must not have their joules ranked together."""
-    from evowatt.config.schema import FitnessConfig
+    from evowatt.config.search import FitnessConfig
     from evowatt.errors import EvowattError
 
     cfg = config()

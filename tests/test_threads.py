@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from evowatt.config.schema import validate_config
+from evowatt.config.load import validate_config
 from evowatt.driver.tasks import eval_settings
 from evowatt.nn import threads
 from tests.conftest import SMALL_NETWORK

@@ -24,7 +24,7 @@ __all__ = ["EvowattError", "__version__", "fit", "front", "load_config", "pick",
 
 
 def load_config(path: str, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
-    from evowatt.config.schema import load_config as _load
+    from evowatt.config.load import load_config as _load
 
     return _load(path, overrides, seed)
 

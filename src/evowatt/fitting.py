@@ -124,7 +124,7 @@ class FitResult:
     def _raw_network(self) -> torch.nn.Module:
         """The chosen model behind the run's input pipeline (scale, normalisation), as the export has it."""
         if self._network is None:
-            from evowatt.data.datasets import raw_scale
+            from evowatt.data.loaders import raw_scale
             from evowatt.driver.store import RunStore
             from evowatt.driver.tasks import data_ref
             from evowatt.handover.export import RawInput, rebuild
@@ -222,7 +222,8 @@ def fit_config(
     data_path: str,
 ) -> RunConfig:
     """The run's config: the defaults (or ``config``) with the overrides, the arrays' npz as the dataset."""
-    from evowatt.config.schema import RunConfig, load_config, validate_config
+    from evowatt.config.load import load_config, validate_config
+    from evowatt.config.schema import RunConfig
 
     if config is None:
         data = copy.deepcopy(DEFAULT_CONFIG)
@@ -297,7 +298,7 @@ def _objective(objective: str | dict[str, Any]) -> dict[str, Any]:
 
 def _images(x: Any, what: str, shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """``x`` as float32 (N, C, H, W) raw values; ``shape``: the (C, H, W) it must have."""
-    from evowatt.data.datasets import channels_first
+    from evowatt.data.formats import channels_first
 
     array = np.asarray(x)
     images = channels_first(array, what).astype(np.float32, copy=False)
@@ -329,7 +330,7 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, Pair, np.ndarray]:
     """(train, test, classes): the images as given, labels as 0..K-1; without x_test a held-out split."""
-    from evowatt.data.datasets import held_out
+    from evowatt.data.splits import held_out
 
     x = np.asarray(x)
     shape = _images(x, "x").shape[1:]

@@ -56,7 +56,7 @@ def plan_text(config: Any, total: int, plan: RunPlan | None = None) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from evowatt.config.schema import load_config
+    from evowatt.config.load import load_config
     from evowatt.driver.plan import plan_for
     from evowatt.driver.session import run
     from evowatt.driver.setup import default_run_dir, planned_evaluations
@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from evowatt.config.schema import load_config
+    from evowatt.config.load import load_config
     from evowatt.driver.session import resume
     from evowatt.driver.store import RunStore
 
@@ -103,7 +103,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
     """The config a resume will use when given none (the run's own, overridden), for the progress display
     alone: None when it cannot be read, and the resume itself then says why."""
-    from evowatt.config.schema import load_config
+    from evowatt.config.load import load_config
     from evowatt.driver.rundir import CONFIG_NAME
 
     try:
@@ -115,7 +115,8 @@ def _run_config(run_dir: str | Path, overrides: list[str] | None) -> Any:
 def cmd_check_grammar(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from evowatt.config.schema import NetworkConfig, load_config
+    from evowatt.config.load import load_config
+    from evowatt.config.network import NetworkConfig
     from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
     from evowatt.representation.genome import check_network_against_grammar, random_genome
     from evowatt.representation.grammar import load_grammar
@@ -125,7 +126,7 @@ def cmd_check_grammar(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         network, caps = config.network, config.search.caps
     else:
-        from evowatt.config.schema import CapsConfig
+        from evowatt.config.network import CapsConfig
 
         modules = [
             {"name": n, "network_structure_init": [1, 2, 3, 4, 5], "network_structure": [0, 30]}

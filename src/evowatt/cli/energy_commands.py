@@ -214,7 +214,7 @@ def active_profile(profile: str | None = None, config: str | None = None) -> Any
 
     shape, batch = None, None
     if config is not None:
-        from evowatt.config.schema import load_config
+        from evowatt.config.load import load_config
         from evowatt.driver.tasks import data_ref
 
         run_config = load_config(config)

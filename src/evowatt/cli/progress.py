@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
@@ -13,6 +13,9 @@ from rich.text import Text
 
 from evowatt.cli.output import console, figure_text, metric_value
 from evowatt.units import format_si
+
+if TYPE_CHECKING:
+    from evowatt.search import Search
 
 
 def _screened_text(info: dict[str, Any]) -> str:
@@ -186,20 +189,18 @@ class RunSoFar:
                 if point.get("violation") == 0:
                     self._see(list(point["values"]))
 
-    def told(self, record: Any, search: Any = None) -> dict[str, Any] | None:
+    def told(self, record: Any, search: Search | None = None) -> dict[str, Any] | None:
         """A generation ended: a population search's record becomes the front shown. The record as JSON."""
         from evowatt.driver.events import jsonable
 
         data = jsonable(record)
         if not isinstance(data, dict):  # a round that did not end a generation (a fidelity rung)
             return None
-        done = getattr(search, "done", None)
-        if callable(done) and done():  # the search is over: what follows is past its time limit
+        if search is not None and search.done():  # the search is over: what follows is past its time limit
             self.searching = False
         if data.get("best_id") is None and data.get("front") is not None:
             if self.objectives is None:  # a display made without the config: the search knows them
-                inner = getattr(search, "inner", search)
-                objectives = getattr(inner, "objectives", None) or []
+                objectives = search.objectives if search is not None else []
                 self.objectives = [(o.metric, o.objective) for o in objectives] or None
             self.record = data
         return data

@@ -275,7 +275,7 @@ def _front_or_pick(args: argparse.Namespace) -> int:
 
 
 def _budget_metrics(budgets: list[str]) -> list[str]:
-    from evowatt.config.schema import parse_constraint
+    from evowatt.config.search import parse_constraint
 
     names = []
     for text in budgets:

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evowatt.config.schema import MutationConfig, RunConfig
+from evowatt.config.network import MutationConfig
+from evowatt.config.schema import RunConfig
 from evowatt.errors import EvowattError, require_file
 
 # ENERGIZE's power weights are tuned to a GPU drawing about this much during inference

@@ -9,12 +9,12 @@ trains one twice. What is handed over is read back by ``evowatt.handover`` (resu
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evowatt.config.schema import BudgetConfig, RunConfig
+from evowatt.config.schema import RunConfig
+from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.loop import Hooks, keep_weights
@@ -51,8 +51,7 @@ class Handover:
         stopped (``generations`` or ``time_limit``)."""
         search, hooks = self.search, self.hooks
         chosen = search.best() or best_of_unfinished_generation(search, self.store, stopped, hooks)
-        unmet = getattr(search, "unmet", None)  # a constrained search with nothing feasible says so
-        if not chosen and unmet is not None and (message := unmet()):
+        if not chosen and (message := search.unmet()):  # a constrained search with nothing feasible says so
             hooks("note", message=message)
         handed = [self.report_test(i) for i in chosen]
         handed = [row for row in handed if row is not None]
@@ -212,10 +211,7 @@ def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str,
         candidate = Candidate(r["id"], r["generation"], r["kind"], r["genome"], r["seed"])
         score = Score.from_json(r["score"]) if r["score"] else search.score(result)
         evaluated.append(Evaluated(candidate, result, score))
-    trial = copy.deepcopy(getattr(search, "inner", search))  # under successive halving: the search itself
-    trial.pending = [e.candidate for e in evaluated]
-    trial.tell(evaluated)
-    chosen = trial.best()
+    chosen = search.best_if_told(evaluated)
     if chosen:
         hooks(
             "note",

@@ -211,5 +211,5 @@ def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit:
         store.save_checkpoint(search.state(), keep_weights=keep)
         store.set_meta("elapsed_seconds", limit.elapsed())
         store.prune_weights(keep, below=max(c.id for c in candidates) + 1)
-        hooks("told", record=record, search=search, parent=getattr(search, "parent", None))
+        hooks("told", record=record, search=search, parent=search.parent)
     return "generations"

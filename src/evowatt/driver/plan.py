@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evowatt.config.schema import RunConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.errors import EvowattError
 
 FINAL_SHARE = 0.65  # of T to the final training (G: better than 1/3 and 0.5; 0.75 no better)

@@ -15,14 +15,15 @@ from typing import Any
 
 import yaml
 
-from evowatt.config.schema import RunConfig, apply_overrides, validate_config
+from evowatt.config.load import apply_overrides, validate_config
+from evowatt.config.schema import RunConfig
 from evowatt.driver.checkpoint import CheckpointError
 from evowatt.driver.setup import choose_meter, make_search
 from evowatt.driver.store import CONFIG_NAME, GRAMMAR_NAME, SEARCHED, RunStore
 from evowatt.driver.tasks import data_ref
 from evowatt.errors import EvowattError
 from evowatt.representation.grammar import parse_grammar
-from evowatt.search import EvolutionStrategy, Search
+from evowatt.search import Search
 
 # Keys that say where and how evaluations run, not what they compute: a resume may change them.
 FREE_KEYS = ("output.", "runner.")
@@ -150,8 +151,7 @@ def load_search_state(search: Search, state: dict[str, Any], store: RunStore) ->
         raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
     missing = [i for i in search.best() if store.evaluation(i) is None]
     if missing:
-        es = isinstance(getattr(search, "inner", search), EvolutionStrategy)
-        role = "the parent" if es else "a survivor"
+        role = "the parent" if search.algorithm == "es" else "a survivor"
         raise EvowattError(
             f"checkpoint {store.dir / 'checkpoint.json'} names evaluation {missing[0]} as {role}, but "
             f"{store.db_path} does not hold it: the two files do not belong to the same run. Restore the "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from evowatt.config.schema import BudgetConfig, RunConfig
+from evowatt.config.schema import RunConfig
+from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
 from evowatt.driver.store import RunStore

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evowatt.config.schema import CapsConfig, ModuleConfig, NetworkConfig
+from evowatt.config.network import CapsConfig, ModuleConfig, NetworkConfig
 from evowatt.energy.base import Clock, HardwareMeter, Meter
 from evowatt.energy.estimate import EstimateMeter
 from evowatt.energy.features import feature_order, network_features

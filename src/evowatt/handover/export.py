@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file
 
 from evowatt import __version__
-from evowatt.data.datasets import CLASS_NAMES, raw_scale
+from evowatt.data.loaders import CLASS_NAMES, raw_scale
 from evowatt.driver.rundir import GRAMMAR_NAME
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
@@ -370,7 +370,7 @@ def _export(
     normalise: bool,
     n_images: int,
 ) -> list[ExportedModel]:
-    from evowatt.config.schema import validate_config
+    from evowatt.config.load import validate_config
     from evowatt.driver.tasks import data_ref
 
     recorded = store.meta("config")

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from evowatt import __version__
-from evowatt.data.datasets import CLASS_NAMES
+from evowatt.data.loaders import CLASS_NAMES
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError

@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evowatt.config.schema import Constraint, RunConfig, validate_config
+from evowatt.config.load import validate_config
+from evowatt.config.schema import RunConfig
+from evowatt.config.search import Constraint
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import Status

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from evowatt.config.schema import ModuleConfig, NetworkConfig
+from evowatt.config.network import ModuleConfig, NetworkConfig
 from evowatt.representation.grammar import Bounds, Grammar, Node
 
 PARTITION_RULE = "model_partition"

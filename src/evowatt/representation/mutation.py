@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evowatt.config.schema import ModuleConfig, MutationConfig, NetworkConfig
+from evowatt.config.network import ModuleConfig, MutationConfig, NetworkConfig
 from evowatt.representation.genome import PARTITION_PARAM, PARTITION_RULE, Genome, Module
 from evowatt.representation.grammar import Grammar
 

@@ -54,6 +54,11 @@ class Parent:
 
 
 class EvolutionStrategy(GenomeSearch):
+    """(1+λ): one parent, λ mutants and the parent retrained each generation; ranks by one fitness."""
+
+    algorithm = "es"
+    objectives: tuple[()] = ()  # no front: one weighted fitness
+
     def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
         # module reuse draws by 1/cost; the cost follows the fitness: power if it uses power, else energy
         used = config.fitness.metrics_used()

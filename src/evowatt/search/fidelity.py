@@ -18,14 +18,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, StringConstraints
 
 from evowatt.records import EvalResult
 from evowatt.search.fitness import rank_key
-from evowatt.search.protocol import Candidate, Evaluated, GenerationRecord, Score, as_evaluated, derived_seed
+from evowatt.search.protocol import (
+    Candidate,
+    Evaluated,
+    GenerationRecord,
+    Score,
+    Search,
+    as_evaluated,
+    derived_seed,
+)
 from evowatt.search.state import CandidateState, StateModel, validate
+
+if TYPE_CHECKING:
+    from evowatt.config.schema import Objective
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def promote(told: Sequence[Evaluated], count: int, ranking=None) -> list[Evaluat
 class SuccessiveHalving:
     """A search that screens each generation of ``inner`` with successive halving (see the module text)."""
 
-    def __init__(self, inner: Any, rungs: Rungs, run_seed: int):
+    def __init__(self, inner: Search, rungs: Rungs, run_seed: int):
         self.inner = inner
         self.rungs = rungs
         self.run_seed = run_seed
@@ -80,7 +91,7 @@ class SuccessiveHalving:
         self.roots: list[Candidate] = []  # the inner search's candidates of this generation, in its order
         self.rung_ids: list[list[int]] = []  # evaluation ids of each rung of this generation
 
-    # --- the protocol, delegated where it is the inner search's -------------------------------------
+    # --- the protocol, delegated where it is the inner search's (each member by name) --------------
     @property
     def generation(self) -> int:
         return self.inner.generation
@@ -93,10 +104,17 @@ class SuccessiveHalving:
     def next_id(self, value: int) -> None:
         self.inner.next_id = value
 
-    def __getattr__(self, name: str) -> Any:  # parent, archive, config ...: the inner search's
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def algorithm(self) -> str:
+        return self.inner.algorithm
+
+    @property
+    def parent(self) -> Any:
+        return self.inner.parent
+
+    @property
+    def objectives(self) -> Sequence[Objective]:
+        return self.inner.objectives
 
     def done(self) -> bool:
         return self.inner.done()
@@ -106,6 +124,16 @@ class SuccessiveHalving:
 
     def score(self, result: EvalResult) -> Score:
         return self.inner.score(result)
+
+    def handover_value(self, score: Score) -> float | None:
+        return self.inner.handover_value(score)
+
+    def unmet(self) -> str | None:
+        return self.inner.unmet()
+
+    def best_if_told(self, evaluated: Sequence[Evaluated]) -> list[int]:
+        """The inner search's: a generation told whole, whatever rungs its evaluations reached."""
+        return self.inner.best_if_told(evaluated)
 
     def ask(self) -> list[Candidate]:
         if self.pending:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evowatt.config.schema import FitnessConfig
+from evowatt.config.search import FitnessConfig
 from evowatt.records import EvalResult
 
 Result = EvalResult | dict[str, Any]

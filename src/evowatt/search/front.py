@@ -15,7 +15,7 @@ from typing import Any
 import moocore
 import numpy as np
 
-from evowatt.config.schema import Constraint, Objective
+from evowatt.config.search import Constraint, Objective
 from evowatt.energy.sources import point_source
 from evowatt.records import EvalResult
 

@@ -3,6 +3,8 @@ mutations and the module archive that module reuse draws from."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from evowatt.representation.archive import ModuleArchive
 from evowatt.representation.genome import random_genome
 from evowatt.representation.grammar import Grammar
 from evowatt.representation.mutation import ModuleSampler, Mutator
-from evowatt.search.protocol import Candidate, derived_seed
+from evowatt.search.protocol import Candidate, Evaluated, derived_seed
 
 
 class GenomeSearch:
@@ -41,6 +43,17 @@ class GenomeSearch:
 
     def done(self) -> bool:
         return self.generation > self.config.search.generations
+
+    def unmet(self) -> str | None:
+        """None: only a constrained search can find nothing to hand over (the Pareto search says why)."""
+        return None
+
+    def best_if_told(self, evaluated: Sequence[Evaluated]) -> list[int]:
+        """``best`` of a copy told ``evaluated`` as the generation in progress; this search is unchanged."""
+        trial = copy.deepcopy(self)
+        trial.pending = [e.candidate for e in evaluated]
+        trial.tell(evaluated)  # each search defines tell and best
+        return trial.best()
 
     def _random(self) -> Candidate:
         genome = random_genome(self.grammar, self.config.network, self.rng).to_json()

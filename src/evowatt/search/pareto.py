@@ -86,6 +86,8 @@ class Member:
 class ParetoSearch(GenomeSearch):
     """NSGA-II: μ survivors by constrained rank and crowding (or HV share), λ offspring a generation."""
 
+    algorithm = "pareto"
+
     def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
         search = config.search
         cost = "power" if "power" in {o.metric for o in search.objectives} else "energy"
@@ -125,6 +127,11 @@ class ParetoSearch(GenomeSearch):
         self.pending = []
         self.generation += 1
         return record
+
+    @property
+    def parent(self) -> None:
+        """None: a population search has no single parent."""
+        return None
 
     def best(self) -> list[int]:
         """Members with a point on the feasible front, the most accurate (first objective) first."""
@@ -365,6 +372,8 @@ class RandomSearch(ParetoSearch):
     It also keeps the infeasible network closest to the constraints (least total violation), so that a
     run in which nothing is feasible can name it (``unmet``) although the population holds none.
     """
+
+    algorithm = "random"
 
     def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
         super().__init__(config, grammar, reuse_sampler)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from evowatt.records import EvalResult
+
+if TYPE_CHECKING:
+    from evowatt.config.schema import Objective
 
 
 def derived_seed(run_seed: int, evaluation_id: int) -> int:
@@ -124,10 +127,33 @@ class GenerationRecord:
 
 
 class Search(Protocol):
-    """ask -> (the loop evaluates, scores with ``score``, records) -> tell; repeat until ``done``."""
+    """ask -> (the loop evaluates, scores with ``score``, records) -> tell; repeat until ``done``.
+
+    Besides the loop's methods, it answers what the driver, the progress display and the handover ask of
+    it (``algorithm``, ``parent``, ``objectives``, ``unmet``, ``best_if_told``), so that no caller needs to
+    know which search it holds or whether successive halving wraps it.
+    """
 
     generation: int
     next_id: int
+
+    @property
+    def algorithm(self) -> str:
+        """Which search this is, as ``search.algorithm`` names it (es | pareto | random); under successive
+        halving, the wrapped search's. Messages call what ``best`` returns by it (a parent, survivors)."""
+        ...
+
+    @property
+    def parent(self) -> Any:
+        """The ES's current parent (id, genome, fitness), handed to progress callbacks after each round;
+        None before the first generation ends and for a population search, which has no single parent."""
+        ...
+
+    @property
+    def objectives(self) -> Sequence[Objective]:
+        """A population search's objectives, in the order of a front point's values (what a progress display
+        shows the front by); empty for the ES, which ranks by one weighted fitness."""
+        ...
 
     def ask(self) -> list[Candidate]:
         """The candidates to evaluate next; asking again before ``tell`` returns the same ones."""
@@ -150,6 +176,17 @@ class Search(Protocol):
     def handover_value(self, score: Score) -> float | None:
         """How ``best`` orders what it hands over, for any scored result, higher first (None: it could
         not be handed over): the ES's fitness, the Pareto search's first objective of a feasible point."""
+        ...
+
+    def unmet(self) -> str | None:
+        """Why ``best`` is empty although networks were evaluated (a constrained search in which nothing met
+        the constraints), naming the closest network and what to change; None otherwise."""
+        ...
+
+    def best_if_told(self, evaluated: Sequence[Evaluated]) -> list[int]:
+        """What ``best`` would be had the generation in progress ended with ``evaluated`` (a time limit
+        inside generation 0); a copy of the search is told them: the search and its checkpoint stay as
+        they were."""
         ...
 
     def weights_to_keep(self) -> set[int]:
