@@ -107,10 +107,11 @@ def main() -> int:
     for seed in args.seeds:
         for arm in arms:
             result = run(validate_config(config(seed, args.what, arm, args)), out=root / f"{arm}-{seed}")
-            final = result.final or {}
-            metrics = final.get("metrics") or {}
-            accuracy = float(metrics["test_accuracy"]["value"])
-            flops = float(metrics["flops"]["value"])
+            final = result.final
+            accuracy = final.metric("test_accuracy") if final is not None else None
+            flops = final.metric("flops") if final is not None else None
+            if accuracy is None or flops is None:
+                raise SystemExit(f"seed {seed} {arm}: no final training with test accuracy and FLOPs")
             table[arm].append((accuracy, flops))
             print(
                 f"seed {seed} {arm:8s}: test accuracy {accuracy:.4f}, {flops / 1e6:.3f} MFLOPs",

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from evowatt.config.load import validate_config
+from evowatt.driver.rows import Evaluation
 from evowatt.driver.session import run
 
 ENERGY_WEIGHT = 1e-8  # J: a term of 0.1 for a network of 100 nJ per inference
@@ -107,14 +108,15 @@ def run_configuration(name: str, data: dict, suffix: str, seed: int, root: Path)
     start = time.perf_counter()
     slug = name.replace("+ ", "").replace(" ", "-")
     result = run(validate_config(data), out=root / f"{slug}-seed{seed}")
-    final = result.final or {}
+    final = result.final
+    energy = final.metrics.get(f"energy{suffix}") if final is not None else None
     return {
         "configuration": name,
         "seed": seed,
         "model": "model 1 (early exit)" if suffix else "full",
         "test_accuracy": value(final, f"test_accuracy{suffix}"),
         "energy": value(final, f"energy{suffix}"),
-        "energy_method": ((final.get("metrics") or {}).get(f"energy{suffix}") or {}).get("method"),
+        "energy_method": (energy or {}).get("method"),
         "flops": value(final, f"flops{suffix}"),
         "evaluations": result.evaluations,
         "generations": len(result.generations),
@@ -123,9 +125,8 @@ def run_configuration(name: str, data: dict, suffix: str, seed: int, root: Path)
     }
 
 
-def value(row: dict, name: str) -> float | None:
-    metric = (row.get("metrics") or {}).get(name)
-    return None if metric is None else float(metric["value"])
+def value(row: Evaluation | None, name: str) -> float | None:
+    return None if row is None else row.metric(name)
 
 
 def main() -> int:

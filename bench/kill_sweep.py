@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from evowatt.config.load import apply_overrides
-from evowatt.driver.store import AFTER_SEARCH
+from evowatt.driver.rows import AFTER_SEARCH
 
 CONFIG: dict[str, Any] = {
     "seed": 0,

@@ -125,7 +125,7 @@ def run_one(name: str, seed: int, minutes: float, seconds: float, root: Path) ->
         "evaluations": result.evaluations,
         "generations": len(result.generations),
         "seconds": time.perf_counter() - start,
-        "best_id": (result.best or {}).get("id"),
+        "best_id": result.best.id if result.best is not None else None,
         "points": points(result.run_dir),
     }
 

@@ -79,6 +79,7 @@ from evowatt.driver.setup import make_search, prepare  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
 from evowatt.nn.builder import build_network, plan_network  # noqa: E402
 from evowatt.nn.train import evaluate_split  # noqa: E402
+from evowatt.records import Status  # noqa: E402
 from evowatt.representation.genome import Genome  # noqa: E402
 from evowatt.representation.grammar import load_grammar  # noqa: E402
 
@@ -272,7 +273,7 @@ def figures(row: Any) -> dict | None:
         return None
     if not isinstance(row, dict):
         row = row.to_json()
-    if str(row.get("status")) != "ok":
+    if row.get("status") != Status.OK.value:
         return None
     metrics = row.get("metrics") or {}
 

@@ -15,8 +15,9 @@ import yaml
 from evowatt.cli.main import main
 from evowatt.config.load import validate_config
 from evowatt.config.moved import MOVED_KEYS, upgrade_recorded
+from evowatt.driver.rundir import GRAMMAR_NAME
 from evowatt.driver.session import run
-from evowatt.driver.store import GRAMMAR_NAME, RunStore
+from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import final_recipe
 from evowatt.errors import EvowattError
 from tests.conftest import config_dict, run_killed_at

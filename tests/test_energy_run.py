@@ -63,7 +63,7 @@ def test_every_valid_evaluation_has_labelled_figures_for_both_models(energy_run)
     from evowatt.handover.results import answer, front
 
     shown = {m.id for m in front(result.run_dir)} | {answer(result.run_dir).id}
-    assert {r["id"] for r in result.handed} <= shown
+    assert {r.id for r in result.handed} <= shown
     for row in ok:
         m = row.metrics
         assert m["energy"]["method"] == "estimated:model" and m["energy"]["value"] > 0

@@ -11,7 +11,7 @@ from torch import nn
 from evowatt.config.load import validate_config
 from evowatt.data.datasets import load_splits
 from evowatt.driver.session import run
-from evowatt.driver.store import RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
@@ -102,28 +102,32 @@ def test_flips_are_refused_for_digits():
 def test_final_training_starts_where_configured(tmp_path, start_from):
     final = {"budget": {"steps": 30}, "start_from": start_from, "augment": {"shift": 1}}
     result = run(validate_config(config_dict(BASE, **{"training.final_training": final})), out=tmp_path / "r")
-    assert result.final is not None and result.final["status"] == "ok"
-    assert result.final["train"]["steps"] == 30  # no early stop: the whole budget
+    assert result.final is not None and result.final.status == "ok"
+    assert result.final.train["steps"] == 30  # no early stop: the whole budget
     store = RunStore(tmp_path / "r")
     try:
-        row = store.get(result.final["id"])
+        row = store.get(result.final.id)
     finally:
         store.close()
     if start_from == "search":
-        assert row.continue_from == result.best["id"]
-        assert row.result.inherited["from"] == result.best["id"]
+        assert row.continue_from == result.best.id
+        assert row.result.inherited["from"] == result.best.id
         assert row.result.inherited["fresh"] == []
     else:
         assert row.continue_from is None and row.result.inherited is None
 
 
 class _Rows:
-    """A store's ``evaluation`` lookup over given rows (all the final-training choice reads)."""
+    """A store's ``get`` over given rows (all the final-training choice reads); each row from the fields
+    it reads, the others as a store holds them."""
 
     def __init__(self, rows: dict[int, dict]):
-        self.rows = rows
+        self.rows = {
+            i: Evaluation.from_json({"id": i, "kind": "random", "recorded_at": 0.0, **row})
+            for i, row in rows.items()
+        }
 
-    def evaluation(self, evaluation_id: int) -> dict | None:
+    def get(self, evaluation_id: int) -> Evaluation | None:
         return self.rows.get(evaluation_id)
 
 
@@ -185,12 +189,12 @@ def test_the_most_accurate_model_trains_for_budget_and_the_others_for_others_bud
     config = config_dict(BASE, **{"search": search, "training.final_training": final})
     result = run(validate_config(config), out=tmp_path / "r")
     assert len(result.finals) >= 2
-    assert result.finals[0]["parent_id"] == result.handed[0]["id"]  # the most accurate first
-    assert [f["train"]["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
-    assert [f["budget_steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
+    assert result.finals[0].parent_id == result.handed[0].id  # the most accurate first
+    assert [f.train["steps"] for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
+    assert [f.budget_steps for f in result.finals] == [30] + [10] * (len(result.finals) - 1)
     from evowatt.cli.show import show_data
 
-    assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0]["id"]  # the most accurate's
+    assert show_data(str(tmp_path / "r"))["final"]["id"] == result.finals[0].id  # the most accurate's
 
 
 def test_without_a_hold_out_no_epoch_is_validated_and_the_last_weights_are_kept(digits, monkeypatch):
@@ -233,7 +237,7 @@ def test_train_on_validation_trains_on_both_splits_and_needs_no_early_stopping(t
     assert seen[-1] == (train_n + validation_n, None, True)  # the final training: both splits
     assert set(seen[:-1]) == {(train_n, validation_n, False)}  # the search: evo_train only
     final_row = result.finals[0]
-    assert final_row["train"]["steps"] == 40 and final_row["train"]["best_validation_loss"] is None
+    assert final_row.train["steps"] == 40 and final_row.train["best_validation_loss"] is None
     with pytest.raises(Exception, match="early_stopping: false"):
         validate_config(config_dict(BASE, **{"training.final_training": {**final, "early_stopping": True}}))
 
@@ -256,8 +260,8 @@ def test_final_learning_genes_replace_the_evolved_ones_in_the_final_training_onl
     searched = [learning for learning, is_final in seen if not is_final]
     assert len(finals) == 1 and {k: finals[0][k] for k in wanted} == wanted
     assert not any({k: s.get(k) for k in wanted} == wanted for s in searched)  # the search keeps its genes
-    assert result.finals[0]["train"]["learning"] == wanted  # recorded with the final model
-    assert result.finals[0]["train"]["steps"] == 20
+    assert result.finals[0].train["learning"] == wanted  # recorded with the final model
+    assert result.finals[0].train["steps"] == 20
 
 
 def test_final_learning_genes_are_checked():

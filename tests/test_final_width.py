@@ -113,7 +113,7 @@ def test_the_most_accurate_model_trains_wide_from_fresh_weights_and_the_others_a
     assert len(result.finals) >= 2
     store = RunStore(tmp_path / "r")
     try:
-        rows = [store.get(f["id"]) for f in result.finals]
+        rows = [store.get(f.id) for f in result.finals]
         sources = [store.get(r.parent_id) for r in rows]
         first, *others = rows
         rebuilt = rebuild(store, first.id, (1, 8, 8), 10)  # export's: a wide network for wide weights

@@ -257,4 +257,4 @@ def test_the_handed_models_test_metrics_are_added_in_one_write(tmp_path, monkeyp
     assert all(w.startswith("metrics test_accuracy, test_accuracy_1 of evaluation") for w in added)
     timed = [w for w in writes if w.startswith("metrics latency")]  # each model's exits in one write too
     assert timed and all(w.startswith("metrics latency, latency_1 of evaluation") for w in timed)
-    assert all({"test_accuracy", "test_accuracy_1"} <= set(r["metrics"]) for r in result.handed)
+    assert all({"test_accuracy", "test_accuracy_1"} <= set(r.metrics) for r in result.handed)

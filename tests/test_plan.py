@@ -149,4 +149,4 @@ def test_a_run_given_minutes_ends_within_them_and_records_its_plan(tmp_path):
     )  # the recorded config is the planned one: resume agrees
     assert result.stopped == "time_limit"
     assert len(result.finals) == 1
-    assert result.finals[0]["train"]["seconds"] <= 10.6 + 0.5
+    assert result.finals[0].train["seconds"] <= 10.6 + 0.5

@@ -247,7 +247,7 @@ def test_two_node_search_equals_sequential_and_weights_come_back_in_results(
     assert meter["per_worker"]  # the driver opened no meter: each worker did
     # every result says where it ran and what measured it: here each worker's own estimate meter
     assert all(r.host and r.device == "cpu" and r.result.meter == "estimate" for r in rows)
-    assert result.best is not None and result.best["weights"]
+    assert result.best is not None and result.best.weights
 
 
 @inside
@@ -282,8 +282,8 @@ def test_the_handovers_trainings_run_on_workers(cluster, tmp_path, monkeypatch):
     ran = [line.split() for line in log.read_text().splitlines()]
     assert history(tmp_path / "run") == history(tmp_path / "seq")
     assert weights(tmp_path / "run") == weights(tmp_path / "seq")
-    assert result.final is not None and result.final["id"] == sequential.final["id"]
-    assert [int(i) for kind, i, _ in ran if kind == "final"] == [result.final["id"]]
+    assert result.final is not None and result.final.id == sequential.final.id
+    assert [int(i) for kind, i, _ in ran if kind == "final"] == [result.final.id]
     assert len([kind for kind, *_ in ran if kind == "screen"]) == 2
     assert any(kind == "time" for kind, *_ in ran)  # the answer's latency, timed after the final training
     assert all(int(pid) != driver and _ours(int(pid)) for *_, pid in ran)  # each on one of our workers

@@ -26,9 +26,10 @@ import evowatt.driver.store
 from evowatt.cli.main import main
 from evowatt.config.load import validate_config
 from evowatt.driver import session
+from evowatt.driver.rundir import CHECKPOINT_NAME, DB_NAME
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations
-from evowatt.driver.store import CHECKPOINT_NAME, DB_NAME, Evaluation, RunStore
+from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import Budget, EvalResult
 from evowatt.search.protocol import Candidate
@@ -503,7 +504,7 @@ def test_individuals_that_raise_are_recorded_and_the_run_goes_on(tmp_path, monke
     invalid = [r.reason for r in _rows(tmp_path / "r") if r.status == "invalid"]
     assert "training diverged (NaN or infinite loss)" in invalid
     assert any("cap" in reason for reason in invalid)
-    assert rows["ok"].fitness is not None and result.best["status"] == "ok"
+    assert rows["ok"].fitness is not None and result.best.status == "ok"
 
 
 def test_no_pickle_of_run_state():

@@ -51,14 +51,14 @@ def test_run_records_every_evaluation(tmp_path):
         if row.status == "ok":
             assert row.train["steps"] == (30 if row.kind == "final" else 15)
             assert row.metrics["accuracy"]["method"] == "computed:evo_test"
-            if row.id in (result.best["id"], result.final["id"]):
+            if row.id in (result.best.id, result.final.id):
                 assert 0 <= row.metrics["test_accuracy"]["value"] <= 1
             else:
                 assert "test_accuracy" not in row.metrics  # the test set is never scored during search
     # only the parent's weights (and the final model's) are kept
     weights = sorted(p.name for p in (tmp_path / "r" / "weights").iterdir())
-    assert weights == sorted([f"{result.best['id']}.safetensors", f"{result.final['id']}.safetensors"])
-    assert result.final["kind"] == "final" and result.final["genome"] == result.best["genome"]
+    assert weights == sorted([f"{result.best.id}.safetensors", f"{result.final.id}.safetensors"])
+    assert result.final.kind == "final" and result.final.genome == result.best.genome
     resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert resolved["search"]["lambda"] == 2 and resolved["training"]["budget"] == {
         "seconds": None,
@@ -237,7 +237,7 @@ def test_python_api(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**BASE, "search": {"generations": 0, "lambda": 2}}))
     result = evowatt.run(str(cfg), out=str(tmp_path / "r"))
-    assert result.evaluations == 2 and result.best["id"] in (0, 1)
+    assert result.evaluations == 2 and result.best.id in (0, 1)
     assert evowatt.load_config(str(cfg), ["seed=5"]).seed == 5
 
 
@@ -270,7 +270,7 @@ def test_final_training_data_subset(tmp_path, monkeypatch, final_subset, expecte
         ),
         out=tmp_path / "r",
     )
-    assert result.final is not None and result.final["status"] == "ok"
+    assert result.final is not None and result.final.status == "ok"
     # the search and the best's test scoring use the search's subset; the final training its own; timing
     # the models the run shows, after it, the search's again
     assert seen[0] == 300 and expected in seen
@@ -318,11 +318,11 @@ def test_a_time_limit_inside_the_first_generation_hands_over_the_best_so_far(tmp
         assert len(result.handed) == len(finals) == 1
     else:  # every front member is handed over; the two most accurate get a final training
         assert len(finals) == min(2, len(result.handed))
-    assert {f.parent_id for f in finals} <= {h["id"] for h in result.handed}
+    assert {f.parent_id for f in finals} <= {h.id for h in result.handed}
     if algorithm == "es":  # the fittest recorded evaluation
-        assert result.best["id"] == max(recorded, key=lambda r: r.fitness).id
+        assert result.best.id == max(recorded, key=lambda r: r.fitness).id
     else:  # its front, the most accurate first, as the Pareto search hands over after a generation
         accuracy = {r.id: r.metrics["accuracy"]["value"] for r in recorded}
-        assert accuracy[result.handed[0]["id"]] == max(accuracy.values())
+        assert accuracy[result.handed[0].id] == max(accuracy.values())
     notes = [e["message"] for e in read_events(result.run_dir) if e["event"] == "note"]
     assert len(notes) == 1 and "before the search had a best" in notes[0]

@@ -11,6 +11,7 @@ from evowatt.config.load import validate_config
 from evowatt.driver.handover import screen_picks
 from evowatt.driver.session import resume, run
 from evowatt.driver.store import Evaluation, RunStore
+from evowatt.records import Status
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict, run_killed_at
 from tests.test_final_training import _genomes
@@ -76,16 +77,17 @@ def test_a_screen_without_a_final_training_is_refused():
 
 
 class _Store:
-    """What ``screen_picks`` reads of a store: the search's ok evaluations, and one by id."""
+    """What ``screen_picks`` reads of a store: the search's ok evaluations, and one by id; each row from
+    the fields it reads, the others as a store holds them."""
 
     def __init__(self, rows: list[dict]):
-        self.rows = rows
+        self.rows = [Evaluation.from_json({"kind": "random", "recorded_at": 0.0, **row}) for row in rows]
 
-    def evaluations(self, where: str = "", params: tuple = ()) -> list[dict]:
-        return [r for r in self.rows if r["status"] == "ok"]
+    def searched(self, status: Status | None = None) -> list[Evaluation]:
+        return [r for r in self.rows if status is None or r.status is status]
 
-    def evaluation(self, evaluation_id: int) -> dict | None:
-        return next((r for r in self.rows if r["id"] == evaluation_id), None)
+    def get(self, evaluation_id: int) -> Evaluation | None:
+        return next((r for r in self.rows if r.id == evaluation_id), None)
 
 
 class _Search:
@@ -122,9 +124,9 @@ def test_screen_picks_rank_each_network_by_its_best_evaluation_and_start_from_ke
         row(8, fourth, 0.99, "w8", status="failed"),  # not a valid evaluation
     ]
     picks = screen_picks(_Search(), _Store(rows), 3)
-    assert [p["id"] for p in picks] == [4, 2, 5]  # networks by best value 0.90, 0.85, 0.80
-    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 1)] == [4]
-    assert [p["id"] for p in screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
+    assert [p.id for p in picks] == [4, 2, 5]  # networks by best value 0.90, 0.85, 0.80
+    assert [p.id for p in screen_picks(_Search(), _Store(rows), 1)] == [4]
+    assert [p.id for p in screen_picks(_Search(), _Store(rows), 10)] == [4, 2, 5]  # 3 networks valid
 
 
 def test_the_best_screened_network_gets_the_final_training_from_its_screening_weights(tmp_path):
@@ -134,7 +136,7 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
     screens = [r for r in rows if r.kind == "screen"]
     finals = [r for r in rows if r.kind == "final"]
     assert result.evaluations == len(searched)
-    assert [s["id"] for s in result.screened] == [s.id for s in screens]
+    assert [s.id for s in result.screened] == [s.id for s in screens]
     # the three networks the whole search ranked highest (accuracy, the first objective), best first
     best: dict[str, float] = {}
     for r in searched:
@@ -152,14 +154,14 @@ def test_the_best_screened_network_gets_the_final_training_from_its_screening_we
         assert s.continue_from == (source.id if source.weights else None)
         assert s.weights is not None  # kept: the final training may continue it
     winner = max(screens, key=lambda s: (_accuracy(s), -s.id))
-    assert len(finals) == 1 and result.final["id"] == finals[0].id
+    assert len(finals) == 1 and result.final.id == finals[0].id
     final = finals[0]
     assert final.parent_id == winner.id and final.continue_from == winner.id
     assert final.genome == winner.genome and final.train["steps"] == 30
     assert "test_accuracy" in final.metrics
     from evowatt.cli.show import _final_title, _with_screening
 
-    title = _final_title(_with_screening(result.final, result.screened))
+    title = _final_title(_with_screening(result.final.to_json(), [s.to_json() for s in result.screened]))
     assert title == (
         f"final training of #{winner.parent_id}, the best of 3 screened "
         f"(#{winner.id}; from its screening's weights)"
@@ -203,4 +205,4 @@ def test_the_es_screens_by_its_fitness_and_hands_the_winner_over(tmp_path):
     sources = [fitness[Genome.from_json(s.genome).network_key()] for s in screens]
     assert sources == sorted(fitness.values(), reverse=True)[: len(screens)]
     winner = max(screens, key=lambda s: (s.fitness, -s.id))
-    assert result.final["parent_id"] == winner.id
+    assert result.final.parent_id == winner.id

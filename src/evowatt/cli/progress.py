@@ -19,14 +19,13 @@ if TYPE_CHECKING:
 
 
 def _screened_text(info: dict[str, Any]) -> str:
-    """Which screened network gets the final training, and what each screening scored."""
+    """Which screened network gets the final training, and what each screening scored (``info``: the
+    ``screened`` event's ``winner`` and ``screened``, evaluation rows)."""
     winner = info["winner"]
-    scores = ", ".join(
-        f"#{row['parent_id']} {figure_text(metric_value(row, 'accuracy'))}" for row in info["screened"]
-    )
+    scores = ", ".join(f"#{row.parent_id} {figure_text(row.metric('accuracy'))}" for row in info["screened"])
     return (
-        f"screening (evo_test accuracy: {scores}): the network of #{winner['parent_id']} gets the final "
-        f"training, from its screening's weights (#{winner['id']})"
+        f"screening (evo_test accuracy: {scores}): the network of #{winner.parent_id} gets the final "
+        f"training, from its screening's weights (#{winner.id})"
     )
 
 

@@ -85,8 +85,6 @@ class NetworkCosts:
 
     def add(self, row: Evaluation) -> None:
         """Learn the cost a recorded evaluation measured."""
-        if isinstance(row, dict):  # transitional: experiment.py passes dict rows, removed when converted
-            row = Evaluation.from_json(row)
         self._learn(_cost_of(row.id, row.metrics, row.result), row.genome)
 
     def add_result(self, result: EvalResult, genome: dict[str, Any]) -> None:

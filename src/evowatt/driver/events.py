@@ -144,9 +144,9 @@ class EventLog:
             winner = info["winner"]
             self.write(
                 "screened",
-                winner_id=winner["id"],
-                parent_id=winner["parent_id"],
-                screened=[row["id"] for row in info["screened"]],
+                winner_id=winner.id,
+                parent_id=winner.parent_id,
+                screened=[row.id for row in info["screened"]],
             )
         elif event == "done":
             result = info.get("result")

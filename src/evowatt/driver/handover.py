@@ -18,14 +18,15 @@ from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
 from evowatt.driver.loop import Hooks, keep_weights
+from evowatt.driver.rows import Evaluation
 from evowatt.driver.runners import Runner
-from evowatt.driver.store import SEARCHED, RunStore
+from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import final_candidate, final_task, search_task
 from evowatt.energy.choice import MeterChoice
-from evowatt.records import EvalResult
+from evowatt.records import Budget, EvalResult, Status
 from evowatt.representation.genome import Genome
-from evowatt.search import Candidate, Search
-from evowatt.search.protocol import Evaluated, Score
+from evowatt.search import Search
+from evowatt.search.protocol import Evaluated
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Handover:
     costs: NetworkCosts | None = None
     time_left: Callable[[], float] | None = None  # a run planned from minutes: what its trainings may take
 
-    def __call__(self, stopped: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def __call__(self, stopped: str) -> tuple[list[Evaluation], list[Evaluation]]:
         """The rows of the models handed over and of their final trainings; ``stopped`` is why the search
         stopped (``generations`` or ``time_limit``)."""
         search, hooks = self.search, self.hooks
@@ -57,7 +58,7 @@ class Handover:
         handed = [row for row in handed if row is not None]
         finals = self.final_training(chosen)
         for row in self.time_answer():  # after the finals: what is left to time
-            handed = [row if h["id"] == row["id"] else h for h in handed]
+            handed = [row if h.id == row.id else h for h in handed]
         return handed, finals
 
     def _run(self, fn: Callable[..., Any], task: EvalTask) -> Any:
@@ -65,23 +66,22 @@ class Handover:
         (result,) = self.runner.map(fn, [task])
         return result
 
-    def _task(self, row: dict[str, Any]) -> EvalTask:
+    def _task(self, row: Evaluation) -> EvalTask:
         """The search's task of a recorded evaluation (its network, its seed), to score or time it again."""
-        candidate = Candidate(row["id"], row["generation"], row["kind"], row["genome"], row["seed"])
-        return search_task(self.config, self.grammar_text, self.store, candidate, meter=self.meter)
+        return search_task(self.config, self.grammar_text, self.store, row.candidate(), meter=self.meter)
 
-    def report_test(self, evaluation_id: int) -> dict[str, Any] | None:
+    def report_test(self, evaluation_id: int) -> Evaluation | None:
         """An evaluation handed to the user, with its test-set accuracy added (once, from its saved
         weights, which are the driver's: it is scored here)."""
         store = self.store
-        best = store.evaluation(evaluation_id)
-        if best and best["status"] == "ok" and best["weights"] and "test_accuracy" not in best["metrics"]:
+        best = store.get(evaluation_id)
+        if best is not None and best.ok and best.weights and "test_accuracy" not in best.metrics:
             task = self._task(best)
-            store.add_metrics(best["id"], score_on_test(task, best["weights"]))  # the full model's and exit's
-            best = store.evaluation(best["id"])
+            store.add_metrics(best.id, score_on_test(task, best.weights))  # the full model's and exit's
+            best = store.get(best.id)
         return best
 
-    def time_answer(self) -> list[dict[str, Any]]:
+    def time_answer(self) -> list[Evaluation]:
         """The clock latency of every model the run ends by showing (its front and the model to take) that
         has none yet: the search timed only what it selected on, and a final training times its own. A
         network timed before (another of these models, a final training) is not timed again. Returns the
@@ -89,31 +89,33 @@ class Handover:
         from evowatt.handover.results import answer, front
 
         store, costs = self.store, self.costs
-        rows: dict[int, dict[str, Any]] = {}
+        rows: dict[int, Evaluation] = {}
         if store.meta("config") is None:  # a store from before configs were recorded: no front to show
             return []
         shown = [*front(store.dir), *([chosen] if (chosen := answer(store.dir)) else [])]
         for model in shown:
-            row = store.evaluation(model.id)
-            meter = (row["result"] or {}).get("meter") if row else None
-            if row is None or meter is None or "latency" in row["metrics"]:
+            row = store.get(model.id)
+            meter = row.meter if row is not None else None
+            if row is None or meter is None or "latency" in row.metrics:
                 continue
             before = store.max_id() + 1
-            known = costs.lookup(row["genome"], meter, latency=True, before=before) if costs else None
+            known = costs.lookup(row.genome, meter, latency=True, before=before) if costs else None
             if known is not None:
                 added = {k: v for k, v in known.metrics.items() if k.startswith("latency")}
             else:
                 added = self._run(time_models, self._task(row))
                 if isinstance(added, EvalResult):  # its Ray worker kept dying: a resume times it again
-                    self.hooks("note", message=f"evaluation {row['id']} is not timed: {added.reason}")
+                    self.hooks("note", message=f"evaluation {row.id} is not timed: {added.reason}")
                     continue
-            store.add_metrics(row["id"], added)  # every exit's in one write
-            rows[row["id"]] = store.evaluation(row["id"])
+            store.add_metrics(row.id, added)  # every exit's in one write
+            timed = store.get(row.id)
+            assert timed is not None  # just written
+            rows[row.id] = timed
             if costs is not None:
-                costs.add(rows[row["id"]])  # the next model of the same network reuses the timing
+                costs.add(timed)  # the next model of the same network reuses the timing
         return list(rows.values())
 
-    def final_training(self, handed: list[int]) -> list[dict[str, Any]]:
+    def final_training(self, handed: list[int]) -> list[Evaluation]:
         """The final training of the models the run hands over (``final_training.models`` of them, the
         screening's winner first where configured): the first for ``budget`` at ``width``, the others for
         ``others_budget`` at ``others_width`` where set."""
@@ -130,7 +132,7 @@ class Handover:
                 rows.append(trained)
         return rows
 
-    def screen(self) -> dict[str, Any] | None:
+    def screen(self) -> Evaluation | None:
         """The screening's winner (its evaluation row), or None without a screening or a valid result.
 
         Each screened network trains for ``screen.budget`` with the final training's data and recipe, is
@@ -144,7 +146,7 @@ class Handover:
         ]
         rows = [row for row in trained if row is not None]
         values = [(handover_value(self.search, row), row) for row in rows]
-        ranked = [(value, -row["id"], row) for value, row in values if value is not None]
+        ranked = [(value, -row.id, row) for value, row in values if value is not None]
         if not ranked:
             return None
         winner = max(ranked, key=lambda item: item[:2])[2]
@@ -162,19 +164,19 @@ class Handover:
         return BudgetConfig(seconds=round(left, 1)) if left >= 1.0 else None
 
     def train_after_search(
-        self, kind: str, row: dict[str, Any], budget: BudgetConfig, width: float = 1.0
-    ) -> dict[str, Any] | None:
+        self, kind: str, row: Evaluation, budget: BudgetConfig, width: float = 1.0
+    ) -> Evaluation | None:
         """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``:
         trained through the runner, its weights kept, recorded (``row`` as its parent) and told to the
         hooks (events ``kind`` and ``kind_result``); on resume the one recorded before, never trained
         twice."""
         config, search, store, hooks = self.config, self.search, self.store, self.hooks
-        existing = store.evaluations("WHERE kind = ? AND parent_id = ?", (kind, row["id"]))
+        existing = store.select(kind=kind, parent_id=row.id)
         if existing:
             return existing[-1]
         budget = self.within_time(budget)
         if budget is None:
-            hooks("note", message=f"no time left for the {kind} training of evaluation {row['id']}")
+            hooks("note", message=f"no time left for the {kind} training of evaluation {row.id}")
             return None
         new_id = max(search.next_id, store.max_id() + 1)
         candidate = final_candidate(config, new_id, search.generation, row, width, kind=kind)
@@ -184,15 +186,9 @@ class Handover:
         hooks(kind, candidate=candidate, budget=budget)
         result = keep_weights(EvalResult.coerce(self._run(self.evaluate, task)), store)
         scored = search.score(result)
-        store.record(
-            candidate.to_json(),
-            result.to_json(),
-            scored.fitness,
-            {"steps": budget.steps, "seconds": budget.seconds},
-            scored,
-        )
+        store.record(candidate, result, scored, Budget(seconds=budget.seconds, steps=budget.steps))
         hooks(f"{kind}_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
-        return store.evaluation(new_id)
+        return store.get(new_id)
 
 
 def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str, hooks: Hooks) -> list[int]:
@@ -202,15 +198,14 @@ def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str,
     A copy of the search is told them, so the run's own search (and its checkpoint) stays as it was."""
     if stopped != "time_limit":
         return []
-    rows = [r for r in store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'") if r["weights"]]
+    rows = [r for r in store.searched(Status.OK) if r.weights]
     if not rows:
         return []
     evaluated = []
     for r in rows:
-        result = EvalResult.coerce(r["result"])
-        candidate = Candidate(r["id"], r["generation"], r["kind"], r["genome"], r["seed"])
-        score = Score.from_json(r["score"]) if r["score"] else search.score(result)
-        evaluated.append(Evaluated(candidate, result, score))
+        result = r.to_result()
+        score = r.score if r.score is not None else search.score(result)
+        evaluated.append(Evaluated(r.candidate(), result, score))
     chosen = search.best_if_told(evaluated)
     if chosen:
         hooks(
@@ -224,53 +219,55 @@ def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str,
 
 
 def final_picks(
-    config: RunConfig, store: RunStore, handed: list[int], screened: dict[str, Any] | None = None
-) -> list[tuple[int, dict[str, Any]]]:
+    config: RunConfig, store: RunStore, handed: list[int], screened: Evaluation | None = None
+) -> list[tuple[int, Evaluation]]:
     """The handed models that get a final training: ``final_training.models`` of them, in handover order,
     each a different network (a front can hold one network twice, reached with other learning genes:
     training it again would spend the budget on a model of the same cost). The screening's winner, when
     there was one, takes the first place."""
     count = config.training.final_training.models
-    picks: list[tuple[int, dict[str, Any]]] = []
+    picks: list[tuple[int, Evaluation]] = []
     networks: set[str] = set()
-    rows = [(screened["id"], screened)] if screened is not None else []
-    rows += [(source_id, row) for source_id in handed if (row := store.evaluation(source_id)) is not None]
+    rows = [(screened.id, screened)] if screened is not None else []
+    rows += [(source_id, row) for source_id in handed if (row := store.get(source_id)) is not None]
     for source_id, row in rows:
         if count != "all" and len(picks) >= int(count):
             break
-        if row["status"] != "ok":
+        if not row.ok:
             continue
-        network = Genome.from_json(row["genome"]).network_key()
+        network = Genome.from_json(row.genome).network_key()
         if network not in networks:
             networks.add(network)
             picks.append((source_id, row))
     return picks
 
 
-def handover_value(search: Search, row: dict[str, Any]) -> float | None:
+def handover_value(search: Search, row: Evaluation) -> float | None:
     """The search's handover value of a recorded evaluation (None: not valid, infeasible, or NaN)."""
-    if row["status"] != "ok":
+    if not row.ok:
         return None
-    score = Score.from_json(row["score"]) if row["score"] else search.score(EvalResult.coerce(row["result"]))
+    score = row.score if row.score is not None else search.score(row.to_result())
     value = search.handover_value(score)
     return None if value is None or value != value else float(value)
 
 
-def screen_picks(search: Search, store: RunStore, count: int) -> list[dict[str, Any]]:
+def screen_picks(search: Search, store: RunStore, count: int) -> list[Evaluation]:
     """The ``count`` networks the whole run ranks highest for the handover, each by its best evaluation
     at any rung (a longer rung may have scored it lower, and the population may have lost it), each
     from its latest evaluation whose weights are kept (from that best evaluation's genome, fresh, when
     none is)."""
     best: dict[str, tuple[float, int]] = {}
-    kept: dict[str, dict[str, Any]] = {}
-    for row in store.evaluations(f"WHERE {SEARCHED} AND status = 'ok'"):
+    kept: dict[str, Evaluation] = {}
+    by_id: dict[int, Evaluation] = {}
+    for row in store.searched(Status.OK):
         value = handover_value(search, row)
         if value is None:
             continue
-        network = Genome.from_json(row["genome"]).network_key()
+        network = Genome.from_json(row.genome).network_key()
         if network not in best or value > best[network][0]:
-            best[network] = (value, row["id"])
-        if row["weights"]:
+            best[network] = (value, row.id)
+            by_id[row.id] = row
+        if row.weights:
             kept[network] = row
     ranked = sorted(best, key=lambda network: (-best[network][0], best[network][1]))[:count]
-    return [kept.get(network) or store.evaluation(best[network][1]) for network in ranked]
+    return [kept.get(network) or by_id[best[network][1]] for network in ranked]

@@ -129,9 +129,6 @@ class StoreEvaluator:
     hooks: Hooks
     budget: Budget  # training.budget; a fidelity rung's candidate has its own
 
-    def __post_init__(self) -> None:
-        self.budget = Budget.coerce(self.budget)  # transitional: experiment.py passes a dict
-
     def __call__(
         self, candidates: Sequence[Candidate], score: Callable[[EvalResult], Score], limit: TimeLimit
     ) -> list[Evaluated] | None:

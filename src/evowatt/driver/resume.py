@@ -18,8 +18,9 @@ import yaml
 from evowatt.config.load import apply_overrides, validate_config
 from evowatt.config.schema import RunConfig
 from evowatt.driver.checkpoint import CheckpointError
+from evowatt.driver.rundir import CONFIG_NAME, GRAMMAR_NAME
 from evowatt.driver.setup import choose_meter, make_search
-from evowatt.driver.store import CONFIG_NAME, GRAMMAR_NAME, SEARCHED, RunStore
+from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref
 from evowatt.errors import EvowattError
 from evowatt.representation.grammar import parse_grammar
@@ -146,10 +147,10 @@ def load_search_state(search: Search, state: dict[str, Any], store: RunStore) ->
     try:
         search.load_state(state)
     except CheckpointError as exc:
-        raise store._bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
+        raise store.bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise store._bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
-    missing = [i for i in search.best() if store.evaluation(i) is None]
+        raise store.bad_checkpoint(f"not a valid evowatt checkpoint ({type(exc).__name__}: {exc})") from None
+    missing = [i for i in search.best() if store.get(i) is None]
     if missing:
         role = "the parent" if search.algorithm == "es" else "a survivor"
         raise EvowattError(
@@ -161,4 +162,4 @@ def load_search_state(search: Search, state: dict[str, Any], store: RunStore) ->
 
 def has_final(store: RunStore) -> bool:
     """Whether the run has trained anything after its search (a screening, a final training)."""
-    return bool(store.evaluations(f"WHERE NOT ({SEARCHED})"))
+    return bool(store.select(searched=False))

@@ -23,28 +23,33 @@ from evowatt.driver.handover import Handover
 from evowatt.driver.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
 from evowatt.driver.plan import RunPlan, plan_for
 from evowatt.driver.resume import reopen
+from evowatt.driver.rows import Evaluation
+from evowatt.driver.rundir import claim_new_run_dir, write_config_files
 from evowatt.driver.runners import make_runner
 from evowatt.driver.setup import choose_meter, default_run_dir, make_search, prepare, session_meter
-from evowatt.driver.store import SEARCHED, RunStore, claim_new_run_dir, write_config_files
+from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref, search_task
 from evowatt.errors import EvowattError
-from evowatt.search import Search
+from evowatt.records import Budget
+from evowatt.search import GenerationRecord, Search
 
 Progress = Callable[..., None]
 
 
 @dataclass
 class RunResult:
+    """What a session of a run ends with: the store's rows of what it handed over, and how it stopped."""
+
     run_dir: Path
-    best: dict[str, Any] | None  # the evaluation row of the best individual (ES: the final parent)
-    final: dict[str, Any] | None  # the (first) final training's row, when configured
-    generations: list[dict[str, Any]]
+    best: Evaluation | None  # the evaluation row of the best individual (ES: the final parent)
+    final: Evaluation | None  # the (first) final training's row, when configured
+    generations: list[GenerationRecord]
     evaluations: int
     wall_seconds: float
     stopped: str  # generations | time_limit
-    handed: list[dict[str, Any]] = field(default_factory=list)  # every model handed over (ES: 1; front)
-    finals: list[dict[str, Any]] = field(default_factory=list)  # their final trainings
-    screened: list[dict[str, Any]] = field(default_factory=list)  # the screening before them, if any
+    handed: list[Evaluation] = field(default_factory=list)  # every model handed over (ES: 1; front)
+    finals: list[Evaluation] = field(default_factory=list)  # their final trainings
+    screened: list[Evaluation] = field(default_factory=list)  # the screening before them, if any
 
 
 def _quiet(*_: Any, **__: Any) -> None:
@@ -130,11 +135,11 @@ def _loop_body(
     config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
 ) -> RunResult:
     limit = TimeLimit(config.search.time_limit, float(store.meta("elapsed_seconds", 0.0)))
-    costs = NetworkCosts(store.evaluations())  # what earlier sessions of the run measured
+    costs = NetworkCosts(store.select())  # what earlier sessions of the run measured
     meter = session_meter(config, store)  # the run's choice, as this session's runner opens it
     # observers first: a crash after a record leaves its event
     hooks = Hooks(progress, costs.hook, killpoint_hook)
-    budget = {"steps": config.training.budget.steps, "seconds": config.training.budget.seconds}
+    budget = Budget(seconds=config.training.budget.seconds, steps=config.training.budget.steps)
     runner = make_runner(config.runner)
     try:  # the runner stays open until the handover's trainings are done, and closes on every way out
         evaluator = StoreEvaluator(
@@ -185,12 +190,12 @@ def _loop_body(
         best=handed[0] if handed else None,
         final=finals[0] if finals else None,
         generations=store.generations(),
-        evaluations=len(store.evaluations(f"WHERE {SEARCHED}")),
+        evaluations=len(store.searched()),
         wall_seconds=limit.elapsed(),
         stopped=stopped,
         handed=handed,
         finals=finals,
-        screened=store.evaluations("WHERE kind = 'screen'"),
+        screened=store.screenings(),
     )
     hooks("done", result=result)
     return result

@@ -49,12 +49,6 @@ from evowatt.driver.rundir import (
     write_config_files,
     write_failed,
 )
-
-# transitional: experiment.py only, removed when converted: the next three names are the run directory's
-# (evowatt.driver.rundir); experiment.py imports them from the store
-from evowatt.driver.rundir import CONFIG_NAME as CONFIG_NAME
-from evowatt.driver.rundir import GRAMMAR_NAME as GRAMMAR_NAME
-from evowatt.driver.rundir import claim_new_run_dir as claim_new_run_dir
 from evowatt.errors import EvowattError
 from evowatt.records import Budget, EvalResult, Status
 from evowatt.search.protocol import Candidate, GenerationRecord, Score
@@ -62,9 +56,8 @@ from evowatt.search.protocol import Candidate, GenerationRecord, Score
 CHECKPOINT_KEY = "checkpoint"  # the store's own section of checkpoint.json, beside the search state
 CHECKPOINT_FORMAT = 2  # 2: the optimiser states continuations resume (1 has none)
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# an SQL condition: the search's own evaluations (not AFTER_SEARCH, the screenings and final trainings).
-# Store-internal; experiment.py still imports it (transitional: experiment.py only, removed when converted)
-SEARCHED = f"kind NOT IN ({', '.join(repr(kind) for kind in AFTER_SEARCH)})"
+# an SQL condition: the search's own evaluations (not AFTER_SEARCH, the screenings and final trainings)
+_SEARCHED = f"kind NOT IN ({', '.join(repr(kind) for kind in AFTER_SEARCH)})"
 _TABLES = ("meta", "evaluations", "generations")
 
 _SCHEMA = """
@@ -306,7 +299,6 @@ class RunStore:
         result: EvalResult,
         score: Score | None = None,
         budget: Budget | None = None,
-        *transitional: Any,
     ) -> None:
         """Record one finished evaluation in its own transaction.
 
@@ -314,12 +306,6 @@ class RunStore:
         it instead of computing it again. ``budget`` is what it was allowed, so a failed evaluation that
         trained nothing still says what it was given.
         """
-        if isinstance(candidate, dict):
-            # transitional: experiment.py only, removed when converted. Its call is
-            # record(candidate.to_json(), result.to_json(), fitness, {"steps", "seconds"}, score)
-            fitness, recorded = score, (transitional[0] if transitional else None)
-            self._insert(candidate, result, fitness, budget or {}, recorded)  # type: ignore[arg-type]
-            return
         self._insert(
             candidate.to_json(),
             result.to_json(),
@@ -406,7 +392,7 @@ class RunStore:
             clauses.append("status = ?")
             params.append(Status(status).value)
         if searched is not None:
-            clauses.append(SEARCHED if searched else f"NOT ({SEARCHED})")
+            clauses.append(_SEARCHED if searched else f"NOT ({_SEARCHED})")
         if parent_id is not None:
             clauses.append("parent_id = ?")
             params.append(parent_id)
@@ -456,15 +442,6 @@ class RunStore:
             row["weights"] = self._absolute(row["weights"])
             rows.append(row)
         return rows
-
-    # transitional: experiment.py only, removed when converted (rows as dicts; SQL fragments)
-    def evaluations(self, where: str = "", params: tuple = ()) -> list[dict[str, Any]]:
-        return self._decoded(where, params)
-
-    # transitional: experiment.py only, removed when converted (``get`` gives the typed row)
-    def evaluation(self, evaluation_id: int) -> dict[str, Any] | None:
-        rows = self._decoded("WHERE id = ?", (evaluation_id,))
-        return rows[0] if rows else None
 
     def max_id(self) -> int:
         row = self.db.execute("SELECT MAX(id) FROM evaluations").fetchone()
@@ -523,7 +500,7 @@ class RunStore:
         keeps the weights of later generations it recorded before, which may still become parents.
         Screenings and final trainings are never pruned; leftover temporary files are removed.
         """
-        finals = {int(r[0]) for r in self.db.execute(f"SELECT id FROM evaluations WHERE NOT ({SEARCHED})")}
+        finals = {int(r[0]) for r in self.db.execute(f"SELECT id FROM evaluations WHERE NOT ({_SEARCHED})")}
         keep = set(keep) | finals
         limit = float("inf") if below is None else below
 
@@ -577,9 +554,9 @@ class RunStore:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad_checkpoint(f"corrupt or truncated ({exc})") from None
+            raise self.bad_checkpoint(f"corrupt or truncated ({exc})") from None
         if not isinstance(state, dict) or "generation" not in state:
-            raise self._bad_checkpoint("corrupt: not an evowatt checkpoint")
+            raise self.bad_checkpoint("corrupt: not an evowatt checkpoint")
         raw = state.pop(CHECKPOINT_KEY, None) or {}
         found = raw.get("format") if isinstance(raw, dict) else None
         if isinstance(found, int) and not isinstance(found, bool) and found > CHECKPOINT_FORMAT:
@@ -590,7 +567,7 @@ class RunStore:
         try:
             section = check_store_section(raw)
         except CheckpointError as exc:
-            raise self._bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
+            raise self.bad_checkpoint(f"not a valid evowatt checkpoint: {exc}") from None
         needed = [(i, e, "trained weights") for i, e in section.weights.items()]
         needed += [(i, e, "optimiser state") for i, e in section.optimisers.items()]
         for evaluation_id, entry, what in needed:
@@ -607,7 +584,7 @@ class RunStore:
             )
         return state
 
-    def _bad_checkpoint(self, problem: str) -> EvowattError:
+    def bad_checkpoint(self, problem: str) -> EvowattError:
         return EvowattError(
             f"checkpoint {self.dir / CHECKPOINT_NAME} is {problem}; nothing was changed. Delete it to "
             "replay the run from its recorded evaluations (they are reused, not recomputed), or restore "

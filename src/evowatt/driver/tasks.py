@@ -14,6 +14,7 @@ from evowatt.config.schema import RunConfig
 from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
+from evowatt.driver.rows import Evaluation
 from evowatt.driver.store import RunStore
 from evowatt.energy.choice import MeterChoice
 from evowatt.representation.genome import Genome
@@ -98,14 +99,14 @@ def search_task(
     resume = config.experimental.resume_optimiser
     init_genome = None
     if source is not None:
-        row = store.evaluation(source)
+        row = store.get(source)
         # a parent that never trained (an invalid or failed evaluation: a Pareto population of a few
         # valid members keeps invalid ones, and a tournament may pick one) leaves nothing to continue
         # from, whether the child inherits layers or trains longer: it starts from fresh weights
-        if row is None or row["status"] != "ok" or row["weights"] is None:
+        if row is None or not row.ok or row.weights is None:
             source = None
         elif getattr(candidate, "inherit", False):
-            init_genome = row["genome"]
+            init_genome = row.genome
     settings = eval_settings(
         config, BudgetConfig(**candidate.budget) if candidate.budget else None, meter=meter
     )
@@ -133,7 +134,7 @@ def search_task(
 
 
 def final_candidate(
-    config: RunConfig, final_id: int, generation: int, row: dict[str, Any], width: float, kind: str = "final"
+    config: RunConfig, final_id: int, generation: int, row: Evaluation, width: float, kind: str = "final"
 ) -> Candidate:
     """The final training's (or a screening's) individual: the handed model's genome (``width`` times as
     wide), its own seed."""
@@ -141,9 +142,9 @@ def final_candidate(
         final_id,
         generation,
         kind,
-        row["genome"] if width == 1 else Genome.from_json(row["genome"]).widened(width).to_json(),
+        row.genome if width == 1 else Genome.from_json(row.genome).widened(width).to_json(),
         derived_seed(config.seed, final_id),
-        parent_id=row["id"],
+        parent_id=row.id,
     )
 
 
@@ -152,7 +153,7 @@ def final_task(
     grammar_text: str,
     store: RunStore,
     candidate: Candidate,
-    row: dict[str, Any],
+    row: Evaluation,
     budget: BudgetConfig,
     costs: NetworkCosts | None = None,
     meter: MeterChoice | None = None,
@@ -163,9 +164,9 @@ def final_task(
     final = config.training.final_training
     widened = float(candidate.genome.get("width", 1.0)) != 1
     # a widened network has no searched weights of its shapes: it starts fresh
-    from_search = final.start_from == "search" and row["weights"] is not None and not widened
+    from_search = final.start_from == "search" and row.weights is not None and not widened
     if from_search:
-        candidate.continue_from = row["id"]
+        candidate.continue_from = row.id
     resume = config.experimental.resume_optimiser
     final_model = candidate.kind == "final"  # handed over: it always has its latency
     key = meter.cost_key if meter else None
@@ -187,8 +188,8 @@ def final_task(
         candidate.seed,
         known_cost=known.to_json() if known is not None else None,
         return_weights=True,
-        init_weights=store.read_weights(row["id"]) if from_search else None,
-        init_optimiser=store.read_optimiser(row["id"]) if from_search and resume else None,
-        init_from=row["id"] if from_search else None,
+        init_weights=store.read_weights(row.id) if from_search else None,
+        init_optimiser=store.read_optimiser(row.id) if from_search and resume else None,
+        init_from=row.id if from_search else None,
         kind=candidate.kind,
     )
