@@ -17,7 +17,8 @@ from evowatt.driver.session import run  # noqa: E402
 from evowatt.driver.store import RunStore  # noqa: E402
 from evowatt.driver.tasks import data_ref  # noqa: E402
 from evowatt.errors import EvowattError  # noqa: E402
-from evowatt.handover.export import export_run, rebuild  # noqa: E402
+from evowatt.handover.export import export_run  # noqa: E402
+from evowatt.handover.rebuild import rebuild  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402
 
 BASE = {
@@ -124,10 +125,10 @@ def test_card_fields_equal_the_store(exported):
 
 def test_verification_failure_names_the_difference(exported, tmp_path, monkeypatch):
     run_dir, models = exported
-    import evowatt.handover.export as export
+    import evowatt.handover.verify as verify
 
-    real = export.run_exported
-    monkeypatch.setattr(export, "run_exported", lambda p, f, x: real(p, f, x) + 0.5)
+    real = verify.run_exported
+    monkeypatch.setattr(verify, "run_exported", lambda p, f, x: real(p, f, x) + 0.5)
     with pytest.raises(EvowattError, match=r"verification failed: onnx .* max \|diff\| 0\.5"):
         export_run(run_dir, ids=[models[0].evaluation_id], formats=["onnx"], out=tmp_path)
     assert not list(tmp_path.glob("*.onnx"))  # an unverified file is not left behind

@@ -12,7 +12,7 @@ from evowatt.config.load import validate_config
 from evowatt.config.network import NetworkConfig
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
-from evowatt.handover.export import rebuild
+from evowatt.handover.rebuild import rebuild
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
 from evowatt.representation.genome import Genome, random_genome
 from evowatt.representation.grammar import load_grammar

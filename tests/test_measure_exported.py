@@ -15,7 +15,7 @@ pytest.importorskip("onnxscript")
 from evowatt.cli.main import main  # noqa: E402
 from evowatt.energy.estimate import EstimateMeter  # noqa: E402
 from evowatt.energy.exported import model_format, onnx_estimate  # noqa: E402
-from evowatt.handover.export import write_model  # noqa: E402
+from evowatt.handover.formats import write_model  # noqa: E402
 
 
 def toy() -> nn.Module:

@@ -15,7 +15,8 @@ pytest.importorskip("matplotlib")
 from evowatt.cli.main import main  # noqa: E402
 from evowatt.config.load import validate_config  # noqa: E402
 from evowatt.driver.session import run  # noqa: E402
-from evowatt.handover.report import FIGURES, write_report  # noqa: E402
+from evowatt.handover.figures import FIGURES  # noqa: E402
+from evowatt.handover.report import write_report  # noqa: E402
 from tests.chromium import find_chromium  # noqa: E402
 from tests.conftest import SMALL_NETWORK, config_dict  # noqa: E402
 
@@ -237,7 +238,8 @@ def _assert_answers(run_dir, text: str) -> None:
 
 
 def test_report_of_a_pareto_store_draws_results_front_and_marks_the_answer(tmp_path):
-    from evowatt.handover.report import fig_generations, fig_tradeoff, load_run
+    from evowatt.handover.figures import fig_generations, fig_tradeoff
+    from evowatt.handover.report_data import load_run
     from evowatt.handover.results import answer, front
 
     run_dir = _pareto_store(
@@ -291,7 +293,8 @@ def _labels(figure) -> list[str]:
 
 
 def test_trade_off_labels_of_a_crowded_front_never_overlap(tmp_path):
-    from evowatt.handover.report import fig_tradeoff, load_run, staircase
+    from evowatt.handover.figures import fig_tradeoff, staircase
+    from evowatt.handover.report_data import load_run
 
     n = 16  # a front of 16 networks, bunched: accuracy rises slowly with energy
     evaluations = [(0.80 + 0.01 * i, 1e-8 * (1.15**i)) for i in range(n)]

@@ -97,7 +97,9 @@ class FitResult:
         as ``evowatt export`` verifies; it takes float32 (N, C, H, W) raw values, as ``x`` holds them, and
         returns logits. (``export --best`` exports every exit of the chosen model's evaluation.)"""
         from evowatt.driver.store import RunStore
-        from evowatt.handover.export import FORMATS, VERIFY_IMAGES, _export
+        from evowatt.handover.export import export_models
+        from evowatt.handover.formats import FORMATS
+        from evowatt.handover.verify import VERIFY_IMAGES
 
         chosen = self._chosen()
         formats = tuple(dict.fromkeys(formats))
@@ -109,7 +111,7 @@ class FitResult:
             raise EvowattError(f"out={target} is an existing file; give a directory for the exported model")
         store = RunStore(self.run_dir)
         try:
-            return _export(store, {chosen.id: {int(chosen.exit)}}, formats, target, True, VERIFY_IMAGES)
+            return export_models(store, {chosen.id: {int(chosen.exit)}}, formats, target, True, VERIFY_IMAGES)
         finally:
             store.close()
 
@@ -127,7 +129,7 @@ class FitResult:
             from evowatt.data.loaders import raw_scale
             from evowatt.driver.store import RunStore
             from evowatt.driver.tasks import data_ref
-            from evowatt.handover.export import RawInput, rebuild
+            from evowatt.handover.rebuild import RawInput, rebuild
             from evowatt.handover.results import run_config
 
             chosen = self._chosen()

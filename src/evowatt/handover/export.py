@@ -7,24 +7,14 @@ baked in as one multiply-add per pixel, unless ``normalise=False`` (then it take
 search trained on). Every exit of a partitioned network is its own standalone model (exit 0: the full
 network; exit 1: the early exit).
 
-Every file is verified the moment it is written: it is loaded back (ONNX through onnxruntime, `.pt2`
-through ``torch.export.load``, TorchScript through ``torch.jit.load``) and run on a batch of real test
-images; its logits must equal evowatt's own model's within ``TOLERANCE`` x max(1, max |logit|), else the
-export fails with the difference and the file is removed.
-
-ONNX goes through torch's default exporter (``torch.onnx.export(..., dynamo=True)``, which needs
-onnxscript): the TorchScript-based exporter is deprecated upstream.
+This module chooses what to export and runs the steps, each in its own module: rebuild.py (the model from
+the run's store and weights), formats.py (writing and loading each format), verify.py (every file checked
+against evowatt's model the moment it is written) and model_card.py (the card beside each model).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
-import logging
-import math
-import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,41 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from evowatt import __version__
-from evowatt.data.loaders import CLASS_NAMES, raw_scale
-from evowatt.driver.rundir import GRAMMAR_NAME
-from evowatt.driver.store import Evaluation, RunStore
+from evowatt.data.loaders import raw_scale
+from evowatt.driver.store import RunStore
 from evowatt.errors import EvowattError
-from evowatt.nn.builder import build_network, extract_models, plan_network
+from evowatt.handover.formats import DEFAULT_FORMATS, FORMATS, SUFFIX
+from evowatt.handover.model_card import build_card, card_markdown
+from evowatt.handover.rebuild import RawInput, rebuild
+from evowatt.handover.verify import VERIFY_IMAGES, tolerance, verification_images, write_verified
 from evowatt.nn.train import evaluate_split
-from evowatt.representation.genome import Genome
-from evowatt.representation.grammar import parse_grammar
-
-FORMATS = ("onnx", "pt2", "torchscript")
-DEFAULT_FORMATS = ("onnx", "pt2")
-SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".ts.pt"}
-TOLERANCE = 1e-4  # max |exported - evowatt| <= TOLERANCE * max(1, max |evowatt logit|)
-VERIFY_IMAGES = 256
-# the figures a card carries for each exit, with their store names (suffix _1 for the early exit)
-CARD_METRICS = ("accuracy", "test_accuracy", "loss", "energy", "power", "latency", "flops", "params")
-CARD_METRICS += ("energy_gross", "power_gross", "idle_power")
-
-
-class RawInput(torch.nn.Module):
-    """The model behind the run's input pipeline: raw pixels -> x / scale -> (x - mean) / std, folded."""
-
-    def __init__(self, model: torch.nn.Module, scale: float, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        self.model = model
-        m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
-        self.register_buffer("input_scale", (1.0 / (scale * s)).float())
-        self.register_buffer("input_shift", (-m / s).float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.input_scale + self.input_shift)
 
 
 @dataclass
@@ -169,164 +133,6 @@ def choose(
     return chosen, skipped
 
 
-# ------------------------------------------------------------------------------------------- rebuilding
-
-
-@dataclass
-class Rebuilt:
-    row: Evaluation
-    models: dict[int, torch.nn.Module]  # exit -> standalone model (eval mode, CPU)
-    config: dict[str, Any]
-    grammar_text: str
-    layers: list[str]
-    exit_layer: int | None
-
-
-def rebuild(store: RunStore, evaluation_id: int, input_shape: tuple[int, int, int], classes: int) -> Rebuilt:
-    row = store.get(evaluation_id)
-    if row is None:
-        known = store.max_id()
-        raise EvowattError(
-            f"{store.dir} has no evaluation {evaluation_id} (ids 0..{known}); `evowatt show {store.dir}` "
-            "lists them"
-        )
-    if not row.ok:
-        raise EvowattError(f"evaluation {evaluation_id} is {row.status} ({row.reason}): nothing to export")
-    weights = row.weights
-    if not weights or not Path(weights).is_file():
-        raise EvowattError(
-            f"the weights of evaluation {evaluation_id} are not kept (a run keeps only those of its parents "
-            "and final models); export one of those, e.g. --best"
-        )
-    grammar_text = (store.dir / GRAMMAR_NAME).read_text(encoding="utf-8")
-    grammar = parse_grammar(grammar_text, source=str(store.dir / GRAMMAR_NAME))
-    genome = Genome.from_json(row.genome)
-    plan = plan_network(genome, grammar, input_shape, classes)
-    network = build_network(plan, int(row.seed or 0))
-    try:
-        network.load_state_dict(load_file(weights, device="cpu"))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
-        raise EvowattError(f"cannot load {weights} ({type(exc).__name__}: {exc}); restore it") from None
-    full, early = extract_models(network, plan)
-    models = {0: full.eval()}
-    if early is not None:
-        models[1] = early.eval()
-    return Rebuilt(
-        row, models, store.meta("config") or {}, grammar_text, genome.describe(grammar), plan.exit_layer
-    )
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    """torch.onnx prints progress and warns about torchvision ops it cannot register; keep a CLI clean."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _need(module: str, extra: str = "export") -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise EvowattError(f"this needs {module}: pip install 'evowatt[{extra}]'")
-
-
-def write_model(model: torch.nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
-    batch = torch.export.Dim.DYNAMIC
-    if fmt == "onnx":
-        _need("onnxscript")
-        _need("onnx")
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_shapes=({0: batch},),
-                verbose=False,
-            )
-            program.save(str(path))
-    elif fmt == "pt2":
-        with _quiet_exporter():
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-            torch.export.save(program, str(path))
-    elif fmt == "torchscript":
-        with _quiet_exporter(), torch.no_grad():
-            traced = torch.jit.trace(model, (example,), check_trace=False)
-            torch.jit.save(traced, str(path))
-    else:
-        raise EvowattError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
-    """Logits of an exported file on ``x``, loaded as a deployer would (no evowatt code involved)."""
-    if fmt == "onnx":
-        _need("onnxruntime")
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: x})[0]
-    with torch.no_grad():
-        if fmt == "pt2":
-            module = torch.export.load(str(path)).module()
-        else:
-            module = torch.jit.load(str(path), map_location="cpu")
-        return module(torch.from_numpy(x)).numpy()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    versions = {"evowatt": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        with contextlib.suppress(Exception):
-            versions[name] = __import__(name).__version__
-    return versions
-
-
-def _usage(fmt: str, filename: str, shape: tuple[int, ...]) -> list[str]:
-    c, h, w = shape
-    if fmt == "onnx":
-        return [
-            "import numpy as np, onnxruntime as ort",
-            f'session = ort.InferenceSession("{filename}")',
-            f'logits = session.run(None, {{"input": np.zeros((1, {c}, {h}, {w}), np.float32)}})[0]',
-        ]
-    if fmt == "pt2":
-        return [
-            "import torch",
-            f'model = torch.export.load("{filename}").module()',
-            f"logits = model(torch.zeros(1, {c}, {h}, {w}))",
-        ]
-    return [
-        "import torch",
-        f'model = torch.jit.load("{filename}")',
-        f"logits = model(torch.zeros(1, {c}, {h}, {w}))",
-    ]
-
-
 def export_run(
     run_dir: str | Path,
     ids: list[int] | None = None,
@@ -355,14 +161,14 @@ def export_run(
             warnings.warn(
                 f"front members without kept weights are not exported: {', '.join(skipped)}", stacklevel=2
             )
-        return _export(
+        return export_models(
             store, chosen, formats, Path(out) if out else store.dir / "export", normalise, verify_images
         )
     finally:
         store.close()
 
 
-def _export(
+def export_models(
     store: RunStore,
     chosen: dict[int, set[int] | None],
     formats: tuple[str, ...],
@@ -370,6 +176,8 @@ def _export(
     normalise: bool,
     n_images: int,
 ) -> list[ExportedModel]:
+    """Export ``chosen`` ({evaluation id: its exits, None for every exit}) from an open store into ``out``:
+    every file verified, a card beside each model; the formats are checked by the caller."""
     from evowatt.config.load import validate_config
     from evowatt.driver.tasks import data_ref
 
@@ -384,13 +192,7 @@ def _export(
     scale, raw_description = raw_scale(data.name, data.path)
     test_x = torch.from_numpy(np.array(splits.test.x))
     test_y = torch.from_numpy(np.array(splits.test.y))
-    verify_norm = test_x[:n_images]
-    mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
-    std = torch.tensor(splits.std).view(1, -1, 1, 1)
-    raw = (verify_norm.double() * std.double() + mean.double()) * scale
-    if scale in (16.0, 255.0):
-        raw = raw.round()  # the files hold integers; undo the float round-off of normalising
-    verify_raw = raw.float()
+    verify_norm, verify_raw = verification_images(test_x, splits, scale, n_images)
     meter = store.meta("meter") or {}
     exported: list[ExportedModel] = []
     for evaluation_id, exits in chosen.items():
@@ -413,36 +215,17 @@ def _export(
             stem = f"evowatt-{evaluation_id}-exit{exit_index}"
             files: dict[str, Path] = {}
             diffs: dict[str, float] = {}
-            bound = TOLERANCE * max(1.0, float(np.abs(reference).max()))
+            bound = tolerance(reference)
             for fmt in formats:
                 path = out / f"{stem}{SUFFIX[fmt]}"
-                try:
-                    write_model(wrapped, x[:2].clone(), fmt, path)
-                except EvowattError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - exporters raise many kinds; one message
-                    path.unlink(missing_ok=True)
-                    raise EvowattError(
-                        f"exporting evaluation {evaluation_id} exit {exit_index} as {fmt} failed "
-                        f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
-                    ) from None
-                got = run_exported(path, fmt, x.numpy())
-                diff = float(np.abs(got - reference).max()) if got.shape == reference.shape else math.inf
-                if not diff <= bound:
-                    path.unlink(missing_ok=True)
-                    raise EvowattError(
-                        f"verification failed: {fmt} export of evaluation {evaluation_id} exit {exit_index} "
-                        f"differs from evowatt's model by max |diff| {diff:.3g} on {len(x)} test images "
-                        f"(tolerance {bound:.3g}, output shapes {got.shape} vs {reference.shape}); "
-                        "file removed"
-                    )
+                name = f"evaluation {evaluation_id} exit {exit_index}"
+                diffs[fmt] = write_verified(wrapped, x, reference, bound, fmt, path, name)
                 files[fmt] = path
-                diffs[fmt] = diff
             test_metric = rebuilt.row.metrics.get(f"test_accuracy{suffix}")
             if test_metric is None:  # scored here, from the same weights; the store is not written
                 _, accuracy = evaluate_split(model, test_x, test_y, 1024)
                 test_metric = {"value": accuracy, "method": "computed:test", "source": "evowatt export"}
-            card = _card(
+            card = build_card(
                 store,
                 rebuilt,
                 exit_index,
@@ -462,200 +245,3 @@ def _export(
             card_md.write_text(card_markdown(card), encoding="utf-8")
             exported.append(ExportedModel(evaluation_id, exit_index, files, card_json, card_md, diffs, card))
     return exported
-
-
-def _card(
-    store: RunStore,
-    rebuilt: Rebuilt,
-    exit_index: int,
-    splits,
-    data,
-    meter: dict[str, Any],
-    input_info: dict[str, Any],
-    files: dict[str, Path],
-    diffs: dict[str, float],
-    bound: float,
-    n_verify: int,
-    test_metric: dict[str, Any],
-) -> dict[str, Any]:
-    row = rebuilt.row
-    suffix = "" if exit_index == 0 else f"_{exit_index}"
-    stored = row.metrics
-    metrics = {}
-    for name in CARD_METRICS:
-        metric = stored.get(f"{name}{suffix}")
-        if name == "test_accuracy":
-            metric = test_metric
-        if metric is not None:
-            metrics[name] = dict(metric)
-    measurement = (row.result.measurements if row.result else {}).get(str(exit_index)) or {}
-    layers = rebuilt.layers
-    if exit_index == 1 and rebuilt.exit_layer is not None:
-        architecture = {
-            "exit": "early exit: the hidden layers up to the partition point, then a linear head",
-            "partition_point": rebuilt.exit_layer,
-            "layers": [*layers[: rebuilt.exit_layer + 1], "head: flatten + linear"],
-        }
-    else:
-        architecture = {"exit": "the full network", "layers": [*layers, "output: linear"]}
-    c, h, w = splits.input_shape
-    names = splits.class_names or CLASS_NAMES.get(data.name)
-    config = rebuilt.config
-    first = next(iter(files), None)
-    return {
-        "card_format": 1,
-        "name": f"evowatt-{row.id}-exit{exit_index}",
-        "evaluation": {
-            "id": row.id,
-            "kind": row.kind,
-            "generation": row.generation,
-            "exit": exit_index,
-            "fitness": row.fitness,
-        },
-        "architecture": architecture,
-        "input": {
-            "name": "input",
-            "shape": ["N", c, h, w],
-            "dtype": "float32",
-            "values": input_info["raw"]
-            if input_info["normalise"]
-            else "normalised: (pixel / scale - mean) / std, as the search trained on",
-            "normalisation_baked_in": input_info["normalise"],
-            "scale": input_info["scale"],
-            "mean": list(splits.mean),
-            "std": list(splits.std),
-        },
-        "output": {
-            "name": "logits",
-            "shape": ["N", splits.num_classes],
-            "meaning": "logits; softmax for probabilities",
-        },
-        "classes": {"count": splits.num_classes, "names": list(names) if names else None},
-        "dataset": {"name": data.name, "path": data.path, "train_subset": data.train_subset},
-        "metrics": metrics,
-        "measured_on": {
-            "meter": meter.get("name"),
-            "method": meter.get("method"),
-            "reason": meter.get("reason"),
-            "device": row.device,
-            "host": row.host,
-            "batch_size": measurement.get("batch_size"),
-            "idle": meter.get("idle"),
-        },
-        "run": {
-            "run_dir": str(store.dir),
-            "seed": config.get("seed"),
-            "evaluation_seed": row.seed,
-            "config_sha256": config_digest(config),
-            "grammar_sha256": store.meta("grammar_sha256"),
-        },
-        "versions": _versions(),
-        "files": {
-            fmt: {"file": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for fmt, p in files.items()
-        },
-        "verification": {
-            "images": n_verify,
-            "split": "test",
-            "tolerance": bound,
-            "max_abs_diff": diffs,
-            "reference": "evowatt's model on the normalised test images",
-        },
-        "usage": _usage(first, files[first].name, splits.input_shape) if first else [],
-    }
-
-
-def _fmt_metric(name: str, metric: dict[str, Any]) -> str:
-    from evowatt.units import format_si
-
-    units = {"energy": "J", "energy_gross": "J", "power": "W", "power_gross": "W", "idle_power": "W"}
-    units.update({"latency": "s"})
-    value = metric.get("value")
-    if value is None:
-        text = "-"
-    elif name in units:
-        text = format_si(float(value), units[name])
-        if metric.get("ci"):
-            text += f" ± {format_si(float(metric['ci']), units[name])}"
-    elif name in ("flops", "params"):
-        text = f"{int(value):,}"
-    else:
-        text = f"{float(value):.4f}"
-    return f"{text} ({metric.get('method')})"
-
-
-_LABELS = {
-    "accuracy": "evo_test accuracy",
-    "test_accuracy": "test accuracy (reported only, never selected on)",
-    "loss": "evo_test loss",
-    "energy": "energy per inference",
-    "latency": "latency per inference",
-    "flops": "FLOPs per inference",
-    "params": "parameters",
-}
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    """The card for people: the same figures as the JSON, each with its method label."""
-    ev, inp, out = card["evaluation"], card["input"], card["output"]
-    lines = [
-        f"# {card['name']}",
-        "",
-        f"Evaluation {ev['id']} ({ev['kind']}, generation {ev['generation']}), exit {ev['exit']}: "
-        f"{card['architecture']['exit']}. Exported by evowatt {card['versions']['evowatt']} "
-        f"(torch {card['versions']['torch']}).",
-        "",
-        "## Input and output",
-        "",
-        f"- input `{inp['name']}`: {inp['dtype']} of shape ({', '.join(map(str, inp['shape']))}), "
-        f"{inp['values']}"
-        + (
-            f"; scaling (/ {inp['scale']:g}) and normalisation (mean {_short(inp['mean'])}, std "
-            f"{_short(inp['std'])}) are baked in"
-            if inp["normalisation_baked_in"]
-            else ""
-        ),
-        f"- output `{out['name']}`: shape ({', '.join(map(str, out['shape']))}), {out['meaning']}",
-        f"- classes: {card['classes']['count']}"
-        + (f" ({', '.join(card['classes']['names'])})" if card["classes"]["names"] else ""),
-        "",
-        "## Architecture",
-        "",
-        *[f"{i}. {layer}" for i, layer in enumerate(card["architecture"]["layers"])],
-        "",
-        "## Figures",
-        "",
-        "| figure | value (method) |",
-        "|---|---|",
-        *[f"| {_LABELS.get(k, k)} | {_fmt_metric(k, m)} |" for k, m in card["metrics"].items()],
-        "",
-        f"Measured with meter `{card['measured_on']['meter']}` on {card['measured_on']['device']} "
-        f"({card['measured_on']['host']}), batch {card['measured_on']['batch_size']}.",
-        "",
-        "## Run",
-        "",
-        f"- run directory: `{card['run']['run_dir']}`, seed {card['run']['seed']}",
-        f"- config sha256: `{card['run']['config_sha256']}`",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
-        "",
-        "## Verification",
-        "",
-        f"On {card['verification']['images']} real test images, against evowatt's model (tolerance "
-        f"{card['verification']['tolerance']:.3g}):",
-        "",
-        *[
-            f"- {fmt} (`{card['files'][fmt]['file']}`): max |diff| {diff:.3g}"
-            for fmt, diff in card["verification"]["max_abs_diff"].items()
-        ],
-        "",
-        "## Load and call",
-        "",
-        "```python",
-        *card["usage"],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _short(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
