@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from evowatt.cli.output import console, figure_text, metric_value
-from evowatt.records import Budget
 from evowatt.units import format_si
 
 if TYPE_CHECKING:
@@ -30,8 +29,8 @@ def _screened_text(info: dict[str, Any]) -> str:
     )
 
 
-def _budget_text(budget: Budget) -> str:
-    return budget.describe()
+def _budget_text(budget: Any) -> str:
+    return f"{budget.seconds:g} s" if budget.seconds is not None else f"{budget.steps} steps"
 
 
 def _duration(seconds: float) -> str:
