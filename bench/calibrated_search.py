@@ -37,11 +37,12 @@ import torch
 
 from evowatt.config.load import read_config_file, validate_config
 from evowatt.config.schema import RunConfig
-from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
+from evowatt.driver.evaluate import score_on_test, time_models
 from evowatt.driver.rundir import GRAMMAR_NAME
 from evowatt.driver.session import run
 from evowatt.driver.setup import session_meter
 from evowatt.driver.store import RunStore
+from evowatt.driver.task_records import EvalTask
 from evowatt.driver.tasks import search_task
 from evowatt.energy.choice import MeterChoice
 from evowatt.handover.results import FrontModel, front

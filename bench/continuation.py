@@ -25,7 +25,8 @@ from evowatt.config.load import validate_config
 from evowatt.data.datasets import load_splits
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import InvalidNetwork, build_network, plan_network
-from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.nn.train import evaluate_split, train
+from evowatt.records import Budget
 from evowatt.representation.genome import random_genome
 from evowatt.representation.grammar import load_grammar
 

@@ -65,14 +65,15 @@ def tiny_tasks(count: int, start_id: int = 0):
     import numpy as np
 
     from evowatt.config.load import validate_config
-    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
     from evowatt.driver.setup import prepare
+    from evowatt.driver.task_records import DataRef, EvalSettings, EvalTask
+    from evowatt.records import Budget
     from evowatt.representation.genome import random_genome
 
     config = validate_config({"network": NETWORK})
     grammar, text = prepare(config)
     genome = random_genome(grammar, config.network, np.random.default_rng(1)).to_json()
-    settings = EvalSettings(budget_steps=1, threads=1)
+    settings = EvalSettings(budget=Budget(steps=1), threads=1)
     return [
         EvalTask(i, genome, text, DataRef("digits"), settings, seed=i, return_weights=True)
         for i in range(start_id, start_id + count)

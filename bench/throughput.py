@@ -56,7 +56,8 @@ from torch.utils.data import DataLoader, Dataset
 from evowatt.config.network import NetworkConfig
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import NetworkPlan, build_network, extract_models, plan_network
-from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train
+from evowatt.nn.train import evaluate_split, make_optimiser, train
+from evowatt.records import Budget
 from evowatt.representation.genome import random_genome
 from evowatt.representation.grammar import Grammar, load_grammar
 

@@ -27,13 +27,12 @@ import yaml
 
 from evowatt.config.load import apply_overrides, validate_config
 from evowatt.config.moved import upgrade_recorded
-from evowatt.config.training import BudgetConfig
 from evowatt.driver.evaluate import evaluate
 from evowatt.driver.setup import prepare, session_meter
 from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import final_candidate, final_task
 from evowatt.errors import EvowattError
-from evowatt.records import EvalResult
+from evowatt.records import Budget, EvalResult
 
 
 def _value(result: EvalResult, name: str) -> float | None:
@@ -80,16 +79,15 @@ def main() -> int:
         print(f"width.py: {run_dir} has no valid evaluation #{args.source}", file=sys.stderr)
         return 2
     grammar_text = (run_dir / "grammar.grammar").read_text(encoding="utf-8")
-    budget = config.training.final_training.budget
+    budget = config.training.final_training.budget.to_budget()
     if args.seconds is not None:
-        budget = BudgetConfig(seconds=args.seconds)
+        budget = Budget(seconds=args.seconds)
     metrics = first.metrics
     print(
         f"run {run_dir}: its final #{first.id} of #{first.parent_id} (width "
         f"{first.genome.get('width', 1.0):g}): test accuracy {metrics['test_accuracy']['value']:.4f}, "
         f"{metrics['flops']['value'] / 1e6:.2f} MFLOP; training #{source.id} "
-        f"({source.metrics['flops']['value'] / 1e6:.2f} MFLOP) for "
-        + (f"{budget.seconds:g} s" if budget.seconds else f"{budget.steps} steps"),
+        f"({source.metrics['flops']['value'] / 1e6:.2f} MFLOP) for " + budget.describe(),
         flush=True,
     )
     for width in args.widths:

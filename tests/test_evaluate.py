@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load
 
 import evowatt.driver.evaluate as evaluate_module
-from evowatt.driver.evaluate import DataRef, EvalResult, EvalSettings, EvalTask, evaluate, score_on_test
+from evowatt.driver.evaluate import evaluate, score_on_test
+from evowatt.driver.task_records import DataRef, EvalSettings, EvalTask
+from evowatt.records import Budget, EvalResult
 from evowatt.representation.genome import Genome, Module
 from evowatt.representation.grammar import Node
 
@@ -59,7 +61,7 @@ GOOD_PARAMS = (9 * 6 + 6) + (9 * 6 * 8 + 8) + (288 * 24 + 24) + (24 * 10 + 10)
 
 def task_for(g: Genome, steps: int | None = 30, seconds: float | None = None, seed: int = 3, **kwargs):
     report_test = kwargs.pop("report_test", True)
-    settings = EvalSettings(budget_steps=steps, budget_seconds=seconds, report_test=report_test)
+    settings = EvalSettings(budget=Budget(seconds, steps), report_test=report_test)
     return EvalTask(
         id=kwargs.pop("id", 1),
         genome=g.to_json(),
@@ -176,7 +178,7 @@ def test_spatial_size_below_one_is_invalid_with_its_reason():
 
 def test_caps_make_an_individual_invalid():
     task = task_for(GOOD)
-    task.settings = EvalSettings(budget_steps=5, max_params=GOOD_PARAMS - 1)
+    task.settings = EvalSettings(budget=Budget(steps=5), max_params=GOOD_PARAMS - 1)
     result = evaluate(task)
     assert result.status == "invalid" and "search.caps.max_params" in result.reason
 
@@ -221,7 +223,7 @@ def test_thread_setting_holds_for_the_evaluation_only(monkeypatch):
 
     monkeypatch.setattr(evaluate_module, "train", spy)
     task = task_for(GOOD, steps=2, report_test=False)
-    threaded = EvalTask(**{**task.__dict__, "settings": EvalSettings(budget_steps=2, threads=2)})
+    threaded = EvalTask(**{**task.__dict__, "settings": EvalSettings(budget=Budget(steps=2), threads=2)})
     assert torch.get_num_threads() == 1  # conftest: one thread for the session
     assert evaluate(threaded).status == "ok"
     assert seen == [2] and torch.get_num_threads() == 1

@@ -12,7 +12,8 @@ from evowatt.config.load import validate_config
 from evowatt.data.datasets import load_splits
 from evowatt.driver.session import run
 from evowatt.driver.store import Evaluation, RunStore
-from evowatt.nn.train import Budget, Recipe, augment, evaluate_split, train
+from evowatt.nn.train import Recipe, augment, evaluate_split, train
+from evowatt.records import Budget
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 
 ADAM = {

@@ -18,7 +18,8 @@ from evowatt.driver.store import RunStore
 from evowatt.nn.builder import build_network, plan_network
 from evowatt.nn.inherit import inherit_weights
 from evowatt.nn.optimiser_state import optimiser_tensors, restore_optimiser
-from evowatt.nn.train import Budget, Recipe, make_optimiser, train
+from evowatt.nn.train import Recipe, make_optimiser, train
+from evowatt.records import Budget
 from evowatt.representation.genome import Genome
 from evowatt.representation.mutation import Mutator
 from tests.conftest import config_dict
@@ -174,7 +175,7 @@ def test_a_damaged_optimiser_state_is_named_on_resume(tmp_path, capsys):
 
 
 def test_the_task_carries_the_optimiser_state_as_base64():
-    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
+    from evowatt.driver.task_records import DataRef, EvalSettings, EvalTask
 
     task = EvalTask(1, {}, "", DataRef(), EvalSettings(), 0, init_weights=b"w", init_optimiser=b"\x00opt")
     again = EvalTask.from_json(json.loads(json.dumps(task.to_json())))

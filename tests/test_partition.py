@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from evowatt.config.network import MutationConfig, NetworkConfig
 from evowatt.nn.builder import EarlyExit, build_network, extract_models, plan_network
-from evowatt.nn.train import Budget, evaluate_split, train
+from evowatt.nn.train import evaluate_split, train
+from evowatt.records import Budget
 from evowatt.representation.genome import PARTITION_RULE, Genome, Module
 from evowatt.representation.grammar import Node, parse_grammar
 from evowatt.representation.mutation import Mutator

@@ -327,16 +327,20 @@ def test_close_cancels_running_evaluations(cluster):
     """What Ctrl-C does: the runner is closed with evaluations in flight, and no worker keeps running them."""
     import numpy as np
 
-    from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask, evaluate
+    from evowatt.driver.evaluate import evaluate
     from evowatt.driver.runners import RayRunner
     from evowatt.driver.setup import prepare
+    from evowatt.driver.task_records import DataRef, EvalSettings, EvalTask
+    from evowatt.records import Budget
     from evowatt.representation.genome import random_genome
 
     config = make_config(runner=RAY)
     grammar, grammar_text = prepare(config)
     genome = random_genome(grammar, config.network, np.random.default_rng(0)).to_json()
     tasks = [
-        EvalTask(i, genome, grammar_text, DataRef("digits"), EvalSettings(budget_steps=100_000), seed=i)
+        EvalTask(
+            i, genome, grammar_text, DataRef("digits"), EvalSettings(budget=Budget(steps=100_000)), seed=i
+        )
         for i in range(2)
     ]
     runner = RayRunner(config.runner)

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from evowatt.nn import train as train_module
-from evowatt.nn.train import Budget, evaluate_split, make_optimiser, train
+from evowatt.nn.train import evaluate_split, make_optimiser, train
+from evowatt.records import Budget
 
 ADAM = {
     "learning": "adam",

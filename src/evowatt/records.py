@@ -2,7 +2,8 @@
 
 Torch-free, so the search can use them. ``Metric`` is a TypedDict: a value with the method that produced
 it (``measured:nvml``, ``estimated:model``, ``counted:plan``, ...), stored as JSON unchanged. ``Budget``
-is what one evaluation was allowed to train.
+is what one evaluation was allowed to train: the one budget type from the config (``BudgetConfig.to_budget``)
+through the search's candidates and the task to ``nn.train.train`` and the store.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ class Status(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Budget:
-    """A training budget: wall seconds or optimiser steps (None: not limited by that one)."""
+    """A training budget: wall seconds or optimiser steps (None: not limited by that one).
+
+    It equals its compact JSON form too (``Budget(steps=5) == {"steps": 5}``), the form a candidate's
+    budget takes in a checkpoint.
+    """
 
     seconds: float | None = None
     steps: int | None = None
@@ -35,7 +40,22 @@ class Budget:
         return f"{self.seconds:g} s" if self.seconds is not None else f"{self.steps} steps"
 
     def to_json(self) -> dict[str, Any]:
+        """The store's form: both keys, the unset one None."""
         return {"steps": self.steps, "seconds": self.seconds}
+
+    def compact(self) -> dict[str, Any]:
+        """The candidate's (checkpoint) form: only what is set, ``{"steps": n}`` or ``{"seconds": s}``."""
+        return {k: v for k, v in self.to_json().items() if v is not None}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Budget):
+            return (self.seconds, self.steps) == (other.seconds, other.steps)
+        if isinstance(other, Mapping):
+            return self.compact() == {k: v for k, v in other.items() if v is not None}
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.seconds, self.steps))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Budget:

@@ -44,7 +44,7 @@ def plan_text(config: Any, total: int, plan: RunPlan | None = None) -> str:
         from evowatt.search.fidelity import Rungs
 
         rungs = Rungs(fidelity.min_budget, fidelity.eta, fidelity.rungs, "seconds")
-        per = max(float(rungs.budget(r)["seconds"]) for r in range(rungs.rungs))
+        per = max(rungs.budget(r).seconds or 0.0 for r in range(rungs.rungs))
     searching = total * per * 1.1  # building and scoring add about a tenth
     if search.time_limit is not None:
         searching = min(searching, search.time_limit)

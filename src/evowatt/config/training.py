@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from evowatt.config.base import Strict
+from evowatt.records import Budget
 
 
 class BudgetConfig(Strict):
@@ -25,6 +26,10 @@ class BudgetConfig(Strict):
         if (self.seconds is None) == (self.steps is None):
             raise ValueError("give exactly one of 'seconds' or 'steps'")
         return self
+
+    def to_budget(self) -> Budget:
+        """The run's one budget type (``records.Budget``): the config converts once, here."""
+        return Budget(seconds=self.seconds, steps=self.steps)
 
 
 class AugmentConfig(Strict):

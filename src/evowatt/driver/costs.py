@@ -18,7 +18,7 @@ from evowatt.driver.rows import Evaluation
 from evowatt.records import EvalResult, Metric
 from evowatt.representation.genome import Genome
 
-# what a measurement gives (evaluate._measure); counted FLOPs and parameters come from the plan anyway
+# what a measurement gives (measure.measure); counted FLOPs and parameters come from the plan anyway
 COST_METRICS = ("energy", "energy_gross", "power", "power_gross", "idle_power", "latency")
 EXIT_SUFFIXES = {"0": "", "1": "_1"}
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from evowatt.config.schema import RunConfig
-from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
-from evowatt.driver.evaluate import EvalTask, score_on_test, time_models
+from evowatt.driver.evaluate import score_on_test, time_models
 from evowatt.driver.loop import Hooks, keep_weights
 from evowatt.driver.rows import Evaluation
 from evowatt.driver.runners import Runner
 from evowatt.driver.store import RunStore
+from evowatt.driver.task_records import EvalTask
 from evowatt.driver.tasks import final_candidate, final_task, search_task
 from evowatt.energy.choice import MeterChoice
 from evowatt.records import Budget, EvalResult, Status
@@ -125,9 +125,9 @@ class Handover:
         screened = self.screen()
         rows = []
         for place, (_source_id, row) in enumerate(final_picks(self.config, self.store, handed, screened)):
-            budget = final.budget if place == 0 or final.others_budget is None else final.others_budget
+            chosen = final.budget if place == 0 or final.others_budget is None else final.others_budget
             width = self.config.experimental.final_training.width_of(place)
-            trained = self.train_after_search("final", row, budget, width)
+            trained = self.train_after_search("final", row, chosen.to_budget(), width)
             if trained is not None:
                 rows.append(trained)
         return rows
@@ -141,7 +141,7 @@ class Handover:
         if not screen.models:
             return None
         trained = [
-            self.train_after_search("screen", source, screen.budget)
+            self.train_after_search("screen", source, screen.budget.to_budget())
             for source in screen_picks(self.search, self.store, screen.models)
         ]
         rows = [row for row in trained if row is not None]
@@ -153,7 +153,7 @@ class Handover:
         self.hooks("screened", winner=winner, screened=rows)
         return winner
 
-    def within_time(self, budget: BudgetConfig) -> BudgetConfig | None:
+    def within_time(self, budget: Budget) -> Budget | None:
         """``budget`` cut to the time a run planned from ``minutes`` has left (a search that ran over its
         share, an earlier final), so the run ends within T; None when less than a second is left."""
         if self.time_left is None or budget.seconds is None:
@@ -161,10 +161,10 @@ class Handover:
         left = self.time_left()
         if left >= budget.seconds:
             return budget
-        return BudgetConfig(seconds=round(left, 1)) if left >= 1.0 else None
+        return Budget(seconds=round(left, 1)) if left >= 1.0 else None
 
     def train_after_search(
-        self, kind: str, row: Evaluation, budget: BudgetConfig, width: float = 1.0
+        self, kind: str, row: Evaluation, budget: Budget, width: float = 1.0
     ) -> Evaluation | None:
         """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``:
         trained through the runner, its weights kept, recorded (``row`` as its parent) and told to the
@@ -186,7 +186,7 @@ class Handover:
         hooks(kind, candidate=candidate, budget=budget)
         result = keep_weights(EvalResult.coerce(self._run(self.evaluate, task)), store)
         scored = search.score(result)
-        store.record(candidate, result, scored, Budget(seconds=budget.seconds, steps=budget.steps))
+        store.record(candidate, result, scored, budget)
         hooks(f"{kind}_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
         return store.get(new_id)
 

@@ -154,8 +154,7 @@ class StoreEvaluator:
             if result.ok and scored.fitness is None and not scored.points and scored.reason:
                 result.reason = f"no fitness: {scored.reason}"  # e.g. a minimised metric that is missing
             self.hooks("recording", candidate=candidate, result=result)
-            budget = Budget.from_json(candidate.budget) if candidate.budget else self.budget
-            self.store.record(candidate, result, scored, budget)
+            self.store.record(candidate, result, scored, candidate.budget or self.budget)
             done[result.id] = Evaluated(candidate, result, scored)
             self.hooks(
                 "result", candidate=candidate, result=result.to_json(), fitness=scored.fitness, score=scored

@@ -30,7 +30,6 @@ from evowatt.driver.setup import choose_meter, default_run_dir, make_search, pre
 from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref, search_task
 from evowatt.errors import EvowattError
-from evowatt.records import Budget
 from evowatt.search import GenerationRecord, Search
 
 Progress = Callable[..., None]
@@ -139,7 +138,6 @@ def _loop_body(
     meter = session_meter(config, store)  # the run's choice, as this session's runner opens it
     # observers first: a crash after a record leaves its event
     hooks = Hooks(progress, costs.hook, killpoint_hook)
-    budget = Budget(seconds=config.training.budget.seconds, steps=config.training.budget.steps)
     runner = make_runner(config.runner)
     try:  # the runner stays open until the handover's trainings are done, and closes on every way out
         evaluator = StoreEvaluator(
@@ -148,7 +146,7 @@ def _loop_body(
             lambda c: search_task(config, grammar_text, store, c, costs, meter),
             evaluate,
             hooks,
-            budget,
+            config.training.budget.to_budget(),
         )
         hooks(
             "start",

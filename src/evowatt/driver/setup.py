@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from evowatt.config.schema import RunConfig
-from evowatt.driver.evaluate import idle_to_json, resolve_device
+from evowatt.driver.evaluate import resolve_device
+from evowatt.driver.measure import idle_to_json
 from evowatt.driver.runners import check_runner
 from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from evowatt.config.schema import RunConfig
-from evowatt.config.training import BudgetConfig
 from evowatt.driver.costs import NetworkCosts
-from evowatt.driver.evaluate import DataRef, EvalSettings, EvalTask
 from evowatt.driver.rows import Evaluation
 from evowatt.driver.store import RunStore
+from evowatt.driver.task_records import DataRef, EvalSettings, EvalTask
 from evowatt.energy.choice import MeterChoice
+from evowatt.records import Budget
 from evowatt.representation.genome import Genome
 from evowatt.search import Candidate
 from evowatt.search.protocol import derived_seed
@@ -54,7 +54,7 @@ def search_needs_latency(config: RunConfig) -> bool:
 
 def eval_settings(
     config: RunConfig,
-    budget: BudgetConfig | None = None,
+    budget: Budget | None = None,
     report_test: bool = False,
     meter: MeterChoice | None = None,
     recipe: dict[str, Any] | None = None,
@@ -64,13 +64,11 @@ def eval_settings(
     """What every evaluation needs to know; ``meter`` is the run's choice (None: no energy measured).
 
     ``latency``: time it with the clock (None: where the search selects on it)."""
-    budget = budget or config.training.budget
     t = config.training
     return EvalSettings(
         energy=config.energy.model_dump(mode="json") if meter else None,
         meter=meter,
-        budget_seconds=budget.seconds,
-        budget_steps=budget.steps,
+        budget=budget or config.training.budget.to_budget(),
         max_epochs=t.max_epochs,
         eval_batch_size=t.eval_batch_size,
         device=t.device,
@@ -107,9 +105,7 @@ def search_task(
             source = None
         elif getattr(candidate, "inherit", False):
             init_genome = row.genome
-    settings = eval_settings(
-        config, BudgetConfig(**candidate.budget) if candidate.budget else None, meter=meter
-    )
+    settings = eval_settings(config, candidate.budget, meter=meter)
     key = meter.cost_key if meter else None
     known = costs.lookup(candidate.genome, key, settings.latency) if costs else None
     return EvalTask(
@@ -154,7 +150,7 @@ def final_task(
     store: RunStore,
     candidate: Candidate,
     row: Evaluation,
-    budget: BudgetConfig,
+    budget: Budget,
     costs: NetworkCosts | None = None,
     meter: MeterChoice | None = None,
 ) -> EvalTask:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -21,20 +21,12 @@ from torch.nn import functional as F
 
 from evowatt.nn.optimiser_state import optimiser_tensors, restore_optimiser
 from evowatt.nn.seeding import seeded
+from evowatt.records import Budget
 
 OPTIMISERS = ("gradient_descent", "adam", "rmsprop", "lars")
 NAN_CHECK_EVERY = 32  # at most this many steps between NaN checks on an accelerator (each one waits for it)
 NAN_CHECK_SECONDS = 0.05  # about this long between them: the wait is short against it, the budget kept
 _FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused Adam and SGD kernels run
-
-
-@dataclass(frozen=True)
-class Budget:
-    seconds: float | None = None
-    steps: int | None = None
-
-    def describe(self) -> str:
-        return f"{self.seconds:g} s" if self.seconds is not None else f"{self.steps} steps"
 
 
 @dataclass(frozen=True)
@@ -102,8 +94,7 @@ class TrainOutcome:
     epochs: int
     stop_reason: str  # budget | early_stop | max_epochs | diverged
     best_validation_loss: float | None
-    budget_seconds: float | None
-    budget_steps: int | None
+    budget: Budget  # what it was allowed; the JSON keeps it as budget_seconds and budget_steps
     optimiser_resumed: int | None = None  # parameters whose optimiser state was restored (None: none given)
     # the optimiser's state at the end (with ``keep_optimiser``): named tensors, never part of the JSON
     optimiser: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
@@ -112,13 +103,22 @@ class TrainOutcome:
     def diverged(self) -> bool:
         return self.stop_reason == "diverged"
 
+    @property
+    def budget_seconds(self) -> float | None:
+        return self.budget.seconds
+
+    @property
+    def budget_steps(self) -> int | None:
+        return self.budget.steps
+
     def to_json(self) -> dict[str, Any]:
-        optimiser, self.optimiser = self.optimiser, None  # asdict would deep-copy the tensors to drop them
-        try:
-            data = asdict(self)
-        finally:
-            self.optimiser = optimiser
-        data.pop("optimiser")
+        """The stored form: flat, the budget as ``budget_seconds`` and ``budget_steps`` (old runs' rows)."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name == "budget":
+                data["budget_seconds"], data["budget_steps"] = self.budget.seconds, self.budget.steps
+            elif item.name != "optimiser":  # tensors, never JSON
+                data[item.name] = getattr(self, item.name)
         return data
 
 
@@ -386,8 +386,7 @@ def train(
         epochs=epochs,
         stop_reason=reason,
         best_validation_loss=None if math.isinf(best_loss) else best_loss,
-        budget_seconds=budget.seconds,
-        budget_steps=budget.steps,
+        budget=budget,
         optimiser_resumed=resumed,
         optimiser=optimiser_tensors(optimiser, model, kind) if keep_optimiser else None,
     )

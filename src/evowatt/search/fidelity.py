@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from evowatt.records import EvalResult
+from evowatt.records import Budget, EvalResult
 from evowatt.search.fitness import rank_key
 from evowatt.search.protocol import (
     Candidate,
@@ -60,9 +60,10 @@ class Rungs:
         """How many of a generation's ``n`` candidates train at ``rung`` (at least one)."""
         return max(1, math.floor(n / self.eta**rung)) if rung > 0 else n
 
-    def budget(self, rung: int) -> dict[str, Any]:
+    def budget(self, rung: int) -> Budget:
+        """What rung ``rung`` trains on top of the previous one, as a budget."""
         step = self.increment(rung)
-        return {"steps": int(step)} if self.unit == "steps" else {"seconds": float(step)}
+        return Budget(steps=int(step)) if self.unit == "steps" else Budget(seconds=float(step))
 
 
 def promote(told: Sequence[Evaluated], count: int, ranking=None) -> list[Evaluated]:

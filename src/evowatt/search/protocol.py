@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from evowatt.records import EvalResult
+from evowatt.records import Budget, EvalResult
 
 if TYPE_CHECKING:
     from evowatt.config.schema import Objective
@@ -36,17 +36,23 @@ class Candidate:
     parent_id: int | None = None
     continue_from: int | None = None  # evaluation whose trained weights this one starts from
     inherit: bool = False  # with continue_from: only the layers shared with that evaluation's genome load
-    budget: dict[str, Any] | None = None  # {"steps": n} or {"seconds": s}: instead of training.budget
+    budget: Budget | None = None  # instead of training.budget (a fidelity rung's); JSON {"steps": n}
     fidelity: dict[str, Any] | None = None  # multi-fidelity: {"rung", "cumulative", "unit", "root"}
     mutations: list[str] = field(default_factory=list)
     measure_modules: list[int] = field(default_factory=list)  # modules to cost on their own, for the archive
 
+    def __post_init__(self) -> None:
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            self.budget = Budget.from_json(self.budget)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["budget"] = None if self.budget is None else self.budget.compact()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:
-        return cls(**data)
+        return cls(**data)  # a JSON budget becomes a Budget in __post_init__
 
 
 @dataclass
