@@ -9,6 +9,7 @@ import yaml
 
 from evowatt.config.load import validate_config
 from evowatt.driver.events import EVENTS_NAME, EventLog, read_events
+from evowatt.driver.observe import RunFailed
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
@@ -51,7 +52,7 @@ def test_events_parse_line_by_line_and_equal_the_store(tmp_path):
 def test_event_log_appends_after_a_torn_line_and_records_errors(tmp_path):
     (tmp_path / EVENTS_NAME).write_text('{"event": "start", "time": 1}\n{"event": "evalu')
     log = EventLog(tmp_path)
-    log("error", type="EvowattError", message="disk full")
+    log(RunFailed(type="EvowattError", message="disk full"))
     log.close()
     events = read_events(tmp_path)
     assert [e["event"] for e in events] == ["start", "error"]
