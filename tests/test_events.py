@@ -104,3 +104,29 @@ def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_
     store = RunStore(tmp_path / "r")
     assert sorted(logged) == [r.id for r in store.select()]  # each once: reused ones log no line
     store.close()
+
+
+def test_progress_takes_typed_events_or_the_older_name_and_keywords_form():
+    """``progress=`` as a user wrote it before events were typed still gets ``(name, **info)``, a recorded
+    result as its JSON; an observer taking the event alone gets the typed record."""
+    from types import SimpleNamespace
+
+    from evowatt.driver.observe import EvaluationDone, Note, as_observer
+    from evowatt.records import EvalResult
+
+    result = EvalResult.coerce({"id": 3, "status": "ok", "metrics": {"accuracy": {"value": 0.5}}})
+    done = EvaluationDone(candidate=SimpleNamespace(id=3), result=result, fitness=0.5)
+    calls: list[tuple] = []
+
+    def older(event: str, **info: object) -> None:
+        calls.append((event, info))
+
+    observer = as_observer(older)
+    assert observer is not None
+    observer(done)
+    observer(Note("hello"))
+    assert calls[0][0] == "result" and calls[0][1]["result"] == result.to_json()
+    assert calls[0][1]["fitness"] == 0.5 and calls[0][1]["score"] is None
+    assert calls[1] == ("note", {"message": "hello"})
+    typed = [].append
+    assert as_observer(typed) is typed and as_observer(None) is None
