@@ -73,6 +73,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from evowatt.config.load import load_config, validate_config  # noqa: E402
 from evowatt.data.datasets import load_splits  # noqa: E402
+from evowatt.driver.observe import EvaluationDone, Event  # noqa: E402
 from evowatt.driver.plan import plan_for  # noqa: E402
 from evowatt.driver.session import RunResult, run  # noqa: E402
 from evowatt.driver.setup import make_search, prepare  # noqa: E402
@@ -312,10 +313,10 @@ class Anytime:
         self.curve: list[list[float]] = []
         self.front: list[list[float]] = []
 
-    def __call__(self, event: str, **info: Any) -> None:
-        if event != "result":
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, EvaluationDone):
             return
-        result = figures(info["result"])
+        result = figures(event.result)
         if result is None or result["evo_test_accuracy"] is None:
             return
         accuracy = result["evo_test_accuracy"]
@@ -326,7 +327,7 @@ class Anytime:
         self.best = accuracy
         copy = Path(self.kept.name) / f"{len(self.pending)}.safetensors"
         shutil.copyfile(result["weights_path"], copy)
-        self.pending.append((self.now(), info["candidate"].genome, copy))
+        self.pending.append((self.now(), event.candidate.genome, copy))
 
     def now(self) -> float:
         return time.perf_counter() - self.start

@@ -9,6 +9,7 @@ import yaml
 
 from evowatt.config.load import validate_config
 from evowatt.driver.events import EVENTS_NAME, EventLog, read_events
+from evowatt.driver.observe import RunFailed
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
 from tests.conftest import SMALL_NETWORK, config_dict
@@ -51,7 +52,7 @@ def test_events_parse_line_by_line_and_equal_the_store(tmp_path):
 def test_event_log_appends_after_a_torn_line_and_records_errors(tmp_path):
     (tmp_path / EVENTS_NAME).write_text('{"event": "start", "time": 1}\n{"event": "evalu')
     log = EventLog(tmp_path)
-    log("error", type="EvowattError", message="disk full")
+    log(RunFailed(type="EvowattError", message="disk full"))
     log.close()
     events = read_events(tmp_path)
     assert [e["event"] for e in events] == ["start", "error"]
@@ -103,3 +104,29 @@ def test_a_run_killed_after_a_record_and_resumed_logs_every_evaluation_once(tmp_
     store = RunStore(tmp_path / "r")
     assert sorted(logged) == [r.id for r in store.select()]  # each once: reused ones log no line
     store.close()
+
+
+def test_progress_takes_typed_events_or_the_older_name_and_keywords_form():
+    """``progress=`` as a user wrote it before events were typed still gets ``(name, **info)``, a recorded
+    result as its JSON; an observer taking the event alone gets the typed record."""
+    from types import SimpleNamespace
+
+    from evowatt.driver.observe import EvaluationDone, Note, as_observer
+    from evowatt.records import EvalResult
+
+    result = EvalResult.coerce({"id": 3, "status": "ok", "metrics": {"accuracy": {"value": 0.5}}})
+    done = EvaluationDone(candidate=SimpleNamespace(id=3), result=result, fitness=0.5)
+    calls: list[tuple] = []
+
+    def older(event: str, **info: object) -> None:
+        calls.append((event, info))
+
+    observer = as_observer(older)
+    assert observer is not None
+    observer(done)
+    observer(Note("hello"))
+    assert calls[0][0] == "result" and calls[0][1]["result"] == result.to_json()
+    assert calls[0][1]["fitness"] == 0.5 and calls[0][1]["score"] is None
+    assert calls[1] == ("note", {"message": "hello"})
+    typed = [].append
+    assert as_observer(typed) is typed and as_observer(None) is None

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,9 +17,18 @@ import yaml
 
 from evowatt.cli.progress import PlainProgress, RunSoFar, make_progress
 from evowatt.config.load import validate_config
+from evowatt.driver.observe import (
+    EvaluationDone,
+    FinalDone,
+    FinalTraining,
+    GenerationStarted,
+    RunStarted,
+    Told,
+)
 from evowatt.driver.session import run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
+from evowatt.records import EvalResult
 from evowatt.search.pareto import ParetoSearch
 from evowatt.search.protocol import GenerationRecord, Score
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
@@ -54,12 +64,14 @@ def _candidate(i: int, kind: str = "mutant") -> SimpleNamespace:
     return SimpleNamespace(id=i, kind=kind, parent_id=None)
 
 
-def _result(i: int, accuracy: float, energy: float = 1e-6) -> dict[str, Any]:
+def _result(i: int, accuracy: float, energy: float = 1e-6) -> EvalResult:
     metrics = {
         "accuracy": {"value": accuracy, "method": "computed:evo_test"},
         "energy": {"value": energy, "method": "estimated:model"},
     }
-    return {"id": i, "status": "ok", "metrics": metrics, "train": {"seconds": 0.5, "steps": 10}}
+    return EvalResult.coerce(
+        {"id": i, "status": "ok", "metrics": metrics, "train": {"seconds": 0.5, "steps": 10}}
+    )
 
 
 def _point(accuracy: float, energy: float, violation: float = 0.0) -> dict[str, Any]:
@@ -77,16 +89,24 @@ def _best(line: str) -> float:
 def test_es_best_never_falls_when_the_retrained_parent_scores_lower():
     out = io.StringIO()
     progress = PlainProgress(out=out, run=RunSoFar(7))
-    progress("start", run_dir="r", meter=None)
-    progress("generation", generation=0, candidates=2)
+    progress(RunStarted(run_dir=Path("r"), generations=None, lam=1, meter=None))
+    progress(GenerationStarted(generation=0, candidates=2))
     for i, fitness in enumerate([0.5, 0.8]):
-        progress("result", candidate=_candidate(i, "random"), result=_result(i, fitness), fitness=fitness)
-    progress("told", record=GenerationRecord(0, [0, 1], [1], best_id=1, best_fitness=0.8), search=None)
-    progress("generation", generation=1, candidates=3)
+        progress(
+            EvaluationDone(candidate=_candidate(i, "random"), result=_result(i, fitness), fitness=fitness)
+        )
+    progress(
+        Told(record=GenerationRecord(0, [0, 1], [1], best_id=1, best_fitness=0.8), search=None, parent=None)
+    )
+    progress(GenerationStarted(generation=1, candidates=3))
     # the parent, retrained, scores lower than it did; so do its mutants
     for i, fitness in [(2, 0.6), (3, 0.7), (4, None)]:
-        progress("result", candidate=_candidate(i), result=_result(i, fitness or 0.1), fitness=fitness)
-    progress("told", record=GenerationRecord(1, [2, 3, 4], [3], best_id=3, best_fitness=0.7), search=None)
+        progress(EvaluationDone(candidate=_candidate(i), result=_result(i, fitness or 0.1), fitness=fitness))
+    progress(
+        Told(
+            record=GenerationRecord(1, [2, 3, 4], [3], best_id=3, best_fitness=0.7), search=None, parent=None
+        )
+    )
 
     bests = [_best(line) for line in _lines(out, "gen ")]
     assert bests == [0.5, 0.8, 0.8, 0.8, 0.8]
@@ -99,13 +119,15 @@ def test_es_best_never_falls_when_the_retrained_parent_scores_lower():
 def test_pareto_lines_show_the_front_size_most_accurate_cheapest_and_hypervolume_share():
     out = io.StringIO()
     progress = PlainProgress(out=out, run=RunSoFar(6, objectives=OBJECTIVES))
-    progress("start", run_dir="r", meter=None)
-    progress("generation", generation=0, candidates=3)
+    progress(RunStarted(run_dir=Path("r"), generations=None, lam=1, meter=None))
+    progress(GenerationStarted(generation=0, candidates=3))
     points = [(0.9, 2e-6), (0.7, 5e-7), (0.6, 9e-7)]  # the third is dominated by the second
     for i, (accuracy, energy) in enumerate(points):
         score = Score(points={"0": _point(accuracy, energy)})
         progress(
-            "result", candidate=_candidate(i), result=_result(i, accuracy, energy), fitness=None, score=score
+            EvaluationDone(
+                candidate=_candidate(i), result=_result(i, accuracy, energy), fitness=None, score=score
+            )
         )
     lines = _lines(out, "gen ")
     assert "best -" not in out.getvalue()
@@ -120,13 +142,15 @@ def test_pareto_lines_show_the_front_size_most_accurate_cheapest_and_hypervolume
         hypervolume=1.3e-6,
         hypervolume_share=0.43,
     )
-    progress("told", record=record, search=None)
+    progress(Told(record=record, search=None, parent=None))
     (done,) = _lines(out, "generation 0 done")
     assert "front 2: most accurate 0.9000 (2 µJ), cheapest 500 nJ (0.7000), HV 43.0 %" in done
     # the front a generation recorded is what later lines show, an infeasible point adds nothing
-    progress("generation", generation=1, candidates=3)
+    progress(GenerationStarted(generation=1, candidates=3))
     score = Score(points={"0": _point(0.99, 1e-9, violation=0.5)})
-    progress("result", candidate=_candidate(3), result=_result(3, 0.99, 1e-9), fitness=None, score=score)
+    progress(
+        EvaluationDone(candidate=_candidate(3), result=_result(3, 0.99, 1e-9), fitness=None, score=score)
+    )
     assert (
         "front 2: most accurate 0.9000 (2 µJ), cheapest 500 nJ (0.7000), HV 43.0 %" in _lines(out, "gen ")[-1]
     )
@@ -138,17 +162,17 @@ def test_time_left_against_the_time_limit_counts_earlier_sessions():
     so_far = RunSoFar(4, 1, time_limit=600, elapsed=100, clock=clock)
     progress = PlainProgress(out=out, run=so_far)
     assert so_far.clock_text() == "elapsed 1m40s, 8m20s left of 10m00s"  # before the loop starts
-    progress("start", run_dir="r", meter=None)
+    progress(RunStarted(run_dir=Path("r"), generations=None, lam=1, meter=None))
     clock.now += 65
-    progress("result", candidate=_candidate(1), result=_result(1, 0.5), fitness=0.5)
+    progress(EvaluationDone(candidate=_candidate(1), result=_result(1, 0.5), fitness=0.5))
     (line,) = _lines(out, "gen ")
     assert line.startswith("gen 0 [2/4]")
     assert line.endswith("elapsed 2m45s, 7m15s left of 10m00s")
     clock.now += 3600  # past the limit: nothing left, never a negative time
     assert so_far.clock_text() == "elapsed 1h02m, 0s left of 10m00s"
     # the final training is not the search's: its line says the time taken, no time left
-    progress("final", candidate=_candidate(9, "final"), budget=SimpleNamespace(seconds=None, steps=5))
-    progress("final_result", candidate=_candidate(9, "final"), result=_result(9, 0.9), fitness=0.9)
+    progress(FinalTraining(candidate=_candidate(9, "final"), budget=SimpleNamespace(seconds=None, steps=5)))
+    progress(FinalDone(candidate=_candidate(9, "final"), result=_result(9, 0.9), fitness=0.9))
     (final,) = _lines(out, "final training  ")
     assert final.endswith("elapsed 1h02m") and "left" not in final
     # without a time limit, only the elapsed time
@@ -236,7 +260,7 @@ def test_a_resumed_run_goes_on_from_its_count_total_time_and_best(base, tmp_path
 def test_make_progress_off_a_terminal_prints_plain_lines_with_the_totals_given(capsys):
     progress = make_progress(run=RunSoFar(8, 3))
     assert isinstance(progress, PlainProgress)
-    progress("result", candidate=_candidate(3), result=_result(3, 0.5), fitness=0.5)
+    progress(EvaluationDone(candidate=_candidate(3), result=_result(3, 0.5), fitness=0.5))
     assert capsys.readouterr().out.startswith("gen 0 [4/8]  individual 3 (mutant)")
 
 

@@ -1,5 +1,6 @@
 """What a run shows while it runs: `RunSoFar` (where the whole run stands, across sessions), and the two
-displays of the loop's progress events, the live bar for a terminal and plain lines for a log."""
+displays of the loop's typed events (``driver.observe``), the live bar for a terminal and plain lines for a
+log."""
 
 from __future__ import annotations
 
@@ -12,17 +13,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from evowatt.cli.output import console, figure_text, metric_value
+from evowatt.driver.observe import (
+    Evaluating,
+    EvaluationDone,
+    Event,
+    FinalDone,
+    FinalTraining,
+    GenerationStarted,
+    Note,
+    RunStarted,
+    Screened,
+    ScreeningDone,
+    ScreeningStarted,
+    Told,
+)
 from evowatt.units import format_si
 
 if TYPE_CHECKING:
     from evowatt.search import Search
 
 
-def _screened_text(info: dict[str, Any]) -> str:
-    """Which screened network gets the final training, and what each screening scored (``info``: the
-    ``screened`` event's ``winner`` and ``screened``, evaluation rows)."""
-    winner = info["winner"]
-    scores = ", ".join(f"#{row.parent_id} {figure_text(row.metric('accuracy'))}" for row in info["screened"])
+def _screened_text(event: Screened) -> str:
+    """Which screened network gets the final training, and what each screening scored."""
+    winner = event.winner
+    scores = ", ".join(f"#{row.parent_id} {figure_text(row.metric('accuracy'))}" for row in event.screened)
     return (
         f"screening (evo_test accuracy: {scores}): the network of #{winner.parent_id} gets the final "
         f"training, from its screening's weights (#{winner.id})"
@@ -286,49 +300,52 @@ class LiveProgress:
         if self.started:
             self.bar.__exit__(*exc)
 
-    def __call__(self, event: str, **info: Any) -> None:
-        if event == "start":
-            self.run.start()
-            if not self.started:
-                self.bar.start()
-                self.started = True
-            console.print(f"run directory: [bold]{info['run_dir']}[/]")
-            meter = info.get("meter")
-            if meter:
-                console.print(f"energy meter: [bold]{meter['name']}[/] ({meter['reason']})", highlight=False)
-        elif event == "generation":
-            self.generation = info["generation"]
-            self.bar.update(self.task, generation=self.generation)
-        elif event == "evaluate":
-            c = info["candidate"]
-            self.bar.update(self.task, description=f"individual {c.id} ({c.kind}): queued for training")
-        elif event == "result":
-            c, result, fitness = info["candidate"], info["result"], info["fitness"]
-            self.run.result(fitness, info.get("score"))
-            status = figure_text(fitness) if fitness is not None else f"{result['status']}"
-            self.bar.update(
-                self.task,
-                completed=self.run.done,
-                best=escape(self.run.best_text()),
-                description=f"individual {c.id} ({c.kind}): {status}",
-            )
-        elif event == "told":
-            if self.run.told(info.get("record"), info.get("search")) is not None:
-                self.bar.update(self.task, best=escape(self.run.best_text()))
-        elif event == "final":
-            self.run.searching = False
-            text = _budget_text(info["budget"])
-            self.bar.update(self.task, description=f"final training of the best genome ({text})")
-        elif event == "screen":
-            self.run.searching = False
-            text = _budget_text(info["budget"])
-            self.bar.update(
-                self.task, description=f"screening the network of #{info['candidate'].parent_id} ({text})"
-            )
-        elif event == "screened":
-            console.print(_screened_text(info), highlight=False)
-        elif event == "note":
-            console.print(f"[yellow]note:[/] {info['message']}", highlight=False)
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self.run.start()
+                if not self.started:
+                    self.bar.start()
+                    self.started = True
+                console.print(f"run directory: [bold]{event.run_dir}[/]")
+                meter = event.meter
+                if meter:
+                    console.print(
+                        f"energy meter: [bold]{meter['name']}[/] ({meter['reason']})", highlight=False
+                    )
+            case GenerationStarted():
+                self.generation = event.generation
+                self.bar.update(self.task, generation=self.generation)
+            case Evaluating(candidate=c):
+                self.bar.update(self.task, description=f"individual {c.id} ({c.kind}): queued for training")
+            case EvaluationDone(candidate=c, fitness=fitness):
+                self.run.result(fitness, event.score)
+                status = (
+                    figure_text(fitness) if fitness is not None else f"{event.result.to_json()['status']}"
+                )
+                self.bar.update(
+                    self.task,
+                    completed=self.run.done,
+                    best=escape(self.run.best_text()),
+                    description=f"individual {c.id} ({c.kind}): {status}",
+                )
+            case Told():
+                if self.run.told(event.record, event.search) is not None:
+                    self.bar.update(self.task, best=escape(self.run.best_text()))
+            case FinalTraining():
+                self.run.searching = False
+                text = _budget_text(event.budget)
+                self.bar.update(self.task, description=f"final training of the best genome ({text})")
+            case ScreeningStarted():
+                self.run.searching = False
+                text = _budget_text(event.budget)
+                self.bar.update(
+                    self.task, description=f"screening the network of #{event.candidate.parent_id} ({text})"
+                )
+            case Screened():
+                console.print(_screened_text(event), highlight=False)
+            case Note():
+                console.print(f"[yellow]note:[/] {event.message}", highlight=False)
 
 
 class PlainProgress:
@@ -353,64 +370,76 @@ class PlainProgress:
     def _print(self, text: str) -> None:
         print(text, file=self.out or sys.stdout, flush=True)
 
-    def __call__(self, event: str, **info: Any) -> None:
-        if event == "start":
-            self.run.start()
-            self._print(f"run directory: {info['run_dir']}")
-            meter = info.get("meter")
-            if meter:
-                self._print(f"energy meter: {meter['name']} ({meter['reason']})")
-        elif event == "generation":
-            self.generation = info["generation"]
-        elif event in ("result", "final_result", "screen_result"):
-            c, result, fitness = info["candidate"], info["result"], info["fitness"]
-            if event == "result":
-                self.run.result(fitness, info.get("score"))
-            status = result["status"] + (f" ({result['reason']})" if result.get("reason") else "")
-            accuracy = metric_value(result, "accuracy")
-            energy = metric_value(result, "energy")
-            train = result.get("train") or {}
-            parts = [
-                {"final_result": "final training", "screen_result": "screening"}.get(
-                    event, f"gen {self.generation} [{self.run.count_text()}]"
-                ),
-                f"individual {c.id} ({c.kind})",
-                status,
-                f"fitness {figure_text(fitness)}",
-                f"accuracy {figure_text(accuracy)}",
-            ]
-            if energy is not None:
-                parts.append(f"energy {format_si(float(energy), 'J')}")
-            if train.get("seconds") is not None:
-                parts.append(f"trained {train['seconds']:.1f} s / {train.get('steps')} steps")
-            if event == "result":
-                parts.append(self.run.best_text())
-            parts.append(self.run.clock_text())
-            self._print("  ".join(parts))
-        elif event == "told":
-            record = self.run.told(info.get("record"), info.get("search"))
-            if record is None:
-                return
-            if self.run.pareto:
-                summary = self.run.best_text()
-            else:
-                parent = record.get("best_id", record.get("parent_id"))
-                summary = (
-                    f"parent {parent} fitness {figure_text(record.get('best_fitness'))}, "
-                    f"best so far {figure_text(self.run.best)}"
-                )
-            self._print(f"generation {self.generation} done: {summary}  {self.run.clock_text()}")
-        elif event == "final":
-            self.run.searching = False
-            self._print(f"final training of the best genome ({_budget_text(info['budget'])})")
-        elif event == "screen":
-            self.run.searching = False
-            text = _budget_text(info["budget"])
-            self._print(f"screening the network of #{info['candidate'].parent_id} ({text})")
-        elif event == "screened":
-            self._print(_screened_text(info))
-        elif event == "note":
-            self._print(f"note: {info['message']}")
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self.run.start()
+                self._print(f"run directory: {event.run_dir}")
+                meter = event.meter
+                if meter:
+                    self._print(f"energy meter: {meter['name']} ({meter['reason']})")
+            case GenerationStarted():
+                self.generation = event.generation
+            case EvaluationDone():
+                self.run.result(event.fitness, event.score)
+                where = f"gen {self.generation} [{self.run.count_text()}]"
+                self._print(self._evaluation_line(where, event, self.run.best_text()))
+            case FinalDone():
+                self._print(self._evaluation_line("final training", event))
+            case ScreeningDone():
+                self._print(self._evaluation_line("screening", event))
+            case Told():
+                self._told(event)
+            case FinalTraining():
+                self.run.searching = False
+                self._print(f"final training of the best genome ({_budget_text(event.budget)})")
+            case ScreeningStarted():
+                self.run.searching = False
+                text = _budget_text(event.budget)
+                self._print(f"screening the network of #{event.candidate.parent_id} ({text})")
+            case Screened():
+                self._print(_screened_text(event))
+            case Note():
+                self._print(f"note: {event.message}")
+
+    def _evaluation_line(
+        self, where: str, event: EvaluationDone | ScreeningDone | FinalDone, best: str | None = None
+    ) -> str:
+        """One recorded evaluation's line: where it stands, its status and figures, the run's clock."""
+        c, result, fitness = event.candidate, event.result.to_json(), event.fitness
+        status = result["status"] + (f" ({result['reason']})" if result.get("reason") else "")
+        accuracy = metric_value(result, "accuracy")
+        energy = metric_value(result, "energy")
+        train = result.get("train") or {}
+        parts = [
+            where,
+            f"individual {c.id} ({c.kind})",
+            status,
+            f"fitness {figure_text(fitness)}",
+            f"accuracy {figure_text(accuracy)}",
+        ]
+        if energy is not None:
+            parts.append(f"energy {format_si(float(energy), 'J')}")
+        if train.get("seconds") is not None:
+            parts.append(f"trained {train['seconds']:.1f} s / {train.get('steps')} steps")
+        if best is not None:
+            parts.append(best)
+        parts.append(self.run.clock_text())
+        return "  ".join(parts)
+
+    def _told(self, event: Told) -> None:
+        record = self.run.told(event.record, event.search)
+        if record is None:
+            return
+        if self.run.pareto:
+            summary = self.run.best_text()
+        else:
+            parent = record.get("best_id", record.get("parent_id"))
+            summary = (
+                f"parent {parent} fitness {figure_text(record.get('best_fitness'))}, "
+                f"best so far {figure_text(self.run.best)}"
+            )
+        self._print(f"generation {self.generation} done: {summary}  {self.run.clock_text()}")
 
 
 def make_progress(

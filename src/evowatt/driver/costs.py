@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from evowatt.driver.observe import BatchMade, EvaluationDone, Event, FinalDone, ScreeningDone
 from evowatt.driver.rows import Evaluation
 from evowatt.records import EvalResult, Metric
 from evowatt.representation.genome import Genome
@@ -118,9 +119,11 @@ class NetworkCosts:
                 return cost
         return None
 
-    def hook(self, event: str, **info: Any) -> None:
-        """A loop hook: every recorded evaluation (search, screening, final training) joins the book."""
-        if event == "batch":
-            self.batch_start = min((c.id for c in info["candidates"]), default=None)
-        elif event in ("result", "screen_result", "final_result"):
-            self.add_result(EvalResult.coerce(info["result"]), info["candidate"].genome)
+    def observe(self, event: Event) -> None:
+        """An observer of the loop: every recorded evaluation (search, screening, final training) joins the
+        book."""
+        match event:
+            case BatchMade():
+                self.batch_start = min((c.id for c in event.candidates), default=None)
+            case EvaluationDone() | ScreeningDone() | FinalDone():
+                self.add_result(event.result, event.candidate.genome)

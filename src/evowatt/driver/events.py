@@ -1,15 +1,18 @@
 """``events.jsonl``: the run's events, one JSON object a line, flushed as they happen.
 
-The loop reports progress as ``progress(event, **info)`` calls (``start``, ``generation``, ``evaluate``,
-``result``, ``told``, ``final``, ``final_result``, ``done``, ``error``); :class:`EventLog` consumes the same
-calls and writes each as a line, so a script can follow a run (``tail -f``) or read it afterwards, and a
-person can grep it. Every line has ``event`` and ``time`` (Unix seconds); the rest depends on the event:
+The loop reports progress as typed events (``driver.observe``: ``RunStarted``, ``GenerationStarted``,
+``EvaluationDone``, ``Told``, ``FinalTraining``, ``FinalDone``, ``RunDone``, ``RunFailed``, ...);
+:class:`EventLog` observes the same events as the display and writes each as a line, so a script can
+follow a run (``tail -f``) or read it afterwards, and a person can grep it. Every line has ``event`` and
+``time`` (Unix seconds); the rest depends on the event:
 
 * ``start``: run directory, generations, lambda, the meter chosen;
-* ``evaluation`` (from ``result``): id, generation, kind, status, reason, fitness, metrics with their
+* ``evaluation`` (from ``EvaluationDone``): id, generation, kind, status, reason, fitness, metrics with their
   method labels, training steps and seconds against the budget, wall time, measurement time;
-* ``generation`` (from ``told``): the generation record as the store keeps it;
-* ``final_training`` / ``final_result``: the final training's start and its evaluation;
+* ``generation`` (from ``Told``): the generation record as the store keeps it;
+* ``final_training`` / ``final_result``: the final training's start and its evaluation (``screening``,
+  ``screen_result``, ``screened``: the screening before it);
+* ``batch``: a batch's candidates, before their tasks are made; ``note``: a message for the user;
 * ``done``: evaluations, wall seconds, why the run stopped, best id; ``error``: the error's type and text.
 
 No torch here: the log is plain JSON written by the driver, which alone writes the run directory.
@@ -24,6 +27,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from evowatt.driver.observe import (
+    BatchMade,
+    EvaluationDone,
+    Event,
+    FinalDone,
+    FinalTraining,
+    GenerationStarted,
+    Note,
+    RunDone,
+    RunFailed,
+    RunStarted,
+    Screened,
+    ScreeningDone,
+    ScreeningStarted,
+    Told,
+)
 
 EVENTS_NAME = "events.jsonl"
 
@@ -108,75 +128,62 @@ class EventLog:
         except (OSError, ValueError):
             pass  # a log that cannot be written (full disk) must not stop the run; the store reports it
 
-    def __call__(self, event: str, **info: Any) -> None:
-        if event == "start":
-            self.write(
-                "start",
-                run_dir=info.get("run_dir"),
-                generations=info.get("generations"),
-                meter=info.get("meter"),
-                **{"lambda": info.get("lam")},
-            )
-        elif event == "generation":
-            self.write(
-                "generation_start", generation=info.get("generation"), candidates=info.get("candidates")
-            )
-        elif event == "result":
-            self.write(
-                "evaluation", **evaluation_event(info["candidate"], info["result"], info.get("fitness"))
-            )
-        elif event == "told":
-            record = jsonable(info.get("record"))
-            if isinstance(record, dict):  # None: a round that did not end a generation (a fidelity rung)
-                self.write("generation", **record)
-        elif event in ("final", "screen"):
-            budget = info.get("budget")
-            self.write(
-                "final_training" if event == "final" else "screening",
-                id=_get(info.get("candidate"), "id"),
-                parent_id=_get(info.get("candidate"), "parent_id"),
-                budget_steps=_get(budget, "steps"),
-                budget_seconds=_get(budget, "seconds"),
-            )
-        elif event in ("final_result", "screen_result"):
-            self.write(event, **evaluation_event(info["candidate"], info["result"], info.get("fitness")))
-        elif event == "screened":
-            winner = info["winner"]
-            self.write(
-                "screened",
-                winner_id=winner.id,
-                parent_id=winner.parent_id,
-                screened=[row.id for row in info["screened"]],
-            )
-        elif event == "done":
-            result = info.get("result")
-            best = _get(result, "best")
-            self.write(
-                "done",
-                evaluations=_get(result, "evaluations"),
-                wall_seconds=_get(result, "wall_seconds"),
-                stopped=_get(result, "stopped"),
-                best_id=_get(best, "id") if best else None,
-            )
-        elif event == "error":
-            self.write("error", type=info.get("type"), message=info.get("message"))
-        elif event not in ("evaluate", "recording"):  # queued, or the evaluation before it is recorded
-            self.write(event, **info)
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self.write(
+                    "start",
+                    run_dir=event.run_dir,
+                    generations=event.generations,
+                    meter=event.meter,
+                    **{"lambda": event.lam},
+                )
+            case GenerationStarted():
+                self.write("generation_start", generation=event.generation, candidates=event.candidates)
+            case EvaluationDone():
+                self.write("evaluation", **evaluation_event(event.candidate, event.result, event.fitness))
+            case Told():
+                record = jsonable(event.record)
+                if isinstance(record, dict):  # None: a round that did not end a generation (a fidelity rung)
+                    self.write("generation", **record)
+            case FinalTraining() | ScreeningStarted():
+                self.write(
+                    "final_training" if isinstance(event, FinalTraining) else "screening",
+                    id=_get(event.candidate, "id"),
+                    parent_id=_get(event.candidate, "parent_id"),
+                    budget_steps=_get(event.budget, "steps"),
+                    budget_seconds=_get(event.budget, "seconds"),
+                )
+            case FinalDone() | ScreeningDone():
+                self.write(event.name, **evaluation_event(event.candidate, event.result, event.fitness))
+            case Screened():
+                winner = event.winner
+                self.write(
+                    "screened",
+                    winner_id=winner.id,
+                    parent_id=winner.parent_id,
+                    screened=[row.id for row in event.screened],
+                )
+            case RunDone():
+                best = event.result.best
+                self.write(
+                    "done",
+                    evaluations=event.result.evaluations,
+                    wall_seconds=event.result.wall_seconds,
+                    stopped=event.result.stopped,
+                    best_id=best.id if best else None,
+                )
+            case RunFailed():
+                self.write("error", type=event.type, message=event.message)
+            case BatchMade() | Note():  # as the event's own fields
+                self.write(event.name, **event.legacy_info())
+            case _:  # Evaluating, Recording: queued, or the evaluation before it is recorded
+                pass
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def tee(*consumers: Callable[..., None]) -> Callable[..., None]:
-    """One progress callback that hands every event to each consumer in turn."""
-
-    def call(event: str, **info: Any) -> None:
-        for consumer in consumers:
-            consumer(event, **info)
-
-    return call
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:

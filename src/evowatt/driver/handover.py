@@ -16,7 +16,8 @@ from typing import Any
 from evowatt.config.schema import RunConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import score_on_test, time_models
-from evowatt.driver.loop import Hooks, keep_weights
+from evowatt.driver.loop import keep_weights
+from evowatt.driver.observe import DONE, STARTED, Note, Observers, Screened
 from evowatt.driver.rows import Evaluation
 from evowatt.driver.runners import Runner
 from evowatt.driver.store import RunStore
@@ -40,7 +41,7 @@ class Handover:
     grammar_text: str
     search: Search
     store: RunStore
-    hooks: Hooks
+    hooks: Observers
     runner: Runner
     evaluate: Callable[..., Any]
     meter: MeterChoice | None
@@ -53,7 +54,7 @@ class Handover:
         search, hooks = self.search, self.hooks
         chosen = search.best() or best_of_unfinished_generation(search, self.store, stopped, hooks)
         if not chosen and (message := search.unmet()):  # a constrained search with nothing feasible says so
-            hooks("note", message=message)
+            hooks(Note(message))
         handed = [self.report_test(i) for i in chosen]
         handed = [row for row in handed if row is not None]
         finals = self.final_training(chosen)
@@ -105,7 +106,7 @@ class Handover:
             else:
                 added = self._run(time_models, self._task(row))
                 if isinstance(added, EvalResult):  # its Ray worker kept dying: a resume times it again
-                    self.hooks("note", message=f"evaluation {row.id} is not timed: {added.reason}")
+                    self.hooks(Note(f"evaluation {row.id} is not timed: {added.reason}"))
                     continue
             store.add_metrics(row.id, added)  # every exit's in one write
             timed = store.get(row.id)
@@ -150,7 +151,7 @@ class Handover:
         if not ranked:
             return None
         winner = max(ranked, key=lambda item: item[:2])[2]
-        self.hooks("screened", winner=winner, screened=rows)
+        self.hooks(Screened(winner, rows))
         return winner
 
     def within_time(self, budget: Budget) -> Budget | None:
@@ -168,30 +169,32 @@ class Handover:
     ) -> Evaluation | None:
         """The ``kind`` (``screen`` or ``final``) training of the evaluation ``row`` for ``budget``:
         trained through the runner, its weights kept, recorded (``row`` as its parent) and told to the
-        hooks (events ``kind`` and ``kind_result``); on resume the one recorded before, never trained
-        twice."""
+        observers (``ScreeningStarted`` and ``ScreeningDone``, or ``FinalTraining`` and ``FinalDone``); on
+        resume the one recorded before, never trained twice."""
         config, search, store, hooks = self.config, self.search, self.store, self.hooks
         existing = store.select(kind=kind, parent_id=row.id)
         if existing:
             return existing[-1]
         budget = self.within_time(budget)
         if budget is None:
-            hooks("note", message=f"no time left for the {kind} training of evaluation {row.id}")
+            hooks(Note(f"no time left for the {kind} training of evaluation {row.id}"))
             return None
         new_id = max(search.next_id, store.max_id() + 1)
         candidate = final_candidate(config, new_id, search.generation, row, width, kind=kind)
         task = final_task(
             config, self.grammar_text, store, candidate, row, budget, self.costs, meter=self.meter
         )
-        hooks(kind, candidate=candidate, budget=budget)
+        hooks(STARTED[kind](candidate, budget))
         result = keep_weights(EvalResult.coerce(self._run(self.evaluate, task)), store)
         scored = search.score(result)
         store.record(candidate, result, scored, budget)
-        hooks(f"{kind}_result", candidate=candidate, result=result.to_json(), fitness=scored.fitness)
+        hooks(DONE[kind](candidate, result, scored.fitness))
         return store.get(new_id)
 
 
-def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str, hooks: Hooks) -> list[int]:
+def best_of_unfinished_generation(
+    search: Search, store: RunStore, stopped: str, hooks: Observers
+) -> list[int]:
     """When the time limit fell inside the first generation the search has no best yet: hand over what
     it would select if that generation had ended with the evaluations recorded so far, and say so.
 
@@ -209,11 +212,13 @@ def best_of_unfinished_generation(search: Search, store: RunStore, stopped: str,
     chosen = search.best_if_told(evaluated)
     if chosen:
         hooks(
-            "note",
-            message=f"the time limit fell inside generation {search.generation}, before the search had a "
-            f"best: handing over what it selects from the {len(rows)} evaluations recorded so far (#"
-            + ", #".join(map(str, chosen))
-            + "); a longer search.time_limit or a smaller population lets it select among a whole generation",
+            Note(
+                f"the time limit fell inside generation {search.generation}, before the search had a "
+                f"best: handing over what it selects from the {len(rows)} evaluations recorded so far (#"
+                + ", #".join(map(str, chosen))
+                + "); a longer search.time_limit or a smaller population lets it select among a whole "
+                "generation"
+            )
         )
     return chosen
 

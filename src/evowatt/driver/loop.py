@@ -2,7 +2,8 @@
 
 It knows no search in particular (any ``Search``), and everything around it is an object: the
 ``StoreEvaluator`` reuses evaluations the store already holds (which is how a resumed run replays), the
-``TimeLimit`` says when to stop, and ``Hooks`` carry progress, the event log and crash injection.
+``TimeLimit`` says when to stop, and its observers (``driver.observe``) see each event: progress, the event
+log, the cost book and crash injection.
 """
 
 from __future__ import annotations
@@ -16,43 +17,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from evowatt.driver.killpoint import killpoint
+from evowatt.driver.observe import (
+    BatchMade,
+    Evaluating,
+    EvaluationDone,
+    Event,
+    GenerationStarted,
+    Observers,
+    Recording,
+    ScreeningDone,
+    Told,
+)
 from evowatt.driver.runners import Runner
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
 from evowatt.records import Budget, EvalResult, Status
 from evowatt.search.protocol import Candidate, Evaluated, Score, Search
 
-Hook = Callable[..., None]
 
-
-class Hooks:
-    """Observers of the loop's events, called in order: ``hook(event, **info)``.
-
-    Events: start, generation, batch (its candidates, before their tasks are made), evaluate, recording
-    (an evaluation is done, not yet recorded), result (recorded), told (a round was told; ``record`` is
-    None mid-generation), screen, screen_result, screened (the screening before the final training),
-    final, final_result, done.
-    """
-
-    def __init__(self, *hooks: Hook | None):
-        self.hooks = [h for h in hooks if h is not None]
-
-    def add(self, hook: Hook) -> None:
-        self.hooks.append(hook)
-
-    def __call__(self, event: str, **info: Any) -> None:
-        for hook in self.hooks:
-            hook(event, **info)
-
-
-def killpoint_hook(event: str, **_: Any) -> None:
+def killpoint_hook(event: Event) -> None:
     """Crash injection for the resume tests (``EVOWATT_KILL_AT``): after training, after recording."""
-    if event == "recording":
-        killpoint("mid-training")
-    elif event == "result":
-        killpoint("after-record")
-    elif event == "screen_result":
-        killpoint("after-screen")
+    match event:
+        case Recording():
+            killpoint("mid-training")
+        case EvaluationDone():
+            killpoint("after-record")
+        case ScreeningDone():
+            killpoint("after-screen")
 
 
 class TimeLimit:
@@ -126,7 +117,7 @@ class StoreEvaluator:
     runner: Runner
     make_task: Callable[[Candidate], Any]
     evaluate: Callable[[Any], EvalResult]
-    hooks: Hooks
+    hooks: Observers  # who sees the loop's events
     budget: Budget  # training.budget; a fidelity rung's candidate has its own
 
     def __call__(
@@ -142,10 +133,10 @@ class StoreEvaluator:
                 done[c.id] = Evaluated(c, result, row.score if row.score is not None else score(result))
         if limit.expired():
             return None
-        self.hooks("batch", candidates=candidates)  # before its tasks are made: what they may reuse
+        self.hooks(BatchMade(candidates))  # before its tasks are made: what they may reuse
         todo = [self.make_task(c) for c in candidates if c.id not in done]
         for task in todo:
-            self.hooks("evaluate", candidate=by_id[task.id])
+            self.hooks(Evaluating(by_id[task.id]))
         for result in self.runner.map(self.evaluate, todo):
             result = keep_weights(EvalResult.coerce(result), self.store)
             candidate = by_id[result.id]
@@ -153,12 +144,10 @@ class StoreEvaluator:
             scored = score(result)
             if result.ok and scored.fitness is None and not scored.points and scored.reason:
                 result.reason = f"no fitness: {scored.reason}"  # e.g. a minimised metric that is missing
-            self.hooks("recording", candidate=candidate, result=result)
+            self.hooks(Recording(candidate, result))
             self.store.record(candidate, result, scored, candidate.budget or self.budget)
             done[result.id] = Evaluated(candidate, result, scored)
-            self.hooks(
-                "result", candidate=candidate, result=result.to_json(), fitness=scored.fitness, score=scored
-            )
+            self.hooks(EvaluationDone(candidate, result, scored.fitness, scored))
             if len(done) < len(candidates) and limit.expired():
                 break  # the rest of this batch would overrun the time limit: it stays untold
         if len(done) < len(candidates):
@@ -193,7 +182,7 @@ def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit:
     hooks = evaluate.hooks
     while not search.done():
         candidates = search.ask()
-        hooks("generation", generation=search.generation, candidates=len(candidates))
+        hooks(GenerationStarted(search.generation, len(candidates)))
         told = evaluate(candidates, search.score, limit)
         if told is None:
             return "time_limit"
@@ -207,5 +196,5 @@ def run_search(search: Search, evaluate: StoreEvaluator, store: RunStore, limit:
         store.save_checkpoint(search.state(), keep_weights=keep)
         store.set_meta("elapsed_seconds", limit.elapsed())
         store.prune_weights(keep, below=max(c.id for c in candidates) + 1)
-        hooks("told", record=record, search=search, parent=search.parent)
+        hooks(Told(record, search, search.parent))
     return "generations"

@@ -12,15 +12,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evowatt import __version__
 from evowatt.config.schema import RunConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import evaluate
-from evowatt.driver.events import EventLog, tee
+from evowatt.driver.events import EventLog
 from evowatt.driver.handover import Handover
-from evowatt.driver.loop import Hooks, StoreEvaluator, TimeLimit, killpoint_hook, run_search
+from evowatt.driver.loop import StoreEvaluator, TimeLimit, killpoint_hook, run_search
+from evowatt.driver.observe import (
+    LegacyProgress,
+    Note,
+    Observer,
+    Observers,
+    RunDone,
+    RunFailed,
+    RunStarted,
+    as_observer,
+    tee,
+)
 from evowatt.driver.plan import RunPlan, plan_for
 from evowatt.driver.resume import reopen
 from evowatt.driver.rows import Evaluation
@@ -32,7 +42,8 @@ from evowatt.driver.tasks import data_ref, search_task
 from evowatt.errors import EvowattError
 from evowatt.search import GenerationRecord, Search
 
-Progress = Callable[..., None]
+# an observer of typed events (``driver.observe``), or the older ``progress(name, **info)`` callback
+Progress = Observer | LegacyProgress
 
 
 @dataclass
@@ -49,10 +60,6 @@ class RunResult:
     handed: list[Evaluation] = field(default_factory=list)  # every model handed over (ES: 1; front)
     finals: list[Evaluation] = field(default_factory=list)  # their final trainings
     screened: list[Evaluation] = field(default_factory=list)  # the screening before them, if any
-
-
-def _quiet(*_: Any, **__: Any) -> None:
-    pass
 
 
 def run(
@@ -88,7 +95,7 @@ def run(
     except BaseException:
         store.close()
         raise
-    return _loop(config, grammar_text, search, store, progress or _quiet)
+    return _loop(config, grammar_text, search, store, as_observer(progress))
 
 
 def resume(
@@ -112,18 +119,17 @@ def resume(
     except BaseException:
         store.close()
         raise
-    return _loop(config, grammar_text, search, store, progress or _quiet)
+    return _loop(config, grammar_text, search, store, as_observer(progress))
 
 
 def _loop(
-    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Observer | None
 ) -> RunResult:
     events = EventLog(store.dir)  # events.jsonl beside the store, fed the same events as the display
-    progress = tee(events, progress)
     try:
-        return _loop_body(config, grammar_text, search, store, progress)
+        return _loop_body(config, grammar_text, search, store, tee(events, progress))
     except BaseException as exc:
-        events("error", type=type(exc).__name__, message=str(exc))
+        events(RunFailed(type(exc).__name__, str(exc)))
         raise
     finally:
         events.close()
@@ -131,13 +137,13 @@ def _loop(
 
 
 def _loop_body(
-    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Progress
+    config: RunConfig, grammar_text: str, search: Search, store: RunStore, progress: Observer
 ) -> RunResult:
     limit = TimeLimit(config.search.time_limit, float(store.meta("elapsed_seconds", 0.0)))
     costs = NetworkCosts(store.select())  # what earlier sessions of the run measured
     meter = session_meter(config, store)  # the run's choice, as this session's runner opens it
     # observers first: a crash after a record leaves its event
-    hooks = Hooks(progress, costs.hook, killpoint_hook)
+    hooks = Observers(progress, costs.observe, killpoint_hook)
     runner = make_runner(config.runner)
     try:  # the runner stays open until the handover's trainings are done, and closes on every way out
         evaluator = StoreEvaluator(
@@ -148,15 +154,9 @@ def _loop_body(
             hooks,
             config.training.budget.to_budget(),
         )
-        hooks(
-            "start",
-            run_dir=store.dir,
-            generations=config.search.generations,
-            lam=config.search.lambda_,
-            meter=store.meta("meter"),
-        )
+        hooks(RunStarted(store.dir, config.search.generations, config.search.lambda_, store.meta("meter")))
         for line in data_ref(config).load().notes():  # e.g. a folder's unreadable files (memoised)
-            hooks("note", message=line)
+            hooks(Note(line))
         failed = True
         try:
             stopped = run_search(search, evaluator, store, limit)
@@ -195,7 +195,7 @@ def _loop_body(
         finals=finals,
         screened=store.screenings(),
     )
-    hooks("done", result=result)
+    hooks(RunDone(result))
     return result
 
 
