@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evowatt.config.energy import MeasureSettings
 from evowatt.energy.calibrate import MAX_FLOPS, calibrate, open_calibration_meter
 from evowatt.energy.fit import accuracy
 from evowatt.energy.profile import write_profile
 from evowatt.energy.protocol import measure_model, synthetic_batch
-from evowatt.energy.settings import MeasureSettings
 from evowatt.nn.builder import build_network
 from evowatt.representation.grammar import load_grammar
 

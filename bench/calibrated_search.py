@@ -7,7 +7,7 @@ One Pareto search on digits, same seed and settings, run two or three ways:
   `estimated:calibrated`), no clock during the search;
 - C: accuracy + latency measured by the clock for every network: what honest timing costs and finds.
 
-Every run's front (`evowatt.handover.results.front`) is then timed with the clock by one protocol whatever
+Every run's front (`evowatt.driver.results.front`) is then timed with the clock by one protocol whatever
 the run
 selected on (the run's measurement settings, the estimate meter, latency on, no profile), the three
 fronts' networks interleaved round by round so a change of load on the machine falls on all runs alike,
@@ -38,6 +38,7 @@ import torch
 from evowatt.config.load import read_config_file, validate_config
 from evowatt.config.schema import RunConfig
 from evowatt.driver.evaluate import score_on_test, time_models
+from evowatt.driver.results import FrontModel, front
 from evowatt.driver.rundir import GRAMMAR_NAME
 from evowatt.driver.session import run
 from evowatt.driver.setup import session_meter
@@ -45,7 +46,6 @@ from evowatt.driver.store import RunStore
 from evowatt.driver.task_records import EvalTask
 from evowatt.driver.tasks import search_task
 from evowatt.energy.choice import MeterChoice
-from evowatt.handover.results import FrontModel, front
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "examples" / "digits-pareto.yaml"

@@ -69,9 +69,9 @@ def train_hand_cnn(seed: int, seconds: float) -> dict:
     Same process, threads and data normalisation as the searches; scored once on the official test set and
     measured by the meter the runs chose.
     """
+    from evowatt.config.energy import EnergySettings, MeasureSettings
     from evowatt.energy.protocol import make_batch, measure_idle, measure_model
     from evowatt.energy.select import select_meter
-    from evowatt.energy.settings import EnergySettings, MeasureSettings
 
     start = time.perf_counter()
     splits = load_splits("fashion-mnist", seed=seed)

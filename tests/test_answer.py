@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from evowatt.cli.main import main
+from evowatt.driver.results import FrontModel, answer, front, pick, run_config
 from evowatt.driver.store import RunStore
 from evowatt.handover.export import choose
-from evowatt.handover.results import FrontModel, answer, front, pick, run_config
 from evowatt.records import Status
 from tests.conftest import EXAMPLES, FAST_ESTIMATE
 

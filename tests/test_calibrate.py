@@ -21,6 +21,7 @@ from rich.console import Console
 from evowatt.cli.energy_commands import meters_command
 from evowatt.cli.main import main
 from evowatt.cli.show import show_data
+from evowatt.config.energy import MeasureSettings
 from evowatt.config.load import validate_config
 from evowatt.driver.session import run
 from evowatt.driver.store import RunStore
@@ -35,7 +36,6 @@ from evowatt.energy.profile import (
     this_device,
     write_profile,
 )
-from evowatt.energy.settings import MeasureSettings
 from evowatt.errors import EvowattError
 from evowatt.representation.grammar import load_grammar
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
@@ -264,7 +264,7 @@ def test_a_run_with_a_profile_labels_what_it_predicts_and_names_the_device(tmp_p
     shown = show_data(str(tmp_path / "run"))
     assert json.dumps(shown, default=str).count("estimated:calibrated") > 0
     # the drift the checks found shows in `show` and in the report's header
-    from evowatt.handover.results import profile_drift
+    from evowatt.driver.results import profile_drift
 
     drift = profile_drift(rows)
     errors = [abs(r.metrics[k]["value"]) for r in rows for k in r.metrics if k.startswith("latency_error")]

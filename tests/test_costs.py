@@ -6,9 +6,9 @@ from __future__ import annotations
 import evowatt.energy.protocol as energy_module
 from evowatt.config.load import validate_config
 from evowatt.driver.costs import NetworkCosts
+from evowatt.driver.results import answer, front
 from evowatt.driver.session import run
 from evowatt.driver.store import Evaluation, RunStore
-from evowatt.handover.results import answer, front
 from evowatt.representation.genome import Genome
 from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK, config_dict
 

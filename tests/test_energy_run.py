@@ -60,7 +60,7 @@ def test_every_valid_evaluation_has_labelled_figures_for_both_models(energy_run)
     _, result, rows, _, _ = energy_run
     ok = [r for r in rows if r.status == "ok"]
     assert ok
-    from evowatt.handover.results import answer, front
+    from evowatt.driver.results import answer, front
 
     shown = {m.id for m in front(result.run_dir)} | {answer(result.run_dir).id}
     assert {r.id for r in result.handed} <= shown

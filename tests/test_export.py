@@ -171,8 +171,8 @@ def test_user_errors_are_one_message(exported, tmp_path, capsys):
 
 
 def test_front_and_pick_choose_kept_models(exported):
+    from evowatt.driver.results import front
     from evowatt.handover.export import choose
-    from evowatt.handover.results import front
 
     run_dir, models = exported
     store = RunStore(run_dir)

@@ -22,8 +22,8 @@ import evowatt
 from evowatt.cli.main import build_parser, main
 from evowatt.config.load import validate_config
 from evowatt.config.search import Constraint
+from evowatt.driver.results import _budget
 from evowatt.errors import EvowattError
-from evowatt.handover.results import _budget
 from tests.hardening import TINY_RUN, fails, snapshot
 
 SRC = Path(evowatt.__file__).parent

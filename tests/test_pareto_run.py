@@ -14,10 +14,10 @@ import yaml
 
 from evowatt.cli.main import main
 from evowatt.config.load import load_config, validate_config
+from evowatt.driver.results import front, pick
 from evowatt.driver.session import resume, run
 from evowatt.driver.setup import planned_evaluations
 from evowatt.driver.store import RunStore
-from evowatt.handover.results import front, pick
 from tests.conftest import EXAMPLES, SMALL_NETWORK, config_dict
 from tests.test_resume import BASE as ES_BASE
 from tests.test_resume import _deterministic, _rows

@@ -220,7 +220,7 @@ def _store_counts(run_dir) -> tuple[int, int, int]:
 def _assert_answers(run_dir, text: str) -> None:
     """The report's table is results.front (plus the answer where it is off the front, and exports), its
     answer results.answer, marked once, and its header counts the store's."""
-    from evowatt.handover.results import answer, front
+    from evowatt.driver.results import answer, front
 
     models, chosen = front(run_dir), answer(run_dir)
     listed = _table_models(text)
@@ -238,9 +238,9 @@ def _assert_answers(run_dir, text: str) -> None:
 
 
 def test_report_of_a_pareto_store_draws_results_front_and_marks_the_answer(tmp_path):
+    from evowatt.driver.results import answer, front
     from evowatt.handover.figures import fig_generations, fig_tradeoff
     from evowatt.handover.report_data import load_run
-    from evowatt.handover.results import answer, front
 
     run_dir = _pareto_store(
         tmp_path / "p",
@@ -319,7 +319,7 @@ def test_trade_off_labels_of_a_crowded_front_never_overlap(tmp_path):
 def test_report_table_lists_exported_models_beside_the_front(tmp_path):
     import json
 
-    from evowatt.handover.results import front
+    from evowatt.driver.results import front
 
     run_dir = _pareto_store(
         tmp_path / "x",

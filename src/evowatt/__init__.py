@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from evowatt.errors import EvowattError
+from evowatt.version import __version__
 
 if TYPE_CHECKING:
     from evowatt.config.schema import RunConfig
+    from evowatt.driver.results import FrontModel
     from evowatt.driver.session import RunResult
     from evowatt.fitting import FitResult
-    from evowatt.handover.results import FrontModel
 
-__version__ = "0.1.0"
 
 __all__ = ["EvowattError", "__version__", "fit", "front", "load_config", "pick", "run"]
 
@@ -40,14 +40,14 @@ def run(config: RunConfig | str, out: str | None = None, **kwargs: Any) -> RunRe
 
 def front(run_dir: str) -> list[FrontModel]:
     """The run's non-dominated models (objectives on evo_test), the most accurate first."""
-    from evowatt.handover.results import front as _front
+    from evowatt.driver.results import front as _front
 
     return _front(run_dir)
 
 
 def pick(run_dir: str, *budgets: str) -> FrontModel | None:
     """The most accurate model of the run within every budget, e.g. ``pick(run, "energy<2e-6")``."""
-    from evowatt.handover.results import pick as _pick
+    from evowatt.driver.results import pick as _pick
 
     return _pick(run_dir, *budgets)
 

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     import torch
 
     from evowatt.config.schema import RunConfig
+    from evowatt.driver.results import FrontModel
     from evowatt.driver.session import Progress, RunResult
     from evowatt.handover.export import ExportedModel
-    from evowatt.handover.results import FrontModel
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "grammar": "cnn",
@@ -127,10 +127,10 @@ class FitResult:
         """The chosen model behind the run's input pipeline (scale, normalisation), as the export has it."""
         if self._network is None:
             from evowatt.data.loaders import raw_scale
+            from evowatt.driver.results import run_config
             from evowatt.driver.store import RunStore
             from evowatt.driver.tasks import data_ref
             from evowatt.handover.rebuild import RawInput, rebuild
-            from evowatt.handover.results import run_config
 
             chosen = self._chosen()
             store = RunStore(self.run_dir)
@@ -356,8 +356,8 @@ def _arrays(x: Any, y: Any, x_test: Any, y_test: Any, seed: int) -> tuple[Pair, 
 
 
 def _result(run_dir: Path, run: RunResult, classes: np.ndarray, config: RunConfig) -> FitResult:
+    from evowatt.driver.results import answer, front
     from evowatt.driver.tasks import data_ref
-    from evowatt.handover.results import answer, front
 
     shape = data_ref(config).load().input_shape
     return FitResult(run_dir, run, front(run_dir), answer(run_dir), classes, tuple(shape))

@@ -58,9 +58,9 @@ def plan_text(config: Any, total: int, plan: RunPlan | None = None) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from evowatt.config.load import load_config
     from evowatt.driver.plan import plan_for
+    from evowatt.driver.results import parse_budget
     from evowatt.driver.session import run
     from evowatt.driver.setup import default_run_dir, planned_evaluations
-    from evowatt.handover.results import parse_budget
 
     minutes = [] if args.minutes is None else [f"minutes={args.minutes}"]
     config, plan = plan_for(load_config(args.config, [*args.set, *minutes], args.seed))

@@ -13,7 +13,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from evowatt.cli.args import class_count, input_shape_arg, non_negative_int, positive_float, positive_int
-from evowatt.energy.settings import MeasureSettings, MeterName
+from evowatt.config.energy import MeasureSettings, MeterName
 from evowatt.errors import EvowattError
 
 

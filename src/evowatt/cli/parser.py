@@ -19,7 +19,7 @@ from evowatt.cli.show import cmd_show
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evowatt import __version__
+    from evowatt.version import __version__
 
     parser = argparse.ArgumentParser(prog="evowatt", description="Power-aware neuroevolution for PyTorch.")
     parser.add_argument("--version", action="version", version=f"evowatt {__version__}")

@@ -126,7 +126,7 @@ def print_result(result: Any, budgets: list[str] | None = None) -> None:
     """The run's front, then its one answer: the model to take and the command that exports it."""
     stop = "time limit reached" if result.stopped == "time_limit" else "all generations done"
     console.print(f"{result.evaluations} evaluations in {result.wall_seconds:.1f} s ({stop})")
-    from evowatt.handover.results import answer, front
+    from evowatt.driver.results import answer, front
 
     models = front(result.run_dir)
     console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))
@@ -195,7 +195,7 @@ def show_data(run_dir: str) -> dict[str, Any]:
         latest = [f for f in finals if f.id > last_searched] or finals
         screens = [e.to_json() for e in evaluations if e.kind == "screen"]
         final = _with_screening(latest[0].to_json(), screens) if latest else None
-        from evowatt.handover.results import answer, front
+        from evowatt.driver.results import answer, front
 
         chosen = answer(run_dir) if generations or finals else None
         return {
@@ -245,8 +245,8 @@ def _objective_text(model: Any, name: str) -> str:
 
 
 def _front_or_pick(args: argparse.Namespace) -> int:
+    from evowatt.driver.results import front, pick, run_config
     from evowatt.driver.store import RunStore
-    from evowatt.handover.results import front, pick, run_config
 
     store = RunStore(args.run_dir)
     try:
@@ -324,8 +324,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {data['mixed_sources']}", highlight=False)
     grammar_file = Path(args.run_dir) / "grammar.grammar"
     grammar_text = grammar_file.read_text(encoding="utf-8") if grammar_file.exists() else None
+    from evowatt.driver.results import profile_drift
     from evowatt.driver.store import RunStore
-    from evowatt.handover.results import profile_drift
 
     store = RunStore(args.run_dir)
     try:
@@ -337,7 +337,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if data["best"] and data["generations"] and data["generations"][-1].get("best_id") is not None:
         console.print(_best_table("best individual of the search", data["best"], grammar_text))
     if data["generations"]:
-        from evowatt.handover.results import answer, front
+        from evowatt.driver.results import answer, front
 
         models = front(args.run_dir)
         console.print(_front_table(f"front ({len(models)} distinct models)", models, _FRONT_COLUMNS))

@@ -14,11 +14,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from evowatt.config.base import Strict
+from evowatt.config.energy import EnergySettings
 from evowatt.config.experimental import ExperimentalConfig
 from evowatt.config.network import NetworkConfig
 from evowatt.config.search import FitnessConfig, SearchConfig
 from evowatt.config.training import TrainingConfig
-from evowatt.energy.settings import EnergySettings
 
 
 class DatasetConfig(Strict):

@@ -240,8 +240,8 @@ def time_models(task: EvalTask, splits: Splits | None = None) -> dict[str, dict[
     run's measurement protocol: a model shown to the user always has one, whether or not the search
     timed it. A network's latency does not depend on its weights: it needs none kept. Like ``evaluate``
     a function of its task (and ``splits``, where the caller has them), so a runner's worker may run it."""
+    from evowatt.config.energy import MeasureSettings
     from evowatt.energy.protocol import make_batch, measure_model
-    from evowatt.energy.settings import MeasureSettings
 
     if not task.settings.energy:
         return {}

@@ -87,7 +87,7 @@ class Handover:
         has none yet: the search timed only what it selected on, and a final training times its own. A
         network timed before (another of these models, a final training) is not timed again. Returns the
         rows it changed."""
-        from evowatt.handover.results import answer, front
+        from evowatt.driver.results import answer, front
 
         store, costs = self.store, self.costs
         rows: dict[int, Evaluation] = {}

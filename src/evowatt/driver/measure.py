@@ -23,8 +23,8 @@ from evowatt.representation.genome import Genome
 
 @functools.lru_cache(maxsize=4)
 def _meter_cached(name: str, device: str, options: str):
+    from evowatt.config.energy import EstimateConstants
     from evowatt.energy.select import open_meter
-    from evowatt.energy.settings import EstimateConstants
 
     settings = json.loads(options)
     return open_meter(
@@ -47,9 +47,9 @@ def _meter(name: str | None, device: str, settings: dict[str, Any]):
 def _worker_meter(device: str, options: str):
     """This worker's own meter (the run's choice, e.g. auto, resolved here) and its idle baseline,
     measured once per worker process: a Ray worker may sit on another machine than the driver."""
+    from evowatt.config.energy import EnergySettings
     from evowatt.energy.protocol import measure_idle
     from evowatt.energy.select import select_meter
-    from evowatt.energy.settings import EnergySettings
 
     energy = EnergySettings.model_validate(json.loads(options))
     meter, _ = select_meter(
@@ -104,8 +104,8 @@ def idle_to_json(idle) -> dict[str, Any] | None:
 
 def measure(result: EvalResult, models: dict, plan, network: Network, task: EvalTask, meter, idle, x) -> None:
     """Energy, power and latency of each standalone model, and of the modules the archive asks for."""
+    from evowatt.config.energy import MeasureSettings
     from evowatt.energy.protocol import make_batch, measure_model, synthetic_batch
-    from evowatt.energy.settings import MeasureSettings
 
     settings = MeasureSettings(
         **{k: v for k, v in task.settings.energy.items() if k in MeasureSettings.model_fields}

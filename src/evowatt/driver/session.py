@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evowatt import __version__
 from evowatt.config.schema import RunConfig
 from evowatt.driver.costs import NetworkCosts
 from evowatt.driver.evaluate import evaluate
@@ -41,6 +40,7 @@ from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref, search_task
 from evowatt.errors import EvowattError
 from evowatt.search import GenerationRecord, Search
+from evowatt.version import __version__
 
 # an observer of typed events (``driver.observe``), or the older ``progress(name, **info)`` callback
 Progress = Observer | LegacyProgress

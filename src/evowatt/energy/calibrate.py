@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evowatt.config.energy import MeasureSettings
 from evowatt.config.network import CapsConfig, ModuleConfig, NetworkConfig
 from evowatt.energy.base import Clock, HardwareMeter, Meter
 from evowatt.energy.estimate import EstimateMeter
@@ -28,7 +29,6 @@ from evowatt.energy.features import feature_order, network_features
 from evowatt.energy.fit import Accuracy, accuracy, fit_nonnegative, scale_factor
 from evowatt.energy.profile import TARGETS, Predictor, Profile, this_device
 from evowatt.energy.protocol import measure_idle, measure_model, synthetic_batch
-from evowatt.energy.settings import MeasureSettings
 from evowatt.errors import EvowattError
 from evowatt.nn.builder import InvalidNetwork, NetworkPlan, build_network, plan_network
 from evowatt.representation.genome import check_network_against_grammar, random_genome

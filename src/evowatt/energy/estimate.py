@@ -42,8 +42,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from evowatt.config.energy import EstimateConstants as EstimateConstants  # re-exported
 from evowatt.energy.base import METHOD_ESTIMATE, Meter
-from evowatt.energy.settings import EstimateConstants as EstimateConstants  # re-exported
 
 # ---------------------------------------------------------------------------------------------------
 # Operation rules: op name -> (additions, multiplications) per output element, given the op's call.

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import torch
 
+from evowatt.config.energy import EnergySettings as EnergySettings  # re-exported
+from evowatt.config.energy import MeasureSettings
 from evowatt.energy.base import (
     METHOD_CLOCK,
     METHOD_COUNTED,
@@ -28,8 +30,6 @@ from evowatt.energy.base import (
     device_sync,
 )
 from evowatt.energy.estimate import EnergyEstimate, EstimateMeter
-from evowatt.energy.settings import EnergySettings as EnergySettings  # re-exported
-from evowatt.energy.settings import MeasureSettings
 
 
 @dataclass(frozen=True)

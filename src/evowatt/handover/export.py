@@ -75,7 +75,7 @@ def _best_id(store: RunStore) -> int:
 def front_members(store: RunStore) -> tuple[dict[int, set[int]], list[str]]:
     """{evaluation id: its exits on the run's front} (`evowatt show --front`'s models) among the
     evaluations whose weights are kept, and the front members left out because theirs were pruned."""
-    from evowatt.handover.results import front
+    from evowatt.driver.results import front
 
     members: dict[int, set[int]] = {}
     skipped = []
@@ -111,7 +111,7 @@ def choose(
             chosen[evaluation_id] |= exits
 
     if best:
-        from evowatt.handover.results import answer
+        from evowatt.driver.results import answer
 
         model = answer(store.dir)  # every exit of the model to take's evaluation, as before
         chosen[model.id if model is not None else _best_id(store)] = None
@@ -120,7 +120,7 @@ def choose(
         for evaluation_id, exits in members.items():
             add(evaluation_id, exits)
     if pick:
-        from evowatt.handover.results import pick as pick_model
+        from evowatt.driver.results import pick as pick_model
 
         model = pick_model(store.dir, *pick)
         if model is None:

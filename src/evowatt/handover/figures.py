@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from evowatt.driver.results import FrontModel
 from evowatt.handover.report_data import CHANCE, RunData, exported, number, points
-from evowatt.handover.results import FrontModel
 
 FIGURES = ("tradeoff", "generations", "budget", "measurement")
 

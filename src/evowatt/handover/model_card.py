@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from evowatt import __version__
 from evowatt.data.loaders import CLASS_NAMES
 from evowatt.driver.store import RunStore
 from evowatt.handover.formats import usage
 from evowatt.handover.rebuild import Rebuilt
+from evowatt.version import __version__
 
 # the figures a card carries for each exit, with their store names (suffix _1 for the early exit)
 CARD_METRICS = ("accuracy", "test_accuracy", "loss", "energy", "power", "latency", "flops", "params")

@@ -1,6 +1,6 @@
 """`evowatt report`: one self-contained HTML page of a run, its figures inline, nothing fetched when opened.
 
-It answers the run's question first, with the views the terminal uses (``evowatt.handover.results``): the
+It answers the run's question first, with the views the terminal uses (``evowatt.driver.results``): the
 header
 names the model to take (``results.answer``, the one ``evowatt run`` names at its end) and counts the
 searched evaluations and the final trainings apart; the trade-off figure draws the run's front
@@ -25,14 +25,14 @@ from typing import Any
 
 import yaml
 
-from evowatt import __version__
+from evowatt.driver.results import FrontModel, profile_drift
 from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
 from evowatt.handover.figures import FIGURES, render_figures
 from evowatt.handover.report_data import CHANCE, RunData, counts, exported, load_run, number
-from evowatt.handover.results import FrontModel, profile_drift
 from evowatt.records import Status
 from evowatt.units import format_si
+from evowatt.version import __version__
 
 _FIGURES_UNITS = {"energy": "J", "latency": "s", "power": "W"}
 COLUMNS = {  # the table's figures, bare metric names: one exit's

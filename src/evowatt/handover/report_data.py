@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from evowatt.data.loaders import CLASS_NAMES
+from evowatt.driver.results import FrontModel, answer, front
 from evowatt.driver.store import Evaluation, RunStore
 from evowatt.errors import EvowattError
-from evowatt.handover.results import FrontModel, answer, front
 from evowatt.records import Status
 from evowatt.search.protocol import GenerationRecord
 
