@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from evowatt.config.training import BudgetConfig
+    from evowatt.records import Budget
     from evowatt.driver.rows import Evaluation
     from evowatt.driver.session import RunResult
     from evowatt.records import EvalResult
@@ -128,7 +128,7 @@ class ScreeningStarted(Event):
 
     name: ClassVar[str] = "screen"
     candidate: Candidate
-    budget: BudgetConfig
+    budget: Budget
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class FinalTraining(Event):
 
     name: ClassVar[str] = "final"
     candidate: Candidate
-    budget: BudgetConfig
+    budget: Budget
 
 
 @dataclass(frozen=True)
