@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from evowatt.records import Budget
     from evowatt.driver.rows import Evaluation
     from evowatt.driver.session import RunResult
-    from evowatt.records import EvalResult
+    from evowatt.records import Budget, EvalResult
     from evowatt.search.protocol import Candidate, GenerationRecord, Score, Search
 
 
