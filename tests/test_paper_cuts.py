@@ -241,6 +241,32 @@ def test_an_interrupt_names_the_run_directory(signum, status, tmp_path):
     assert "RUN_DIR" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_that_lands_in_code_run_from_text_keeps_its_status(signum, status, tmp_path):
+    """The flake CI met: the signal landed while a dataclass or namedtuple was being made from text; CPython
+    then marked the interrupt unhandled and, under ``python -m``, killed itself with SIGINT at exit (-2)
+    although main had caught it and returned 143. Here the signal lands in such text every time."""
+    package = tmp_path / "lands_in_text"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import argparse, os\n"
+        "import evowatt.cli.main as cli\n"
+        "class Parser:\n"
+        "    def parse_args(self, argv):\n"
+        f"        text = 'os.kill(os.getpid(), {int(signum)})\\nfor _ in range(10**6): pass'\n"
+        "        return argparse.Namespace(func=lambda args: exec(text))\n"
+        "cli.build_parser = Parser\n"
+        "raise SystemExit(cli.main([]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC.parent)])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lands_in_text"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr == "evowatt: interrupted\n"
+
+
 def test_an_interrupt_before_the_run_starts_says_there_is_nothing_to_resume(tmp_path):
     from evowatt.cli.interrupts import Interrupts
 

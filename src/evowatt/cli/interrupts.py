@@ -40,6 +40,7 @@ class Interrupts:
         130); ignoring further signals keeps the status."""
         for signum in self.previous:
             signal.signal(signum, signal.SIG_IGN)
+        forget_unhandled_interrupt()
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
@@ -75,6 +76,15 @@ class Interrupts:
             child.terminate()
         os.write(2, f"\nevowatt: {self.message()} (interrupted again: stopped at once)\n".encode())
         os._exit(self.status)
+
+
+def forget_unhandled_interrupt() -> None:
+    """CPython marks an interrupt "unhandled" when it leaves code run from a string (``exec``/``eval`` of
+    text, as dataclasses and namedtuple do while a module loads), even when we catch it further out; under
+    ``python -m`` that mark makes the interpreter kill itself with SIGINT at exit, whatever status we
+    return (a SIGTERM then ended as -2, not 143). Every evaluation of text clears the mark when it starts,
+    so evaluating an empty one after we have handled the interrupt forgets it."""
+    exec("None")  # noqa: S102 - a constant: the side effect on the interpreter's mark is the point
 
 
 def writes_run(args: argparse.Namespace, run_dir: str | Path) -> None:
