@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from evowatt.config.schema import RunConfig
-from evowatt.energy.sources import check_one_source, point_source
+from evowatt.provenance import check_one_source, point_source
 from evowatt.records import EvalResult
 from evowatt.representation.genome import Genome, random_genome
 from evowatt.representation.grammar import Grammar

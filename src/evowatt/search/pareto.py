@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from evowatt.config.schema import RunConfig
-from evowatt.energy.sources import check_one_source
+from evowatt.provenance import check_one_source
 from evowatt.records import EvalResult
 from evowatt.representation.genome import Genome
 from evowatt.representation.grammar import Grammar
@@ -418,7 +418,7 @@ class PointState(StateModel):
     values: list[float]
     violation: float = Field(ge=0)
     reason: str | None = None
-    source: str | None = None  # how its energy was obtained (energy.sources.point_source)
+    source: str | None = None  # how its energy was obtained (provenance.point_source)
 
     @field_validator("values", mode="before")
     @classmethod
