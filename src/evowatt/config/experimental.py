@@ -81,7 +81,7 @@ class ExperimentalConfig(Strict):
     draw_within_caps: bool = Field(
         False,
         description="draw a random network or a mutation again (up to 20 times) when search.caps or the "
-        "input's size would make it invalid, instead of spending an evaluation on an invalid network; not "
-        "yet measured on every seed (docs/experimental.md)",
+        "input's size would make it invalid, instead of spending an evaluation on an invalid network; with "
+        "a 4 MFLOP cap no gain on the Fashion-MNIST seed it was made for (0.8915 against 0.8956)",
     )
     final_training: ExperimentalFinalTrainingConfig = ExperimentalFinalTrainingConfig()
