@@ -398,11 +398,12 @@ def run_search(name: str, data: dict, seed: int, minutes: float, root: Path) -> 
     return search_row(name, seed, minutes, result, anytime)
 
 
-def run_example(seed: int, minutes: float, root: Path) -> dict:
+def run_example(seed: int, minutes: float, root: Path, overrides: list[str] | None = None) -> dict:
     """The shipped example as ``evowatt run EXAMPLE --minutes T --seed SEED`` runs it: the config read
     and planned here, the plan printed, nothing else set. The clock runs from planning (the config is
-    read just before; the anytime curve's test split is loaded before that, outside the run)."""
-    config = load_config(EXAMPLE, [f"minutes={minutes:g}"], seed)
+    read just before; the anytime curve's test split is loaded before that, outside the run). ``overrides``:
+    ``--set`` items a user would add (--example-set), to try a change against the example as shipped."""
+    config = load_config(EXAMPLE, [f"minutes={minutes:g}", *(overrides or [])], seed)
     anytime = Anytime(config.grammar, seed)
     began = time.perf_counter()
     anytime.start = began
@@ -518,8 +519,10 @@ def settings_of(row: dict, defaults: dict, ignore: tuple[str, ...] = ()) -> str:
     if row.get("configuration") == "e-hand":
         return ""
     if row.get("configuration") == "f-example":
-        example = (row.get("settings") or {}).get("example")
-        return "" if example in (None, defaults.get("example")) else f"example={example}"
+        settings = row.get("settings") or {}
+        example = settings.get("example")
+        parts = [] if example in (None, defaults.get("example")) else [f"example={example}"]
+        return " ".join(parts + [f"set {item}" for item in settings.get("set") or []])
     settings = row.get("settings") or {}
     pareto = row.get("configuration") == "c-pareto"
     keys = [k for k in SETTINGS if k not in ignore and (pareto or k not in PARETO_ONLY)]
@@ -822,7 +825,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def row_settings(name: str, args: argparse.Namespace) -> dict:
     """What a row records of the settings it ran with: f-example the example file's digest alone."""
     if name == "f-example":
-        return {"example": example_digest()}
+        return {"example": example_digest(), **({"set": args.example_set} if args.example_set else {})}
     return {k: getattr(args, k) for k in SETTINGS}
 
 
@@ -846,6 +849,13 @@ def main() -> int:
     parser.add_argument("--report", metavar="JSONL", help="only print the table (and the PNG) from results")
     parser.add_argument(
         "--max-load", type=float, help="leave runs recorded under a higher load out of the table"
+    )
+    parser.add_argument(
+        "--example-set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="f-example: a --set a user would add to the shipped example (repeatable); its rows stay apart",
     )
     parser.add_argument("--train-subset", type=int, default=10_000, help="training images the search sees")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per individual (top rung's)")
@@ -972,7 +982,7 @@ def main() -> int:
         loads = Load()
         try:
             if name == "f-example":
-                row = run_example(seed, args.minutes, root)
+                row = run_example(seed, args.minutes, root, args.example_set)
             elif data is None:
                 row = run_hand(seed, args.minutes)
             else:

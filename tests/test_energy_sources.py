@@ -2,8 +2,8 @@
 
 import pytest
 
-from evowatt.energy.sources import check_comparable, meter_of, mixed_sources, sources
 from evowatt.errors import EvowattError
+from evowatt.provenance import check_comparable, meter_of, mixed_sources, sources
 from evowatt.records import EvalResult
 
 

@@ -108,6 +108,7 @@ def test_show_pick_with_units(finished, capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"evowatt {evowatt.__version__}"
+    assert metadata("evowatt")["Version"] == evowatt.__version__  # pyproject reads it from version.py
 
 
 # --- 3. install hints name the project's extra -----------------------------------------------------------

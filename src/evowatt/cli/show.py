@@ -176,7 +176,7 @@ def _print_answer(run_dir: Any, chosen: Any, budgets: list[str]) -> None:
 
 def show_data(run_dir: str) -> dict[str, Any]:
     from evowatt.driver.store import RunStore
-    from evowatt.energy.sources import mixed_sources, sources
+    from evowatt.provenance import mixed_sources, sources
 
     store = RunStore(run_dir)
     try:

@@ -19,10 +19,11 @@ from evowatt.driver.store import RunStore
 from evowatt.driver.tasks import data_ref
 from evowatt.energy.choice import MeterChoice, meter_per_worker
 from evowatt.errors import EvowattError
-from evowatt.representation.genome import check_network_against_grammar
+from evowatt.representation.genome import Genome, check_network_against_grammar
 from evowatt.representation.grammar import Grammar, load_grammar
 from evowatt.search import EvolutionStrategy, Search
 from evowatt.search.fidelity import Rungs, SuccessiveHalving
+from evowatt.search.genomes import Fits
 
 
 def make_search(config: RunConfig, grammar: Grammar) -> Search:
@@ -30,13 +31,32 @@ def make_search(config: RunConfig, grammar: Grammar) -> Search:
     from evowatt.search.pareto import ParetoSearch, RandomSearch
 
     kinds = {"es": EvolutionStrategy, "pareto": ParetoSearch, "random": RandomSearch}
-    search: Search = kinds[config.search.algorithm](config, grammar)
+    fits = within_caps(config, grammar) if config.experimental.draw_within_caps else None
+    search: Search = kinds[config.search.algorithm](config, grammar, fits=fits)
     fidelity = config.search.fidelity
     if fidelity is not None:
         unit = "steps" if config.training.budget.steps is not None else "seconds"
         rungs = Rungs(fidelity.min_budget, fidelity.eta, fidelity.rungs, unit)
         search = SuccessiveHalving(search, rungs, config.seed)
     return search
+
+
+def within_caps(config: RunConfig, grammar: Grammar) -> Fits:
+    """Whether a genome makes a network that search.caps admit on this dataset's input (the same check an
+    evaluation makes before it trains), for a search that draws again what would be invalid."""
+    from evowatt.nn.builder import InvalidNetwork, plan_network
+
+    data = data_ref(config).load()
+    shape, classes, caps = tuple(data.input_shape), data.num_classes, config.search.caps
+
+    def fits(genome: dict[str, Any]) -> bool:
+        try:
+            plan_network(Genome.from_json(genome), grammar, shape, classes, caps.max_params, caps.max_flops)
+        except InvalidNetwork:
+            return False
+        return True
+
+    return fits
 
 
 def planned_evaluations(config: RunConfig) -> int:

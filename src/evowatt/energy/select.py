@@ -16,7 +16,6 @@ from evowatt.energy.base import Meter, MeterUnavailable, device_sync, setting_hi
 from evowatt.energy.estimate import EstimateConstants, EstimateMeter
 from evowatt.energy.nvml import NvmlMeter
 from evowatt.energy.rapl import DEFAULT_ROOT, RaplMeter
-from evowatt.energy.sources import check_comparable  # noqa: F401  (the Pareto search's check)
 from evowatt.errors import EvowattError
 
 METERS = ("nvml", "rapl", "estimate")

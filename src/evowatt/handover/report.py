@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from evowatt.driver.results import FrontModel, profile_drift
-from evowatt.energy.sources import mixed_sources, sources
 from evowatt.errors import EvowattError
 from evowatt.handover.figures import FIGURES, render_figures
 from evowatt.handover.report_data import CHANCE, RunData, counts, exported, load_run, number
+from evowatt.provenance import mixed_sources, sources
 from evowatt.records import Status
 from evowatt.units import format_si
 from evowatt.version import __version__

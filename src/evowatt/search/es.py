@@ -17,13 +17,13 @@ from typing import Any
 from pydantic import Field
 
 from evowatt.config.schema import RunConfig
-from evowatt.energy.sources import check_one_source, point_source
+from evowatt.provenance import check_one_source, point_source
 from evowatt.records import EvalResult
-from evowatt.representation.genome import Genome, random_genome
+from evowatt.representation.genome import Genome
 from evowatt.representation.grammar import Grammar
 from evowatt.representation.mutation import ModuleSampler
 from evowatt.search.fitness import rank_key, score
-from evowatt.search.genomes import GenomeSearch
+from evowatt.search.genomes import MAX_DRAWS, Fits, GenomeSearch
 from evowatt.search.protocol import (
     Candidate,
     Evaluated,
@@ -59,11 +59,17 @@ class EvolutionStrategy(GenomeSearch):
     algorithm = "es"
     objectives: tuple[()] = ()  # no front: one weighted fitness
 
-    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        grammar: Grammar,
+        reuse_sampler: ModuleSampler | None = None,
+        fits: Fits | None = None,
+    ):
         # module reuse draws by 1/cost; the cost follows the fitness: power if it uses power, else energy
         used = config.fitness.metrics_used()
         cost = "power" if any(m.startswith("power") for m in used) else "energy"
-        super().__init__(config, grammar, cost, reuse_sampler)
+        super().__init__(config, grammar, cost, reuse_sampler, fits)
         self.used = sorted(used)
         self.inherit = config.search.inherits()  # unset: the ES's default, train from scratch
         self.parent: Parent | None = None
@@ -75,18 +81,16 @@ class EvolutionStrategy(GenomeSearch):
             return list(self.pending)
         lam = self.config.search.lambda_
         if self.generation == 0 or self.parent is None:
-            self.pending = [
-                self._candidate(
-                    "random", random_genome(self.grammar, self.config.network, self.rng).to_json()
-                )
-                for _ in range(lam)
-            ]
+            self.pending = [self._random() for _ in range(lam)]
             return list(self.pending)
         parent = self.parent
         batch = [self._candidate("parent", parent.genome, parent_id=parent.id)]
         parent_genome = Genome.from_json(parent.genome)
         for _ in range(lam):
-            outcome = self.mutator.mutate(parent_genome, self.rng, self.reuse_sampler)
+            for _ in range(MAX_DRAWS if self.fits else 1):
+                outcome = self.mutator.mutate(parent_genome, self.rng, self.reuse_sampler)
+                if outcome.train_longer or self._fits(outcome.genome):
+                    break
             if outcome.train_longer:
                 batch.append(
                     self._candidate(

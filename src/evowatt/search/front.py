@@ -16,7 +16,7 @@ import moocore
 import numpy as np
 
 from evowatt.config.search import Constraint, Objective
-from evowatt.energy.sources import point_source
+from evowatt.provenance import point_source
 from evowatt.records import EvalResult
 
 EXITS = {"0": "", "1": "_1"}  # exit -> metric suffix: the full model and the early exit

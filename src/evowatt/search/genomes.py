@@ -4,7 +4,7 @@ mutations and the module archive that module reuse draws from."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,10 +12,17 @@ import numpy as np
 from evowatt.config.schema import RunConfig
 from evowatt.records import EvalResult
 from evowatt.representation.archive import ModuleArchive
-from evowatt.representation.genome import random_genome
+from evowatt.representation.genome import Genome, random_genome
 from evowatt.representation.grammar import Grammar
 from evowatt.representation.mutation import ModuleSampler, Mutator
 from evowatt.search.protocol import Candidate, Evaluated, derived_seed
+
+#: Whether a genome (as JSON) makes a network the run can build within search.caps; the driver makes it.
+Fits = Callable[[dict[str, Any]], bool]
+
+#: How many times a random genome or a mutation is drawn again when it does not fit (then the last is kept
+#: and its evaluation says why it is invalid, as without redrawing).
+MAX_DRAWS = 20
 
 
 class GenomeSearch:
@@ -27,6 +34,7 @@ class GenomeSearch:
         grammar: Grammar,
         cost_metric: str,
         reuse_sampler: ModuleSampler | None = None,
+        fits: Fits | None = None,
     ):
         self.config = config
         self.grammar = grammar
@@ -35,6 +43,7 @@ class GenomeSearch:
         self.reuse_sampler = reuse_sampler or self.archive.sample
         self.uses_archive = config.search.mutation.reuse_module > 0
         self.cost_metric = cost_metric
+        self.fits = fits  # experimental.draw_within_caps: draw again what the caps would refuse
         self.rng = np.random.default_rng(config.seed)
         self.generation = 0
         self.next_id = 0
@@ -56,8 +65,14 @@ class GenomeSearch:
         return trial.best()
 
     def _random(self) -> Candidate:
-        genome = random_genome(self.grammar, self.config.network, self.rng).to_json()
+        for _ in range(MAX_DRAWS if self.fits else 1):
+            genome = random_genome(self.grammar, self.config.network, self.rng).to_json()
+            if self.fits is None or self.fits(genome):
+                break
         return self._candidate("random", genome)
+
+    def _fits(self, genome: Genome) -> bool:
+        return self.fits is None or self.fits(genome.to_json())
 
     def _candidate(self, kind: str, genome: dict[str, Any], **extra: Any) -> Candidate:
         """The next id and its derived seed; new modules are costed on their own for the archive."""

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from evowatt.config.schema import RunConfig
-from evowatt.energy.sources import check_one_source
+from evowatt.provenance import check_one_source
 from evowatt.records import EvalResult
 from evowatt.representation.genome import Genome
 from evowatt.representation.grammar import Grammar
@@ -35,7 +35,7 @@ from evowatt.search.front import (
     points_of,
     with_floors,
 )
-from evowatt.search.genomes import GenomeSearch
+from evowatt.search.genomes import MAX_DRAWS, Fits, GenomeSearch
 from evowatt.search.protocol import (
     Candidate,
     Evaluated,
@@ -88,10 +88,16 @@ class ParetoSearch(GenomeSearch):
 
     algorithm = "pareto"
 
-    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        grammar: Grammar,
+        reuse_sampler: ModuleSampler | None = None,
+        fits: Fits | None = None,
+    ):
         search = config.search
         cost = "power" if "power" in {o.metric for o in search.objectives} else "energy"
-        super().__init__(config, grammar, cost, reuse_sampler)
+        super().__init__(config, grammar, cost, reuse_sampler, fits)
         self.objectives = list(search.objectives)
         self.constraints = list(search.constraints)
         self.population: list[Member] = []
@@ -318,8 +324,11 @@ class ParetoSearch(GenomeSearch):
 
     # --- candidates ----------------------------------------------------------------------------------
     def _offspring(self) -> Candidate:
-        parent = self._tournament()
-        outcome = self.mutator.mutate(Genome.from_json(parent.genome), self.rng, self.reuse_sampler)
+        for _ in range(MAX_DRAWS if self.fits else 1):
+            parent = self._tournament()
+            outcome = self.mutator.mutate(Genome.from_json(parent.genome), self.rng, self.reuse_sampler)
+            if outcome.train_longer or self._fits(outcome.genome):
+                break
         if outcome.train_longer:
             return self._candidate(
                 "train_longer",
@@ -375,8 +384,14 @@ class RandomSearch(ParetoSearch):
 
     algorithm = "random"
 
-    def __init__(self, config: RunConfig, grammar: Grammar, reuse_sampler: ModuleSampler | None = None):
-        super().__init__(config, grammar, reuse_sampler)
+    def __init__(
+        self,
+        config: RunConfig,
+        grammar: Grammar,
+        reuse_sampler: ModuleSampler | None = None,
+        fits: Fits | None = None,
+    ):
+        super().__init__(config, grammar, reuse_sampler, fits)
         self.closest: Member | None = None
 
     def ask(self) -> list[Candidate]:
@@ -418,7 +433,7 @@ class PointState(StateModel):
     values: list[float]
     violation: float = Field(ge=0)
     reason: str | None = None
-    source: str | None = None  # how its energy was obtained (energy.sources.point_source)
+    source: str | None = None  # how its energy was obtained (provenance.point_source)
 
     @field_validator("values", mode="before")
     @classmethod
