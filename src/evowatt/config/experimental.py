@@ -81,7 +81,8 @@ class ExperimentalConfig(Strict):
     search_full_budget: bool = Field(
         False,
         description="search trainings (every rung, train_longer, mutants) run their whole budget instead of "
-        "stopping on the evolved patience; the best validated weights are kept (docs/experimental.md)",
+        "stopping on the evolved patience; the best validated weights are kept. Fashion-MNIST at 15 minutes: "
+        "seed 2 +1.87 pp, seed 4 +0.25 pp (the same network); the other seeds not measured yet",
     )
     draw_within_caps: bool = Field(
         False,
