@@ -105,7 +105,9 @@ def search_task(
             source = None
         elif getattr(candidate, "inherit", False):
             init_genome = row.genome
-    settings = eval_settings(config, candidate.budget, meter=meter)
+    # experimental.search_full_budget: the evolved early stop off, as a final training can have it
+    recipe = {"early_stopping": False} if config.experimental.search_full_budget else None
+    settings = eval_settings(config, candidate.budget, meter=meter, recipe=recipe)
     key = meter.cost_key if meter else None
     known = costs.lookup(candidate.genome, key, settings.latency) if costs else None
     return EvalTask(
