@@ -823,7 +823,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def row_settings(name: str, args: argparse.Namespace) -> dict:
-    """What a row records of the settings it ran with: f-example the example file's digest alone."""
+    """What a row records of the settings it ran with: f-example the example file's digest and its
+    --example-set items."""
     if name == "f-example":
         return {"example": example_digest(), **({"set": args.example_set} if args.example_set else {})}
     return {k: getattr(args, k) for k in SETTINGS}

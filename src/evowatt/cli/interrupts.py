@@ -84,7 +84,7 @@ def forget_unhandled_interrupt() -> None:
     ``python -m`` that mark makes the interpreter kill itself with SIGINT at exit, whatever status we
     return (a SIGTERM then ended as -2, not 143). Every evaluation of text clears the mark when it starts,
     so evaluating an empty one after we have handled the interrupt forgets it."""
-    exec("None")  # noqa: S102 - a constant: the side effect on the interpreter's mark is the point
+    exec("None")  # a constant: the side effect on the interpreter's mark is the point
 
 
 def writes_run(args: argparse.Namespace, run_dir: str | Path) -> None:
