@@ -107,7 +107,13 @@ def search_task(
             init_genome = row.genome
     # experimental.search_full_budget: the evolved early stop off, as a final training can have it
     recipe = {"early_stopping": False} if config.experimental.search_full_budget else None
-    settings = eval_settings(config, candidate.budget, meter=meter, recipe=recipe)
+    # experimental.search_final_learning: ranked under the final training's optimiser, rate and batch
+    learning = (
+        config.training.final_training.learning.overrides()
+        if config.experimental.search_final_learning
+        else None
+    )
+    settings = eval_settings(config, candidate.budget, meter=meter, recipe=recipe, learning=learning)
     key = meter.cost_key if meter else None
     known = costs.lookup(candidate.genome, key, settings.latency) if costs else None
     return EvalTask(
