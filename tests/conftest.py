@@ -32,6 +32,30 @@ FAST_ESTIMATE: dict[str, Any] = {
 }
 
 
+# a one-generation digits search of three small networks under a step budget: the runs that test one
+# option against the same run without it
+DIGITS_STEPS_SEARCH: dict[str, Any] = {
+    "seed": 0,
+    "grammar": "cnn",
+    "dataset": {"name": "digits"},
+    "network": SMALL_NETWORK,
+    "search": {"generations": 1, "lambda": 3},
+    "training": {"budget": {"steps": 300}, "threads": 1},
+    "energy": FAST_ESTIMATE,
+}
+
+
+def searched_ok(run_dir: Path) -> list:
+    """The valid search evaluations of a run (no screening or final training)."""
+    from evowatt.driver.store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        return [row for row in store.searched() if row.ok]
+    finally:
+        store.close()
+
+
 def config_dict(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """A deep copy of `base` with dotted keys set, e.g. ``config_dict(BASE, **{"search.lambda": 3})``."""
     data = json.loads(json.dumps(base))

@@ -5,38 +5,23 @@ from __future__ import annotations
 
 from evowatt.config.load import validate_config
 from evowatt.driver.session import run
-from evowatt.driver.store import RunStore
-from tests.conftest import FAST_ESTIMATE, SMALL_NETWORK
+from tests.conftest import DIGITS_STEPS_SEARCH, config_dict, searched_ok
 
 # a rate that leaves the weights where they started: a search trained with it stays at chance
 FROZEN = {"learning": "gradient_descent", "lr": 1e-12, "batch_size": 32}
 
 
 def run_config(on: bool) -> dict:
-    return {
-        "seed": 0,
-        "grammar": "cnn",
-        "dataset": {"name": "digits"},
-        "network": SMALL_NETWORK,
-        "search": {"generations": 1, "lambda": 3},
-        "training": {"budget": {"steps": 300}, "threads": 1, "final_training": {"learning": FROZEN}},
-        "energy": FAST_ESTIMATE,
-        "experimental": {"search_final_learning": on},
-    }
-
-
-def searched(run_dir) -> list:
-    store = RunStore(run_dir)
-    try:
-        return [row for row in store.searched() if row.ok]
-    finally:
-        store.close()
+    return config_dict(
+        DIGITS_STEPS_SEARCH,
+        **{"training.final_training": {"learning": FROZEN}, "experimental.search_final_learning": on},
+    )
 
 
 def test_the_search_trains_with_the_final_trainings_learning(tmp_path):
     rows = {}
     for on in (False, True):
-        rows[on] = searched(run(validate_config(run_config(on)), out=tmp_path / str(on)).run_dir)
+        rows[on] = searched_ok(run(validate_config(run_config(on)), out=tmp_path / str(on)).run_dir)
     assert rows[False] and rows[True]
     # off: the evolved genes train every network, and some learn
     assert all("learning" not in (row.result.train or {}) for row in rows[False])

@@ -63,6 +63,25 @@ class ExperimentalFinalTrainingConfig(Strict):
         "gained 0.94 pp on one seed and lost 0.75 pp on another",
     )
 
+    prefer_params_within: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="give the final training to the network with the most parameters among those the "
+        "whole run ranked within this much accuracy (at their best evaluation) of the most accurate, in "
+        "place of the most accurate (unset: the most accurate); a short rung cannot see what a long "
+        "training does with capacity",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_choose(self) -> ExperimentalFinalTrainingConfig:
+        if self.prefer_params_within is not None and self.screen.models:
+            raise ValueError(
+                "screen and prefer_params_within both choose the network of the final training: set one"
+            )
+        return self
+
     def width_of(self, place: int) -> float:
         """The width of the ``place``-th handed model's final training (0: the most accurate)."""
         return self.width if place == 0 or self.others_width is None else self.others_width

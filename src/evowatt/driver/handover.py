@@ -123,7 +123,7 @@ class Handover:
         final = self.config.training.final_training
         if final.budget is None:
             return []
-        screened = self.screen()
+        screened = self.screen() or self.prefer_params()
         rows = []
         for place, (_source_id, row) in enumerate(final_picks(self.config, self.store, handed, screened)):
             chosen = final.budget if place == 0 or final.others_budget is None else final.others_budget
@@ -153,6 +153,29 @@ class Handover:
         winner = max(ranked, key=lambda item: item[:2])[2]
         self.hooks(Screened(winner, rows))
         return winner
+
+    def prefer_params(self) -> Evaluation | None:
+        """With ``prefer_params_within``: the network of the final training, the one with the most
+        parameters among those ranked within that much of the most accurate (None: option unset, or no
+        valid network). The short rungs favour small networks; a long training rewards capacity."""
+        within = self.config.experimental.final_training.prefer_params_within
+        if within is None:
+            return None
+        ranked = ranked_networks(self.search, self.store)
+        if not ranked:
+            return None
+        top_value, top = ranked[0]
+        near = [(value, row) for value, row in ranked if value >= top_value - within]
+        value, chosen = max(near, key=lambda item: (item[1].metric("params") or 0.0, item[0]))
+        if chosen.id != top.id:
+            self.hooks(
+                Note(
+                    f"the final training goes to #{chosen.id} ({_params(chosen)} parameters, accuracy "
+                    f"{value:.4g}): the most parameters within {within:g} of the most accurate, #{top.id} "
+                    f"({_params(top)} parameters, {top_value:.4g})"
+                )
+            )
+        return chosen
 
     def within_time(self, budget: Budget) -> Budget | None:
         """``budget`` cut to the time a run planned from ``minutes`` has left (a search that ran over its
@@ -257,10 +280,15 @@ def handover_value(search: Search, row: Evaluation) -> float | None:
 
 
 def screen_picks(search: Search, store: RunStore, count: int) -> list[Evaluation]:
-    """The ``count`` networks the whole run ranks highest for the handover, each by its best evaluation
-    at any rung (a longer rung may have scored it lower, and the population may have lost it), each
-    from its latest evaluation whose weights are kept (from that best evaluation's genome, fresh, when
-    none is)."""
+    """The ``count`` networks the whole run ranks highest for the handover (``ranked_networks``)."""
+    return [row for _value, row in ranked_networks(search, store)[:count]]
+
+
+def ranked_networks(search: Search, store: RunStore) -> list[tuple[float, Evaluation]]:
+    """Every network the run evaluated validly, the highest handover value first, each with its best
+    evaluation's value at any rung (a longer rung may have scored it lower, and the population may have
+    lost it) and its latest evaluation whose weights are kept (that best evaluation's genome, fresh,
+    when none is)."""
     best: dict[str, tuple[float, int]] = {}
     kept: dict[str, Evaluation] = {}
     by_id: dict[int, Evaluation] = {}
@@ -274,5 +302,10 @@ def screen_picks(search: Search, store: RunStore, count: int) -> list[Evaluation
             by_id[row.id] = row
         if row.weights:
             kept[network] = row
-    ranked = sorted(best, key=lambda network: (-best[network][0], best[network][1]))[:count]
-    return [kept.get(network) or by_id[best[network][1]] for network in ranked]
+    ranked = sorted(best, key=lambda network: (-best[network][0], best[network][1]))
+    return [(best[network][0], kept.get(network) or by_id[best[network][1]]) for network in ranked]
+
+
+def _params(row: Evaluation) -> str:
+    params = row.metric("params")
+    return f"{params:,.0f}" if params is not None else "unknown"
