@@ -71,7 +71,8 @@ class ExperimentalFinalTrainingConfig(Strict):
         description="give the final training to the network with the most parameters among those the "
         "whole run ranked within this much accuracy (at their best evaluation) of the most accurate, in "
         "place of the most accurate (unset: the most accurate); a short rung cannot see what a long "
-        "training does with capacity",
+        "training does with capacity. Fashion-MNIST at 15 minutes, 0.01: it changed the choice on 1 of 5 "
+        "seeds, no gain",
     )
 
     @model_validator(mode="after")
