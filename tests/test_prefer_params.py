@@ -18,6 +18,7 @@ def run_config(within: float | None) -> dict:
         DIGITS_STEPS_SEARCH,
         **{
             "search.lambda": 5,
+            "training.budget": {"steps": 150},
             "training.final_training": {"budget": {"steps": 20}},
             "experimental.final_training.prefer_params_within": within,
         },
