@@ -123,9 +123,9 @@ class Handover:
         final = self.config.training.final_training
         if final.budget is None:
             return []
-        screened = self.screen() or self.prefer_params()
+        first = self.screen() or self.prefer_params()  # a network chosen for the first final training
         rows = []
-        for place, (_source_id, row) in enumerate(final_picks(self.config, self.store, handed, screened)):
+        for place, (_source_id, row) in enumerate(final_picks(self.config, self.store, handed, first)):
             chosen = final.budget if place == 0 or final.others_budget is None else final.others_budget
             width = self.config.experimental.final_training.width_of(place)
             trained = self.train_after_search("final", row, chosen.to_budget(), width)
@@ -247,16 +247,16 @@ def best_of_unfinished_generation(
 
 
 def final_picks(
-    config: RunConfig, store: RunStore, handed: list[int], screened: Evaluation | None = None
+    config: RunConfig, store: RunStore, handed: list[int], first: Evaluation | None = None
 ) -> list[tuple[int, Evaluation]]:
     """The handed models that get a final training: ``final_training.models`` of them, in handover order,
     each a different network (a front can hold one network twice, reached with other learning genes:
-    training it again would spend the budget on a model of the same cost). The screening's winner, when
-    there was one, takes the first place."""
+    training it again would spend the budget on a model of the same cost). ``first``, when given (the
+    screening's winner, or the ``prefer_params_within`` pick), takes the first place."""
     count = config.training.final_training.models
     picks: list[tuple[int, Evaluation]] = []
     networks: set[str] = set()
-    rows = [(screened.id, screened)] if screened is not None else []
+    rows = [(first.id, first)] if first is not None else []
     rows += [(source_id, row) for source_id in handed if (row := store.get(source_id)) is not None]
     for source_id, row in rows:
         if count != "all" and len(picks) >= int(count):
